@@ -1,0 +1,47 @@
+# The README's two commands: `make demo` and `make test`. Each installs what it needs itself.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DEBS := keepalived redis-server redis-sentinel openssh-server openipmi ipmitool fence-agents socat nftables iproute2 procps
+STAMP_DEBS := $(VENV)/.debs-installed
+STAMP_VENV := $(VENV)/.venv-installed
+
+.PHONY: install test lint typecheck unit demo clean
+
+install: $(STAMP_DEBS) $(STAMP_VENV)
+
+$(STAMP_DEBS):
+	@if [ "$$(id -u)" = 0 ]; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends $(DEBS); \
+	else \
+		missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+		if [ -n "$$missing" ]; then echo "make install: not root; install these Debian packages first:$$missing" >&2; exit 1; fi; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+$(STAMP_VENV): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+demo: install
+	$(BIN)/keepalived-arbiter check-config --offline -c deploy/arbiter.toml.example
+	$(BIN)/keepalived-arbiter policy explain -c deploy/arbiter.toml.example
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""keepalived-arbiter: the per-node agent (config, evidence, the pure policy, the loop, the lab)."""

@@ -1,0 +1,504 @@
+"""The agent's configuration: one TOML file validated into frozen pydantic models.
+
+This module owns the user interface of the config file (key names, defaults, the timing rules of DESIGN.md)
+and the error messages an operator sees. Everything is refused, never silently adjusted. Checks that only make
+sense on the node itself (secret files present, key files private, interfaces present) live in `node_problems`
+and are skipped by `check-config --offline`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import stat
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    IPvAnyInterface,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_PATH = Path("/etc/keepalived-arbiter/arbiter.toml")
+
+
+class _Model(BaseModel):
+    # Frozen: a loaded config is a value; unknown keys are a typo the operator must hear about.
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+Millis = Annotated[int, Field(gt=0, le=3_600_000)]
+
+
+def _host(value: str) -> str:
+    """A host is an IP address or a DNS name; a malformed dotted quad is refused as an address."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    looks_numeric = all(part.isdigit() for part in value.split("."))
+    if looks_numeric or not value or any(c.isspace() for c in value) or len(value) > 253:
+        raise ValueError(f"not an address ({value!r})")
+    return value
+
+
+def _host_port(value: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or host.count(":") and not (host.startswith("[") and host.endswith("]")):
+        host, port = value, str(default_port)
+    host = host.strip("[]")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"not a port ({port!r})")
+    return _host(host), int(port)
+
+
+class NodeConfig(_Model):
+    name: Name
+    cluster: Name
+    state_dir: Path = Path("/var/lib/keepalived-arbiter")
+
+
+class SshFence(_Model):
+    driver: Literal["ssh"]
+    level: int | None = Field(default=None, ge=1, le=9)
+    host: str
+    port: int = Field(default=22, gt=0, lt=65536)
+    user: str = "root"
+    key_file: Path
+    known_hosts: Path
+    command: str = "echo o > /proc/sysrq-trigger"
+
+    _check_host = field_validator("host")(classmethod(lambda cls, v: _host(v)))
+
+
+class IpmiFence(_Model):
+    driver: Literal["ipmi"]
+    level: int | None = Field(default=None, ge=1, le=9)
+    host: str
+    port: int = Field(default=623, gt=0, lt=65536)
+    username: str
+    password_file: Path
+
+    _check_host = field_validator("host")(classmethod(lambda cls, v: _host(v)))
+
+
+class AgentFence(_Model):
+    """Any installed ClusterLabs fence agent, driven through its stdin key=value protocol."""
+
+    driver: Literal["agent"]
+    level: int | None = Field(default=None, ge=1, le=9)
+    agent: Annotated[str, Field(pattern=r"^fence_[a-z0-9_]+$")]
+    options: dict[str, str] = Field(default_factory=dict)
+    password_file: Path | None = None
+
+
+FenceDevice = Annotated[SshFence | IpmiFence | AgentFence, Field(discriminator="driver")]
+
+
+class PeerConfig(_Model):
+    name: Name
+    heartbeat_addresses: list[IPvAnyAddress] = Field(default_factory=list)
+    fence: list[FenceDevice] = Field(default_factory=list)
+
+    def fence_levels(self) -> list[list[SshFence | IpmiFence | AgentFence]]:
+        """Devices grouped by level, in order; a device without `level` is a level of its own."""
+        levels: dict[int, list[SshFence | IpmiFence | AgentFence]] = {}
+        for position, device in enumerate(self.fence, start=1):
+            levels.setdefault(device.level if device.level is not None else 100 + position, []).append(device)
+        return [levels[k] for k in sorted(levels)]
+
+
+class InstanceConfig(_Model):
+    name: Name
+    vip: list[IPvAnyInterface] = Field(min_length=1)
+    interface: Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[^/\s]+$")]
+    track_file: Path
+    # Mirrors of this node's keepalived.conf, needed to know when keepalived's master-down timer fires.
+    priority: int = Field(default=100, ge=1, le=255)
+    advert_int_ms: int = Field(default=1000, ge=10, le=255_000)
+    vrrp_version: Literal[2, 3] = 2
+    nopreempt: bool = False
+
+    @model_validator(mode="after")
+    def _advert_fits_version(self) -> InstanceConfig:
+        if self.vrrp_version == 2 and self.advert_int_ms % 1000:
+            raise ValueError(f"advert_int_ms: VRRPv2 adverts are whole seconds (got {self.advert_int_ms})")
+        if self.vrrp_version == 3 and self.advert_int_ms % 10:
+            raise ValueError(f"advert_int_ms: VRRPv3 adverts are centiseconds (got {self.advert_int_ms})")
+        if not str(self.track_file).startswith("/"):
+            raise ValueError(f"track_file: must be an absolute path (got {str(self.track_file)!r})")
+        return self
+
+    @property
+    def master_down_ms(self) -> float:
+        """RFC 3768/5798: 3 × advert interval + skew time, as keepalived computes it."""
+        if self.vrrp_version == 2:
+            skew = (256 - self.priority) / 256 * 1000
+        else:
+            skew = (256 - self.priority) * self.advert_int_ms / 256
+        return 3 * self.advert_int_ms + skew
+
+
+class ReferenceConfig(_Model):
+    addresses: list[IPvAnyAddress] = Field(min_length=1)
+    quorum: int = Field(default=1, ge=1)
+    interval_ms: Millis = 1000
+    timeout_ms: Millis = 500
+    rise: int = Field(default=2, ge=1, le=10)
+    fall: int = Field(default=2, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _rules(self) -> ReferenceConfig:
+        if self.quorum > len(self.addresses):
+            raise ValueError(
+                f"quorum: must not exceed the {len(self.addresses)} addresses (got {self.quorum})"
+            )
+        if self.timeout_ms >= self.interval_ms:
+            raise ValueError(
+                f"timeout_ms: must be below interval_ms {self.interval_ms} (got {self.timeout_ms})"
+            )
+        return self
+
+
+class SentinelConfig(_Model):
+    addresses: list[str] = Field(min_length=1)
+    service: Name
+    password_file: Path | None = None
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        return [f"{h}:{p}" for h, p in (_host_port(a, 26379) for a in value)]
+
+
+class LeaseConfig(_Model):
+    redis_url: str | None = None
+    sentinel: SentinelConfig | None = None
+    password_file: Path | None = None
+    ttl_ms: Millis = 3000
+    renew_ms: Millis = 1000
+    timeout_ms: Millis = 300
+    # Self-demotion happens this long before the lease would expire (clock drift, gate write, VIP removal).
+    safety_ms: Millis = 500
+
+    @field_validator("redis_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"must be redis://, rediss:// or unix:// (got {value!r})")
+        if scheme != "unix":
+            hostport = rest.rpartition("@")[2].partition("/")[0]
+            _host_port(hostport, 6379)
+        return value
+
+    @model_validator(mode="after")
+    def _rules(self) -> LeaseConfig:
+        if (self.redis_url is None) == (self.sentinel is None):
+            raise ValueError("redis_url: give exactly one of redis_url or sentinel")
+        floor = self.renew_ms + 2 * self.timeout_ms
+        if self.ttl_ms <= floor:
+            raise ValueError(f"ttl_ms: must exceed renew_ms + 2 × timeout_ms = {floor} (got {self.ttl_ms})")
+        if self.safety_ms < self.timeout_ms:
+            raise ValueError(
+                f"safety_ms: must be at least timeout_ms {self.timeout_ms} (got {self.safety_ms})"
+            )
+        demote_at = self.ttl_ms - self.safety_ms
+        if self.renew_ms + self.timeout_ms > demote_at:
+            raise ValueError(
+                f"safety_ms: a renewal (renew_ms + timeout_ms = {self.renew_ms + self.timeout_ms}) must fit "
+                f"before self-demotion at ttl_ms − safety_ms = {demote_at} (got {self.safety_ms})"
+            )
+        return self
+
+
+class UdpMedium(_Model):
+    interface: Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[^/\s]+$")]
+
+
+class SerialMedium(_Model):
+    device: Path
+    baud: Literal[9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600] = 115200
+
+
+class HeartbeatConfig(_Model):
+    port: int = Field(default=6941, gt=0, lt=65536)
+    interval_ms: Millis = 200
+    deadtime_ms: Millis = 1000
+    key_file: Path
+    udp: list[UdpMedium] = Field(default_factory=list)
+    serial: list[SerialMedium] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _rules(self) -> HeartbeatConfig:
+        if self.deadtime_ms <= 2 * self.interval_ms:
+            raise ValueError(
+                f"deadtime_ms: must exceed 2 × interval_ms = {2 * self.interval_ms} (got {self.deadtime_ms})"
+            )
+        if not self.udp and not self.serial:
+            raise ValueError("udp: at least one heartbeat medium (udp or serial) is required")
+        return self
+
+
+class FencingConfig(_Model):
+    # This node's static fence-race delay: the node that should lose a no-lease race waits this long.
+    delay_ms: int = Field(default=0, ge=0, le=600_000)
+    random_delay_ms: int = Field(default=0, ge=0, le=600_000)
+    power_timeout_ms: Millis = 20000
+    # Without a heartbeat or status proof, OFF is confirmed by silence on every medium for this long.
+    confirm_ms: Millis = 5000
+    hold_down_ms: Millis = 60000
+    # What a node holding the lease does when fencing fails: "close" its gate (safe) or "keep" the VIP.
+    on_failure: Literal["close", "keep"] = "close"
+
+
+class Webhook(_Model):
+    url: str
+    secret_file: Path | None = None
+    format: Literal["json", "slack", "alertmanager"] = "json"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        scheme = value.partition("://")[0]
+        if scheme not in ("http", "https") or "://" not in value or len(value) < len(scheme) + 4:
+            raise ValueError(f"must be an http:// or https:// URL (got {value!r})")
+        return value
+
+
+class AlertsConfig(_Model):
+    webhooks: list[Webhook] = Field(default_factory=list)
+
+
+class ApiConfig(_Model):
+    socket: Path = Path("/run/keepalived-arbiter/agent.sock")
+    metrics: str | None = "127.0.0.1:9687"
+    group: str | None = None
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        host, port = _host_port(value, 9687)
+        return f"{host}:{port}"
+
+
+class Config(_Model):
+    node: NodeConfig
+    peer: list[PeerConfig] = Field(min_length=1, max_length=2)
+    instance: list[InstanceConfig] = Field(min_length=1)
+    reference: ReferenceConfig
+    lease: LeaseConfig
+    heartbeat: HeartbeatConfig
+    fencing: FencingConfig = FencingConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    api: ApiConfig = ApiConfig()
+
+    @model_validator(mode="after")
+    def _cross_rules(self) -> Config:
+        names = [self.node.name, *(p.name for p in self.peer)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"peer: names must differ from each other and from node.name (got {names})")
+        seen: set[str] = set()
+        tracks: set[Path] = set()
+        for inst in self.instance:
+            if inst.name in seen:
+                raise ValueError(f"instance: name {inst.name!r} appears twice")
+            if inst.track_file in tracks:
+                raise ValueError(f"instance: track_file {str(inst.track_file)!r} is shared by two instances")
+            seen.add(inst.name)
+            tracks.add(inst.track_file)
+        return self
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(Exception):
+    """Raised with every problem found; `str()` is one line per problem, each naming its key path."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def _loc_path(loc: tuple[int | str, ...], data: Any) -> str:
+    """Turn a pydantic location into the key path an operator typed: `peer[0].fence[1].host`."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        elif isinstance(node, dict) and item in node:
+            parts.append(item)
+            node = node[item]
+        elif item in ("ssh", "ipmi", "agent") and isinstance(node, dict):
+            continue  # discriminated-union tag, not a key the operator wrote
+        else:
+            parts.append(str(item))
+            node = None
+    return ".".join(parts)
+
+
+def _message(error: Any) -> tuple[str, str]:
+    """One pydantic error as (extra key suffix, message)."""
+    msg = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        return "", "unknown key"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+        # Model-level rules name their own key: "ttl_ms: must exceed ..." → suffix "ttl_ms".
+        key, sep, rest = msg.partition(": ")
+        if sep and " " not in key:
+            return key, rest
+    given = error.get("input")
+    if error["type"] not in ("missing",) and not isinstance(given, dict | list):
+        msg = f"{msg} (got {given!r})"
+    return "", msg
+
+
+def problems_of(data: dict[str, Any]) -> list[Problem]:
+    try:
+        Config.model_validate(data)
+    except ValidationError as exc:
+        found: list[Problem] = []
+        for error in exc.errors():
+            path = _loc_path(tuple(error["loc"]), data)
+            suffix, message = _message(error)
+            found.append(Problem(f"{path}.{suffix}" if path and suffix else path or suffix, message))
+        return found
+    return []
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem("", f"{source}: not valid TOML: {exc}")]) from exc
+    found = problems_of(data)
+    if found:
+        raise ConfigError(found)
+    return Config.model_validate(data)
+
+
+def load(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem("", f"{path}: cannot read: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem("", f"{path}: not UTF-8 text: {exc.reason}")]) from exc
+    return parse(text, str(path))
+
+
+def _secret_problems(path: Path | None, key: str, must_be_private: bool) -> list[Problem]:
+    if path is None:
+        return []
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return [Problem(key, f"cannot read {str(path)!r}: {exc.strerror}")]
+    if not stat.S_ISREG(st.st_mode):
+        return [Problem(key, f"{str(path)!r} is not a regular file")]
+    if must_be_private and st.st_mode & 0o077:
+        return [Problem(key, f"{str(path)!r} is readable by group or others (mode {st.st_mode & 0o777:o})")]
+    if not os.access(path, os.R_OK):
+        return [Problem(key, f"cannot read {str(path)!r}: permission denied")]
+    return []
+
+
+def _interface_problems(name: str, key: str) -> list[Problem]:
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return [Problem(key, f"no such network interface on this node ({name!r})")]
+    return []
+
+
+def node_problems(cfg: Config) -> list[Problem]:
+    """Checks that only hold on the node itself: secrets present and private, interfaces present."""
+    found: list[Problem] = []
+    found += _secret_problems(cfg.heartbeat.key_file, "heartbeat.key_file", must_be_private=True)
+    found += _secret_problems(cfg.lease.password_file, "lease.password_file", must_be_private=True)
+    if cfg.lease.sentinel is not None:
+        found += _secret_problems(
+            cfg.lease.sentinel.password_file, "lease.sentinel.password_file", must_be_private=True
+        )
+    for i, peer in enumerate(cfg.peer):
+        for j, dev in enumerate(peer.fence):
+            key = f"peer[{i}].fence[{j}]"
+            if isinstance(dev, SshFence):
+                found += _secret_problems(dev.key_file, f"{key}.key_file", must_be_private=True)
+                found += _secret_problems(dev.known_hosts, f"{key}.known_hosts", must_be_private=False)
+            else:
+                found += _secret_problems(dev.password_file, f"{key}.password_file", must_be_private=True)
+    for i, hook in enumerate(cfg.alerts.webhooks):
+        found += _secret_problems(hook.secret_file, f"alerts.webhooks[{i}].secret_file", must_be_private=True)
+    for i, inst in enumerate(cfg.instance):
+        found += _interface_problems(inst.interface, f"instance[{i}].interface")
+        if not inst.track_file.parent.is_dir():
+            found.append(
+                Problem(
+                    f"instance[{i}].track_file", f"directory {str(inst.track_file.parent)!r} does not exist"
+                )
+            )
+    for i, medium in enumerate(cfg.heartbeat.udp):
+        found += _interface_problems(medium.interface, f"heartbeat.udp[{i}].interface")
+    for i, line in enumerate(cfg.heartbeat.serial):
+        if not line.device.exists():
+            found.append(Problem(f"heartbeat.serial[{i}].device", f"no such device {str(line.device)!r}"))
+    return found
+
+
+def timing_problems(cfg: Config) -> list[Problem]:
+    """Rules that tie sections together (heartbeats vs keepalived's timers, lease vs fencing)."""
+    found: list[Problem] = []
+    for i, inst in enumerate(cfg.instance):
+        # A cut VRRP path is recognised once a heartbeat says MASTER 1.5 adverts after the last advert seen;
+        # that must happen (plus one heartbeat) before keepalived's master-down timer makes this node MASTER.
+        seen_cut_at = 1.5 * inst.advert_int_ms + cfg.heartbeat.interval_ms
+        if seen_cut_at >= inst.master_down_ms:
+            found.append(
+                Problem(
+                    "heartbeat.interval_ms",
+                    f"too slow for instance {inst.name!r}: a cut VRRP path is seen after "
+                    f"1.5 × advert_int + interval_ms = {seen_cut_at:.0f} ms, not before keepalived's "
+                    f"master-down interval {inst.master_down_ms:.0f} ms (got {cfg.heartbeat.interval_ms})",
+                )
+            )
+    if cfg.fencing.confirm_ms <= cfg.heartbeat.deadtime_ms:
+        found.append(
+            Problem(
+                "fencing.confirm_ms",
+                f"must exceed heartbeat.deadtime_ms {cfg.heartbeat.deadtime_ms} (got {cfg.fencing.confirm_ms})",
+            )
+        )
+    return found
+
+
+def check(cfg: Config, offline: bool) -> list[Problem]:
+    found = timing_problems(cfg)
+    if not offline:
+        found += node_problems(cfg)
+    return found

@@ -1,0 +1,209 @@
+"""Frozen value types the pure policy decides on: evidence in, decision out.
+
+Times are monotonic seconds on the deciding node's clock (the edges convert whatever they observe to it).
+Nothing here does IO; everything is hashable and comparable so tests can build it from plain data.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from arbiter.config import Config
+
+
+class VrrpState(enum.Enum):
+    MASTER = "MASTER"
+    BACKUP = "BACKUP"
+    FAULT = "FAULT"
+    STOP = "STOP"
+    UNKNOWN = "UNKNOWN"
+
+
+class Gate(enum.Enum):
+    OPEN = "open"  # track_file 0: keepalived decides as it would alone
+    CLOSED = "closed"  # track_file non-zero: instance in FAULT, VIP released, never taken
+
+
+class LeaseStatus(enum.Enum):
+    PENDING = "pending"  # no answer from the lease store yet since start
+    MINE = "mine"
+    PEER = "peer"
+    FREE = "free"
+    UNKNOWN = "unknown"  # store unreachable / timed out
+
+
+class Power(enum.Enum):
+    ON = "on"
+    OFF = "off"
+    UNKNOWN = "unknown"
+
+
+class FenceOutcome(enum.Enum):
+    RUNNING = "running"
+    OFF = "off"  # a status read (or the configured weaker proof) showed power OFF
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class LeaseView:
+    status: LeaseStatus
+    holder: str | None = None
+    token: int | None = None
+    # Local monotonic estimate of when the lease expires (for MINE: measured from the renewal's send time).
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True)
+class FenceResult:
+    outcome: FenceOutcome
+    at: float
+    proof: str = ""
+
+
+@dataclass(frozen=True)
+class PeerView:
+    """What this node knows about one peer for one instance."""
+
+    name: str
+    # Any heartbeat medium up (heard within deadtime_ms). None before the first deadtime after start.
+    alive: bool | None
+    heard_at: float | None = None  # send-time of the newest frame, in this node's clock
+    state: VrrpState = VrrpState.UNKNOWN  # as the peer reported in that frame
+    vip_present: bool = False
+    priority: int = 0
+    quorate: bool | None = None  # the peer's own reference quorum
+    lease_holder: str | None = None  # who the peer's own lease view names as holder
+    highest_token: int = 0
+    # Newest VRRP advert from this peer seen on the instance's interface (after the host firewall);
+    # None when adverts are not observed at all (no raw socket), which disables the cut-path rule.
+    adverts_at: float | None = None
+    fence: FenceResult | None = None  # newest fencing result against this peer
+
+    @property
+    def claims_vip(self) -> bool:
+        return self.state is VrrpState.MASTER or self.vip_present
+
+
+@dataclass(frozen=True)
+class Evidence:
+    instance: str
+    state: VrrpState  # local keepalived state for the instance
+    vip_present: bool  # VIP seen on the local interface (netlink)
+    priority: int
+    reference_quorate: bool | None  # None: no reference round completed yet
+    lease: LeaseView
+    peers: tuple[PeerView, ...]
+
+    @property
+    def holding(self) -> bool:
+        return self.state is VrrpState.MASTER or self.vip_present
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The slice of the config that the policy reads, in seconds; built once at start-up."""
+
+    node: str
+    peers: tuple[str, ...]
+    fenceable: frozenset[str]  # peers with at least one fence level
+    ttl: float
+    safety: float
+    cycle: float  # heartbeat interval: the decision loop's own period
+    advert_int: float
+    master_down: float
+    nopreempt: bool
+    fence_delay: float  # static + drawn random race delay of this node
+    power_timeout: float
+    hold_down: float
+    on_fence_failure: str  # "close" | "keep"
+    deadtime: float
+
+    @property
+    def cut_after(self) -> float:
+        """Adverts missing this long while heartbeats say MASTER = the VRRP path is cut."""
+        return 1.5 * self.advert_int
+
+    @classmethod
+    def from_config(cls, cfg: Config, instance: str, drawn_delay_ms: int = 0) -> PolicyConfig:
+        inst = next(i for i in cfg.instance if i.name == instance)
+        return cls(
+            node=cfg.node.name,
+            peers=tuple(p.name for p in cfg.peer),
+            fenceable=frozenset(p.name for p in cfg.peer if p.fence),
+            ttl=cfg.lease.ttl_ms / 1000,
+            safety=cfg.lease.safety_ms / 1000,
+            cycle=cfg.heartbeat.interval_ms / 1000,
+            advert_int=inst.advert_int_ms / 1000,
+            master_down=inst.master_down_ms / 1000,
+            nopreempt=inst.nopreempt,
+            fence_delay=(cfg.fencing.delay_ms + drawn_delay_ms) / 1000,
+            power_timeout=cfg.fencing.power_timeout_ms / 1000,
+            hold_down=cfg.fencing.hold_down_ms / 1000,
+            on_fence_failure=cfg.fencing.on_failure,
+            deadtime=cfg.heartbeat.deadtime_ms / 1000,
+        )
+
+
+# --- actions: what the agent's edges carry out after a decision -----------------------------------------
+
+
+@dataclass(frozen=True)
+class AcquireLease:
+    seed: int  # the new token must exceed this (highest token this node has seen, its own or a peer's)
+
+
+@dataclass(frozen=True)
+class ReleaseLease:
+    pass
+
+
+@dataclass(frozen=True)
+class Fence:
+    peer: str
+    token: int | None  # the lease token in hand; None only on the no-lease race path
+    why: str
+
+
+@dataclass(frozen=True)
+class SendGarp:
+    pass
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: str
+    detail: str
+
+
+Action = AcquireLease | ReleaseLease | Fence | SendGarp | Alert
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """What the policy remembers between cycles (returned inside every Decision)."""
+
+    started: bool = False
+    gate: Gate = Gate.CLOSED
+    rule: str = "start"
+    # Until when this node's own lease is known valid (kept while the store is unreachable).
+    lease_valid_until: float | None = None
+    highest_token: int = 0
+    # Peer name → time it was first seen silent / first seen in dual master / fence requested.
+    silent_since: tuple[tuple[str, float], ...] = ()
+    dual_since: tuple[tuple[str, float], ...] = ()
+    fence_requested: tuple[tuple[str, float], ...] = ()
+    # Peers whose OFF was confirmed since they were last heard; holding on that proof is allowed.
+    fenced_off: frozenset[str] = field(default_factory=frozenset)
+    # Peers whose last word before going silent was that they held the VIP (or unknown).
+    maybe_holding: frozenset[str] = field(default_factory=frozenset)
+    was_holding: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    gate: Gate
+    actions: tuple[Action, ...]
+    reason: str
+    rule: str
+    state: PolicyState

@@ -1,0 +1,369 @@
+"""The arbitration policy: who may hold each VIP, decided from evidence alone.
+
+`decide(previous, evidence, config, now) -> Decision(gate, actions, reason, rule, state)` is pure: no IO, no
+clock, no globals. The agent calls it once per cycle and on every event (VIP appeared, heartbeat arrived,
+lease answer, fence result) and carries out the actions at its edges. "Holding" means keepalived reports
+MASTER or the VIP is on the interface. An open gate never makes keepalived take the VIP by itself: it lets
+keepalived do what it would do alone, which keeps failover as fast as keepalived's own. A closed gate puts the
+instance in FAULT (VIP released, never taken).
+
+Rules, first match wins (the rule id is in every decision and in `policy explain`):
+
+| id  | when                                                                 | gate   | actions                 |
+|-----|----------------------------------------------------------------------|--------|-------------------------|
+| S0  | before the first full evidence round (reference round, lease answer, | closed |                         |
+|     | every peer's heartbeat up or past deadtime)                          |        |                         |
+| Q1  | reference quorum lost here while a live peer reaches it, or no peer  | closed | release lease if mine   |
+|     | is heard at all (lost everywhere = not a local fault: go on)         |        |                         |
+| L1  | holding, lease held by a peer that is not confirmed BACKUP           | closed |                         |
+| L2  | holding, lease held by a peer that confirms BACKUP (handover)        | open   | acquire (when released) |
+| L3  | not holding, lease renewed by its holder after its adverts stopped   | closed |                         |
+|     | (holder alive, VRRP path cut: close before master-down)              |        |                         |
+| V1  | not holding, a live peer says MASTER 1.5 adverts after its last      | closed |                         |
+|     | advert seen here (VRRP path cut: close before master-down)           |        |                         |
+| D1  | holding, a live peer also holds, lease mine (or still valid)         | open   | fence it if it has not  |
+|     |                                                                      |        | stepped down in deadtime|
+| D2  | holding, a live peer also holds and reports the lease as its own     | closed |                         |
+| D3  | holding, a live peer also holds, lease free or store unreachable:    | winner | winner: acquire; fence  |
+|     | higher priority, then lower name wins                                | open   | after deadtime + delay  |
+| H1  | holding, lease mine and valid                                        | open   | fence silent peers last |
+|     |                                                                      |        | seen holding (token)    |
+| H2  | holding, lease mine but within safety margin of expiry (renewals     | closed |                         |
+|     | failing): self-demotion before TTL − safety                          |        |                         |
+| H3  | holding, lease free (expired, or Redis restarted empty)              | open   | acquire (seeded)        |
+| H4  | holding, store unreachable, own lease still valid                    | open   |                         |
+| H5  | holding, store unreachable, every peer confirms BACKUP or is fenced  | open   |                         |
+|     | OFF (failsafe)                                                       |        |                         |
+| H6  | holding, store unreachable, lease expired, a peer silent             | closed | with a live peer:       |
+|     |                                                                      |        | fence after TTL + delay |
+| F1  | fencing a peer failed and on_failure = "close"                       | closed | retry after timeout     |
+| B1  | not holding, lease mine                                              | open   | release lease           |
+| B2  | not holding                                                          | open   |                         |
+
+How the safety rules of DESIGN.md follow:
+1. No dual master while shared evidence can tell: the lease (L1, D1, D2, L3) or a heartbeat (V1, D2, D3)
+   decides before or right after keepalived adds the VIP. Cut off from everything, the overlap ends when the
+   lease expires (H2/H6 on the cut-off node) or the fence confirms OFF (H1 on the other).
+2. No VIP past lease expiry: H2 and H6 close before TTL − safety; H4/H5 (failsafe) need the peer's word.
+3. No fence of a valid lease holder: fences are issued only with the lease in hand (D1, H1) or on the
+   no-lease path after TTL + this node's race delay (D3, H6), by which time a peer's lease has expired.
+4. "Fenced" (fenced_off) is only set from a FenceResult whose outcome is OFF, i.e. after a status read.
+5. Tokens never go backwards: every acquisition is seeded above the highest token this node has seen,
+   its own or reported by a peer (the store also folds in its clock; see arbiter.evidence).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from arbiter.model import (
+    AcquireLease,
+    Action,
+    Alert,
+    Decision,
+    Evidence,
+    Fence,
+    FenceOutcome,
+    Gate,
+    LeaseStatus,
+    PeerView,
+    PolicyConfig,
+    PolicyState,
+    ReleaseLease,
+    SendGarp,
+    VrrpState,
+)
+
+RULES: dict[str, str] = {
+    "S0": "start-up: gate closed until the first full evidence round",
+    "Q1": "reference quorum lost here (a live peer still reaches it, or no peer is heard): gate closed",
+    "L1": "holding while the lease is held by a peer: gate closed",
+    "L2": "holding while the lease holder confirms BACKUP (handover): open, acquiring when released",
+    "L3": "backup, lease renewed by its holder after its adverts stopped (VRRP cut): gate closed",
+    "V1": "backup, peer says MASTER but its adverts stopped (VRRP cut): gate closed before master-down",
+    "D1": "dual master, lease mine: keep the VIP, the peer must step down (fenced if it does not)",
+    "D2": "dual master, the peer reports holding the lease: gate closed",
+    "D3": "dual master without a lease: priority then name decides; the winner fences a peer that stays",
+    "H1": "holding with a valid lease: open; a silent peer last seen holding is fenced",
+    "H2": "lease within the safety margin of expiry and not renewed: self-demotion, gate closed",
+    "H3": "holding, lease free (expired or store restarted empty): open, acquiring",
+    "H4": "holding, store unreachable, own lease still valid: open",
+    "H5": "holding, store unreachable, every peer confirms BACKUP or is fenced OFF (failsafe): open",
+    "H6": "holding, store unreachable, lease expired, a peer silent: gate closed",
+    "F1": "fencing a peer failed (on_failure = close): gate closed, fence retried",
+    "B1": "backup holding a stale lease: open, lease released",
+    "B2": "backup: gate open, keepalived decides",
+}
+
+
+def _get(pairs: tuple[tuple[str, float], ...], name: str) -> float | None:
+    for key, value in pairs:
+        if key == name:
+            return value
+    return None
+
+
+def _put(
+    pairs: tuple[tuple[str, float], ...], name: str, value: float | None
+) -> tuple[tuple[str, float], ...]:
+    rest = tuple(p for p in pairs if p[0] != name)
+    return rest if value is None else (*rest, (name, value))
+
+
+def _remember(prev: PolicyState, ev: Evidence, cfg: PolicyConfig, now: float) -> PolicyState:
+    """Fold this cycle's evidence into what the policy remembers."""
+    highest = max([prev.highest_token, ev.lease.token or 0, *(p.highest_token for p in ev.peers)])
+    valid_until = prev.lease_valid_until
+    if ev.lease.status is LeaseStatus.MINE:
+        valid_until = ev.lease.expires_at
+    elif ev.lease.status is LeaseStatus.PEER:
+        valid_until = None
+    silent, dual, requested = prev.silent_since, prev.dual_since, prev.fence_requested
+    fenced, maybe = set(prev.fenced_off), set(prev.maybe_holding)
+    if not prev.started and prev.rule == "start":
+        maybe |= set(cfg.peers)  # never heard yet: it may hold the VIP
+    for peer in ev.peers:
+        if peer.alive:
+            silent = _put(silent, peer.name, None)
+            if peer.claims_vip:
+                maybe.add(peer.name)
+            else:
+                maybe.discard(peer.name)
+            if peer.fence is not None and peer.heard_at is not None and peer.heard_at > peer.fence.at:
+                fenced.discard(peer.name)  # it came back after the fence
+            if ev.holding and peer.claims_vip:
+                if _get(dual, peer.name) is None:
+                    dual = _put(dual, peer.name, now)
+            else:
+                dual = _put(dual, peer.name, None)
+        else:
+            dual = _put(dual, peer.name, None)
+            if peer.alive is False and _get(silent, peer.name) is None:
+                silent = _put(silent, peer.name, now)
+        if peer.fence is not None and peer.fence.outcome is FenceOutcome.OFF:
+            if peer.heard_at is None or peer.heard_at <= peer.fence.at:
+                fenced.add(peer.name)
+                maybe.discard(peer.name)
+    return replace(
+        prev,
+        lease_valid_until=valid_until,
+        highest_token=highest,
+        silent_since=silent,
+        dual_since=dual,
+        fence_requested=requested,
+        fenced_off=frozenset(fenced),
+        maybe_holding=frozenset(maybe),
+    )
+
+
+def _may_fence(state: PolicyState, peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
+    """A fence is due unless one is running, succeeded, or was sent within the hold-down."""
+    if peer.name not in cfg.fenceable or peer.name in state.fenced_off:
+        return False
+    asked = _get(state.fence_requested, peer.name)
+    if asked is None:
+        return True
+    result = peer.fence
+    if result is not None and result.at >= asked and result.outcome is FenceOutcome.FAILED:
+        return now - result.at >= min(cfg.power_timeout, cfg.hold_down)
+    came_back = peer.heard_at is not None and peer.heard_at > asked
+    return came_back and now - asked >= cfg.hold_down
+
+
+def _fence_failed(state: PolicyState, peers: tuple[PeerView, ...]) -> PeerView | None:
+    for peer in peers:
+        asked = _get(state.fence_requested, peer.name)
+        if (
+            asked is not None
+            and peer.fence is not None
+            and peer.fence.outcome is FenceOutcome.FAILED
+            and peer.fence.at >= asked
+            and not peer.alive
+            and peer.name in state.maybe_holding
+        ):
+            return peer
+    return None
+
+
+def _winner(ev: Evidence, cfg: PolicyConfig, rivals: list[PeerView]) -> str:
+    """Deterministic tie-break both sides compute alike: higher priority, then the smaller name."""
+    contenders = [(ev.priority, cfg.node), *((p.priority, p.name) for p in rivals)]
+    return min(contenders, key=lambda c: (-c[0], c[1]))[1]
+
+
+def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now: float) -> Decision:
+    ev, cfg = evidence, config
+    state = _remember(previous, ev, cfg, now)
+    actions: list[Action] = []
+
+    def out(gate: Gate, rule: str, reason: str) -> Decision:
+        nonlocal state
+        if gate is Gate.OPEN and ev.holding and previous.dual_since and not state.dual_since:
+            actions.append(SendGarp())  # the other side stepped down: make clients forget its MAC
+        if gate is Gate.OPEN and ev.holding and state.fenced_off - previous.fenced_off:
+            actions.append(SendGarp())
+        state = replace(state, gate=gate, rule=rule, was_holding=ev.holding)
+        return Decision(gate, tuple(dict.fromkeys(actions)), reason, rule, state)
+
+    def fence(peer: PeerView, token: int | None, why: str) -> None:
+        nonlocal state
+        if _may_fence(state, peer, cfg, now):
+            actions.append(Fence(peer.name, token, why))
+            state = replace(state, fence_requested=_put(state.fence_requested, peer.name, now))
+
+    # S0 -------------------------------------------------------------------------------------------------
+    if not state.started:
+        ready = (
+            ev.reference_quorate is not None
+            and ev.lease.status is not LeaseStatus.PENDING
+            and all(p.alive is not None for p in ev.peers)
+        )
+        if not ready:
+            return out(
+                Gate.CLOSED,
+                "S0",
+                "start-up: waiting for the first reference round, lease answer and heartbeats",
+            )
+        state = replace(state, started=True)
+
+    alive = [p for p in ev.peers if p.alive]
+    lease = ev.lease
+    mine = lease.status is LeaseStatus.MINE
+    seed = state.highest_token
+
+    # Q1 -------------------------------------------------------------------------------------------------
+    if ev.reference_quorate is False:
+        better = [p.name for p in alive if p.quorate]
+        if better or not alive:
+            if mine:
+                actions.append(ReleaseLease())
+            where = f"{', '.join(better)} still reaches it" if better else "no peer is heard"
+            return out(Gate.CLOSED, "Q1", f"reference quorum lost here and {where}; gate closed")
+
+    # L1 / L2 / L3 ---------------------------------------------------------------------------------------
+    holder_valid = lease.expires_at is None or now < lease.expires_at
+    if lease.status is LeaseStatus.PEER and holder_valid and lease.holder != cfg.node:
+        holder = next((p for p in ev.peers if p.name == lease.holder), None)
+        token = f" (token {lease.token})" if lease.token is not None else ""
+        if ev.holding:
+            if holder is not None and holder.alive and not holder.claims_vip:
+                actions.append(AcquireLease(seed))
+                return out(
+                    Gate.OPEN,
+                    "L2",
+                    f"handover: lease holder {lease.holder}{token} confirms {holder.state.value}; acquiring",
+                )
+            return out(Gate.CLOSED, "L1", f"lease held by {lease.holder}{token}; gate closed")
+        if holder is not None and holder.adverts_at is not None and lease.expires_at is not None:
+            renewed_at = lease.expires_at - cfg.ttl
+            if now - holder.adverts_at >= cfg.cut_after and renewed_at > holder.adverts_at + cfg.advert_int:
+                return out(
+                    Gate.CLOSED,
+                    "L3",
+                    f"lease renewed by {lease.holder}{token} {renewed_at - holder.adverts_at:.1f}s after its "
+                    "last VRRP advert: VRRP path cut; gate closed before master-down",
+                )
+
+    # V1 -------------------------------------------------------------------------------------------------
+    if not ev.holding:
+        for peer in alive:
+            if peer.state is VrrpState.MASTER and peer.adverts_at is not None and peer.heard_at is not None:
+                gap = peer.heard_at - peer.adverts_at
+                if gap >= cfg.cut_after:
+                    if mine:
+                        actions.append(ReleaseLease())
+                    return out(
+                        Gate.CLOSED,
+                        "V1",
+                        f"{peer.name} says MASTER but its VRRP adverts stopped {gap:.1f}s before that: "
+                        "VRRP path cut; gate closed before master-down",
+                    )
+
+    # D1 / D2 / D3 ---------------------------------------------------------------------------------------
+    rivals = [p for p in alive if p.claims_vip] if ev.holding else []
+    lease_valid_mine = mine and lease.expires_at is not None and now < lease.expires_at - cfg.safety
+    own_valid = state.lease_valid_until is not None and now < state.lease_valid_until - cfg.safety
+    if rivals:
+        if not previous.dual_since:
+            actions.append(Alert("split-brain", f"VIP also held by {', '.join(p.name for p in rivals)}"))
+        if lease_valid_mine or (lease.status is LeaseStatus.UNKNOWN and own_valid):
+            for peer in rivals:
+                since = _get(state.dual_since, peer.name) or now
+                if now - since >= cfg.deadtime:
+                    fence(peer, lease.token if mine else None, "dual master: did not step down for the lease")
+            token = f" (token {lease.token})" if lease.token is not None else ""
+            names = ", ".join(p.name for p in rivals)
+            return out(
+                Gate.OPEN, "D1", f"dual master with {names}: lease is mine{token}; they must step down"
+            )
+        claimant = next((p for p in rivals if p.lease_holder == p.name), None)
+        if claimant is not None:
+            return out(
+                Gate.CLOSED, "D2", f"dual master: {claimant.name} reports holding the lease; gate closed"
+            )
+        if lease.status is LeaseStatus.FREE:
+            actions.append(AcquireLease(seed))
+        winner = _winner(ev, cfg, rivals)
+        if winner != cfg.node:
+            return out(
+                Gate.CLOSED, "D3", f"dual master without a lease: {winner} wins on priority/name; gate closed"
+            )
+        for peer in rivals:
+            since = _get(state.dual_since, peer.name) or now
+            if now - since >= cfg.deadtime + cfg.ttl + cfg.fence_delay:
+                fence(peer, None, "dual master without a lease: did not step down")
+        names = ", ".join(p.name for p in rivals)
+        return out(
+            Gate.OPEN, "D3", f"dual master without a lease: this node wins over {names}; they must step down"
+        )
+
+    if ev.holding:
+        failed = _fence_failed(state, ev.peers)
+        silent_holders = [
+            p
+            for p in ev.peers
+            if p.alive is False and p.name in state.maybe_holding and p.name not in state.fenced_off
+        ]
+        # H1 / H2 -------------------------------------------------------------------------------------------
+        if mine and lease_valid_mine:
+            for peer in silent_holders:
+                fence(peer, lease.token, "silent on every medium, last seen holding the VIP")
+            if failed is not None and cfg.on_fence_failure == "close":
+                return out(
+                    Gate.CLOSED,
+                    "F1",
+                    f"fencing {failed.name} failed ({failed.fence.proof if failed.fence else ''}); gate closed",
+                )
+            return out(Gate.OPEN, "H1", f"holding the VIP with the lease (token {lease.token})")
+        if mine:
+            return out(
+                Gate.CLOSED, "H2", "lease not renewed and within the safety margin of expiry; self-demotion"
+            )
+        # H3 ------------------------------------------------------------------------------------------------
+        if lease.status is LeaseStatus.FREE:
+            actions.append(AcquireLease(seed))
+            return out(Gate.OPEN, "H3", f"lease free; acquiring with the token seeded above {seed}")
+        # H4 / H5 / H6 --------------------------------------------------------------------------------------
+        if own_valid and state.lease_valid_until is not None:
+            left = state.lease_valid_until - now
+            return out(Gate.OPEN, "H4", f"lease store unreachable; own lease valid for {left:.1f}s more")
+        confirmed = all((p.alive and not p.claims_vip) or p.name in state.fenced_off for p in ev.peers)
+        if confirmed:
+            return out(
+                Gate.OPEN, "H5", "failsafe: lease store unreachable, every peer confirms it is not master"
+            )
+        if alive and ev.reference_quorate:
+            for peer in silent_holders:
+                since = _get(state.silent_since, peer.name) or now
+                if now - since >= cfg.ttl + cfg.fence_delay:
+                    fence(peer, None, "lease store unreachable: race delay elapsed")
+        names = ", ".join(p.name for p in ev.peers if not p.alive) or "a peer"
+        return out(
+            Gate.CLOSED, "H6", f"lease store unreachable, own lease expired and {names} silent; gate closed"
+        )
+
+    # B1 / B2 --------------------------------------------------------------------------------------------
+    if mine:
+        actions.append(ReleaseLease())
+        return out(Gate.OPEN, "B1", "not holding the VIP; releasing the lease")
+    return out(Gate.OPEN, "B2", "backup: gate open, keepalived decides")
