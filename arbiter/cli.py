@@ -31,7 +31,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return EXIT_INVALID
     where = " (offline: node checks skipped)" if args.offline else ""
-    print(f"{args.config}: valid{where}; node {cfg.node.name}, {len(cfg.instance)} instance(s), {len(cfg.peer)} peer(s)")
+    print(
+        f"{args.config}: valid{where}; node {cfg.node.name}, {len(cfg.instance)} instance(s), {len(cfg.peer)} peer(s)"
+    )
     return EXIT_OK
 
 

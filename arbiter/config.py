@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -33,12 +34,33 @@ DEFAULT_PATH = Path("/etc/keepalived-arbiter/arbiter.toml")
 
 
 class _Model(BaseModel):
-    # Frozen: a loaded config is a value; unknown keys are a typo the operator must hear about.
+    # Frozen: a loaded config is a value (arrays load as tuples, so nothing inside can be appended to either);
+    # unknown keys are a typo the operator must hear about.
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-Millis = Annotated[int, Field(gt=0, le=3_600_000)]
+# Numbers and booleans are strict: TOML has real types, so `priority = true` or `ttl_ms = "3000"` is a mistake
+# to report, not a value to coerce.
+Millis = Annotated[int, Field(strict=True, gt=0, le=3_600_000)]
+Port = Annotated[int, Field(strict=True, gt=0, lt=65536)]
+Level = Annotated[int | None, Field(strict=True, ge=1, le=9)]
+
+
+def _count(least: int, most: int | None = None) -> AfterValidator:
+    """Bounds on an array's length, checked only once its items are valid.
+
+    (pydantic's own `min_length` on a tuple adds a second, misleading error whenever an item is invalid.)
+    """
+
+    def check(value: tuple[Any, ...]) -> tuple[Any, ...]:
+        if len(value) < least:
+            raise ValueError(f"needs at least {least} entr{'y' if least == 1 else 'ies'} (got {len(value)})")
+        if most is not None and len(value) > most:
+            raise ValueError(f"allows at most {most} entr{'y' if most == 1 else 'ies'} (got {len(value)})")
+        return value
+
+    return AfterValidator(check)
 
 
 def _host(value: str) -> str:
@@ -49,17 +71,18 @@ def _host(value: str) -> str:
         pass
     looks_numeric = all(part.isdigit() for part in value.split("."))
     if looks_numeric or not value or any(c.isspace() for c in value) or len(value) > 253:
-        raise ValueError(f"not an address ({value!r})")
+        # The caller's error report appends the offending value as "(got ...)".
+        raise ValueError("not an IP address or host name")
     return value
 
 
 def _host_port(value: str, default_port: int) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or host.count(":") and not (host.startswith("[") and host.endswith("]")):
+    if not sep or (host.count(":") and not (host.startswith("[") and host.endswith("]"))):
         host, port = value, str(default_port)
     host = host.strip("[]")
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"not a port ({port!r})")
+        raise ValueError(f"not a port number: {port!r}")
     return _host(host), int(port)
 
 
@@ -71,9 +94,9 @@ class NodeConfig(_Model):
 
 class SshFence(_Model):
     driver: Literal["ssh"]
-    level: int | None = Field(default=None, ge=1, le=9)
+    level: Level = None
     host: str
-    port: int = Field(default=22, gt=0, lt=65536)
+    port: Port = 22
     user: str = "root"
     key_file: Path
     known_hosts: Path
@@ -84,9 +107,9 @@ class SshFence(_Model):
 
 class IpmiFence(_Model):
     driver: Literal["ipmi"]
-    level: int | None = Field(default=None, ge=1, le=9)
+    level: Level = None
     host: str
-    port: int = Field(default=623, gt=0, lt=65536)
+    port: Port = 623
     username: str
     password_file: Path
 
@@ -97,7 +120,7 @@ class AgentFence(_Model):
     """Any installed ClusterLabs fence agent, driven through its stdin key=value protocol."""
 
     driver: Literal["agent"]
-    level: int | None = Field(default=None, ge=1, le=9)
+    level: Level = None
     agent: Annotated[str, Field(pattern=r"^fence_[a-z0-9_]+$")]
     options: dict[str, str] = Field(default_factory=dict)
     password_file: Path | None = None
@@ -108,8 +131,8 @@ FenceDevice = Annotated[SshFence | IpmiFence | AgentFence, Field(discriminator="
 
 class PeerConfig(_Model):
     name: Name
-    heartbeat_addresses: list[IPvAnyAddress] = Field(default_factory=list)
-    fence: list[FenceDevice] = Field(default_factory=list)
+    heartbeat_addresses: tuple[IPvAnyAddress, ...] = ()
+    fence: tuple[FenceDevice, ...] = ()
 
     def fence_levels(self) -> list[list[SshFence | IpmiFence | AgentFence]]:
         """Devices grouped by level, in order; a device without `level` is a level of its own."""
@@ -121,14 +144,14 @@ class PeerConfig(_Model):
 
 class InstanceConfig(_Model):
     name: Name
-    vip: list[IPvAnyInterface] = Field(min_length=1)
+    vip: Annotated[tuple[IPvAnyInterface, ...], _count(1)]
     interface: Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[^/\s]+$")]
     track_file: Path
     # Mirrors of this node's keepalived.conf, needed to know when keepalived's master-down timer fires.
-    priority: int = Field(default=100, ge=1, le=255)
-    advert_int_ms: int = Field(default=1000, ge=10, le=255_000)
+    priority: int = Field(default=100, strict=True, ge=1, le=255)
+    advert_int_ms: int = Field(default=1000, strict=True, ge=10, le=255_000)
     vrrp_version: Literal[2, 3] = 2
-    nopreempt: bool = False
+    nopreempt: bool = Field(default=False, strict=True)
 
     @model_validator(mode="after")
     def _advert_fits_version(self) -> InstanceConfig:
@@ -151,35 +174,32 @@ class InstanceConfig(_Model):
 
 
 class ReferenceConfig(_Model):
-    addresses: list[IPvAnyAddress] = Field(min_length=1)
-    quorum: int = Field(default=1, ge=1)
+    addresses: Annotated[tuple[IPvAnyAddress, ...], _count(1)]
+    quorum: int = Field(default=1, strict=True, ge=1)
     interval_ms: Millis = 1000
     timeout_ms: Millis = 500
-    rise: int = Field(default=2, ge=1, le=10)
-    fall: int = Field(default=2, ge=1, le=10)
+    rise: int = Field(default=2, strict=True, ge=1, le=10)
+    fall: int = Field(default=2, strict=True, ge=1, le=10)
 
     @model_validator(mode="after")
     def _rules(self) -> ReferenceConfig:
         if self.quorum > len(self.addresses):
-            raise ValueError(
-                f"quorum: must not exceed the {len(self.addresses)} addresses (got {self.quorum})"
-            )
+            raise ValueError(f"quorum: must not exceed the {len(self.addresses)} addresses (got {self.quorum})")
         if self.timeout_ms >= self.interval_ms:
-            raise ValueError(
-                f"timeout_ms: must be below interval_ms {self.interval_ms} (got {self.timeout_ms})"
-            )
+            raise ValueError(f"timeout_ms: must be below interval_ms {self.interval_ms} (got {self.timeout_ms})")
         return self
 
 
+def _sentinel_address(value: str) -> str:
+    host, port = _host_port(value, 26379)
+    return f"{host}:{port}"
+
+
 class SentinelConfig(_Model):
-    addresses: list[str] = Field(min_length=1)
+    # Validated one by one so an error names its index: `lease.sentinel.addresses[1]`.
+    addresses: Annotated[tuple[Annotated[str, AfterValidator(_sentinel_address)], ...], _count(1)]
     service: Name
     password_file: Path | None = None
-
-    @field_validator("addresses")
-    @classmethod
-    def _addresses(cls, value: list[str]) -> list[str]:
-        return [f"{h}:{p}" for h, p in (_host_port(a, 26379) for a in value)]
 
 
 class LeaseConfig(_Model):
@@ -199,7 +219,7 @@ class LeaseConfig(_Model):
             return value
         scheme, sep, rest = value.partition("://")
         if not sep or scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"must be redis://, rediss:// or unix:// (got {value!r})")
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
         if scheme != "unix":
             hostport = rest.rpartition("@")[2].partition("/")[0]
             _host_port(hostport, 6379)
@@ -213,9 +233,7 @@ class LeaseConfig(_Model):
         if self.ttl_ms <= floor:
             raise ValueError(f"ttl_ms: must exceed renew_ms + 2 × timeout_ms = {floor} (got {self.ttl_ms})")
         if self.safety_ms < self.timeout_ms:
-            raise ValueError(
-                f"safety_ms: must be at least timeout_ms {self.timeout_ms} (got {self.safety_ms})"
-            )
+            raise ValueError(f"safety_ms: must be at least timeout_ms {self.timeout_ms} (got {self.safety_ms})")
         demote_at = self.ttl_ms - self.safety_ms
         if self.renew_ms + self.timeout_ms > demote_at:
             raise ValueError(
@@ -235,12 +253,12 @@ class SerialMedium(_Model):
 
 
 class HeartbeatConfig(_Model):
-    port: int = Field(default=6941, gt=0, lt=65536)
+    port: Port = 6941
     interval_ms: Millis = 200
     deadtime_ms: Millis = 1000
     key_file: Path
-    udp: list[UdpMedium] = Field(default_factory=list)
-    serial: list[SerialMedium] = Field(default_factory=list)
+    udp: tuple[UdpMedium, ...] = ()
+    serial: tuple[SerialMedium, ...] = ()
 
     @model_validator(mode="after")
     def _rules(self) -> HeartbeatConfig:
@@ -255,8 +273,8 @@ class HeartbeatConfig(_Model):
 
 class FencingConfig(_Model):
     # This node's static fence-race delay: the node that should lose a no-lease race waits this long.
-    delay_ms: int = Field(default=0, ge=0, le=600_000)
-    random_delay_ms: int = Field(default=0, ge=0, le=600_000)
+    delay_ms: int = Field(default=0, strict=True, ge=0, le=600_000)
+    random_delay_ms: int = Field(default=0, strict=True, ge=0, le=600_000)
     power_timeout_ms: Millis = 20000
     # Without a heartbeat or status proof, OFF is confirmed by silence on every medium for this long.
     confirm_ms: Millis = 5000
@@ -275,12 +293,12 @@ class Webhook(_Model):
     def _url(cls, value: str) -> str:
         scheme = value.partition("://")[0]
         if scheme not in ("http", "https") or "://" not in value or len(value) < len(scheme) + 4:
-            raise ValueError(f"must be an http:// or https:// URL (got {value!r})")
+            raise ValueError("must be an http:// or https:// URL")
         return value
 
 
 class AlertsConfig(_Model):
-    webhooks: list[Webhook] = Field(default_factory=list)
+    webhooks: tuple[Webhook, ...] = ()
 
 
 class ApiConfig(_Model):
@@ -299,8 +317,8 @@ class ApiConfig(_Model):
 
 class Config(_Model):
     node: NodeConfig
-    peer: list[PeerConfig] = Field(min_length=1, max_length=2)
-    instance: list[InstanceConfig] = Field(min_length=1)
+    peer: Annotated[tuple[PeerConfig, ...], _count(1, 2)]
+    instance: Annotated[tuple[InstanceConfig, ...], _count(1)]
     reference: ReferenceConfig
     lease: LeaseConfig
     heartbeat: HeartbeatConfig
@@ -310,18 +328,24 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _cross_rules(self) -> Config:
-        names = [self.node.name, *(p.name for p in self.peer)]
-        if len(set(names)) != len(names):
-            raise ValueError(f"peer: names must differ from each other and from node.name (got {names})")
-        seen: set[str] = set()
-        tracks: set[Path] = set()
-        for inst in self.instance:
+        # Each message starts with the full key path of the second occurrence (see `_message`).
+        names = {self.node.name: "node.name"}
+        for i, peer in enumerate(self.peer):
+            if peer.name in names:
+                raise ValueError(f"peer[{i}].name: must differ from {names[peer.name]} (got {peer.name!r})")
+            names[peer.name] = f"peer[{i}].name"
+        seen: dict[str, int] = {}
+        tracks: dict[Path, int] = {}
+        for i, inst in enumerate(self.instance):
             if inst.name in seen:
-                raise ValueError(f"instance: name {inst.name!r} appears twice")
+                raise ValueError(f"instance[{i}].name: already used by instance[{seen[inst.name]}] (got {inst.name!r})")
             if inst.track_file in tracks:
-                raise ValueError(f"instance: track_file {str(inst.track_file)!r} is shared by two instances")
-            seen.add(inst.name)
-            tracks.add(inst.track_file)
+                raise ValueError(
+                    f"instance[{i}].track_file: already used by instance[{tracks[inst.track_file]}] "
+                    f"(got {str(inst.track_file)!r})"
+                )
+            seen[inst.name] = i
+            tracks[inst.track_file] = i
         return self
 
 
@@ -362,10 +386,20 @@ def _loc_path(loc: tuple[int | str, ...], data: Any) -> str:
 
 
 def _message(error: Any) -> tuple[str, str]:
-    """One pydantic error as (extra key suffix, message)."""
+    """One pydantic error as (extra key suffix, message); the message ends with "(got X)" when X is a value."""
     msg = str(error["msg"])
-    if error["type"] == "extra_forbidden":
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "extra_forbidden":
         return "", "unknown key"
+    if kind == "missing":
+        return "", "required key is missing"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        # A fence device whose `driver` is unknown or absent: name the key, list the choices.
+        key = str(ctx.get("discriminator", "driver")).strip("'")
+        if kind == "union_tag_not_found":
+            return key, "required key is missing"
+        return key, f"must be one of {ctx.get('expected_tags')} (got {ctx.get('tag')!r})"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
         # Model-level rules name their own key: "ttl_ms: must exceed ..." → suffix "ttl_ms".
@@ -373,8 +407,10 @@ def _message(error: Any) -> tuple[str, str]:
         if sep and " " not in key:
             return key, rest
     given = error.get("input")
-    if error["type"] not in ("missing",) and not isinstance(given, dict | list):
-        msg = f"{msg} (got {given!r})"
+    if "(got " not in msg and not isinstance(given, dict | list):
+        # Shown as the operator wrote it in TOML: `true`, not Python's `True`.
+        shown = str(given).lower() if isinstance(given, bool) else repr(given)
+        msg = f"{msg} (got {shown})"
     return "", msg
 
 
@@ -459,9 +495,7 @@ def node_problems(cfg: Config) -> list[Problem]:
         found += _interface_problems(inst.interface, f"instance[{i}].interface")
         if not inst.track_file.parent.is_dir():
             found.append(
-                Problem(
-                    f"instance[{i}].track_file", f"directory {str(inst.track_file.parent)!r} does not exist"
-                )
+                Problem(f"instance[{i}].track_file", f"directory {str(inst.track_file.parent)!r} does not exist")
             )
     for i, medium in enumerate(cfg.heartbeat.udp):
         found += _interface_problems(medium.interface, f"heartbeat.udp[{i}].interface")
@@ -474,7 +508,7 @@ def node_problems(cfg: Config) -> list[Problem]:
 def timing_problems(cfg: Config) -> list[Problem]:
     """Rules that tie sections together (heartbeats vs keepalived's timers, lease vs fencing)."""
     found: list[Problem] = []
-    for i, inst in enumerate(cfg.instance):
+    for inst in cfg.instance:
         # A cut VRRP path is recognised once a heartbeat says MASTER 1.5 adverts after the last advert seen;
         # that must happen (plus one heartbeat) before keepalived's master-down timer makes this node MASTER.
         seen_cut_at = 1.5 * inst.advert_int_ms + cfg.heartbeat.interval_ms

@@ -79,6 +79,9 @@ class PeerView:
     # None when adverts are not observed at all (no raw socket), which disables the cut-path rule.
     adverts_at: float | None = None
     fence: FenceResult | None = None  # newest fencing result against this peer
+    # Newest power status read of this peer (BMC), if any: the edge re-reads it while the peer is fenced.
+    power: Power = Power.UNKNOWN
+    power_at: float | None = None
 
     @property
     def claims_vip(self) -> bool:
@@ -195,9 +198,8 @@ class PolicyState:
     fence_requested: tuple[tuple[str, float], ...] = ()
     # Peers whose OFF was confirmed since they were last heard; holding on that proof is allowed.
     fenced_off: frozenset[str] = field(default_factory=frozenset)
-    # Peers whose last word before going silent was that they held the VIP (or unknown).
-    maybe_holding: frozenset[str] = field(default_factory=frozenset)
     was_holding: bool = False
+    holding_since: float | None = None  # when keepalived last took the VIP here
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,7 @@ from arbiter.model import (
     PeerView,
     PolicyConfig,
     PolicyState,
+    Power,
     ReleaseLease,
     SendGarp,
     VrrpState,
@@ -103,9 +104,7 @@ def _get(pairs: tuple[tuple[str, float], ...], name: str) -> float | None:
     return None
 
 
-def _put(
-    pairs: tuple[tuple[str, float], ...], name: str, value: float | None
-) -> tuple[tuple[str, float], ...]:
+def _put(pairs: tuple[tuple[str, float], ...], name: str, value: float | None) -> tuple[tuple[str, float], ...]:
     rest = tuple(p for p in pairs if p[0] != name)
     return rest if value is None else (*rest, (name, value))
 
@@ -119,16 +118,10 @@ def _remember(prev: PolicyState, ev: Evidence, cfg: PolicyConfig, now: float) ->
     elif ev.lease.status is LeaseStatus.PEER:
         valid_until = None
     silent, dual, requested = prev.silent_since, prev.dual_since, prev.fence_requested
-    fenced, maybe = set(prev.fenced_off), set(prev.maybe_holding)
-    if not prev.started and prev.rule == "start":
-        maybe |= set(cfg.peers)  # never heard yet: it may hold the VIP
+    fenced = set(prev.fenced_off)
     for peer in ev.peers:
         if peer.alive:
             silent = _put(silent, peer.name, None)
-            if peer.claims_vip:
-                maybe.add(peer.name)
-            else:
-                maybe.discard(peer.name)
             if peer.fence is not None and peer.heard_at is not None and peer.heard_at > peer.fence.at:
                 fenced.discard(peer.name)  # it came back after the fence
             if ev.holding and peer.claims_vip:
@@ -143,16 +136,19 @@ def _remember(prev: PolicyState, ev: Evidence, cfg: PolicyConfig, now: float) ->
         if peer.fence is not None and peer.fence.outcome is FenceOutcome.OFF:
             if peer.heard_at is None or peer.heard_at <= peer.fence.at:
                 fenced.add(peer.name)
-                maybe.discard(peer.name)
+        if peer.power is Power.ON and peer.power_at is not None and peer.fence is not None:
+            if peer.power_at > peer.fence.at:
+                fenced.discard(peer.name)  # powered on again (by an operator) since the fence
+    since = (prev.holding_since if prev.was_holding else now) if ev.holding else None
     return replace(
         prev,
+        holding_since=since,
         lease_valid_until=valid_until,
         highest_token=highest,
         silent_since=silent,
         dual_since=dual,
         fence_requested=requested,
         fenced_off=frozenset(fenced),
-        maybe_holding=frozenset(maybe),
     )
 
 
@@ -179,10 +175,23 @@ def _fence_failed(state: PolicyState, peers: tuple[PeerView, ...]) -> PeerView |
             and peer.fence.outcome is FenceOutcome.FAILED
             and peer.fence.at >= asked
             and not peer.alive
-            and peer.name in state.maybe_holding
+            and peer.name not in state.fenced_off
         ):
             return peer
     return None
+
+
+def _confirms_backup(state: PolicyState, peer: PeerView) -> bool:
+    """The peer's word that it is not master counts only if sent after this node took the VIP: an older
+    frame may predate the peer's own takeover behind a cut VRRP path."""
+    fresh = peer.heard_at is not None and state.holding_since is not None and peer.heard_at >= state.holding_since
+    return bool(peer.alive) and not peer.claims_vip and fresh
+
+
+def _still_off(state: PolicyState, peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
+    """Fenced, and a power status read within deadtime still says OFF: proof enough for the failsafe."""
+    fresh = peer.power_at is not None and now - peer.power_at <= cfg.deadtime
+    return peer.name in state.fenced_off and peer.power is Power.OFF and fresh
 
 
 def _winner(ev: Evidence, cfg: PolicyConfig, rivals: list[PeerView]) -> str:
@@ -293,41 +302,31 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
                     fence(peer, lease.token if mine else None, "dual master: did not step down for the lease")
             token = f" (token {lease.token})" if lease.token is not None else ""
             names = ", ".join(p.name for p in rivals)
-            return out(
-                Gate.OPEN, "D1", f"dual master with {names}: lease is mine{token}; they must step down"
-            )
+            return out(Gate.OPEN, "D1", f"dual master with {names}: lease is mine{token}; they must step down")
         claimant = next((p for p in rivals if p.lease_holder == p.name), None)
         if claimant is not None:
-            return out(
-                Gate.CLOSED, "D2", f"dual master: {claimant.name} reports holding the lease; gate closed"
-            )
+            return out(Gate.CLOSED, "D2", f"dual master: {claimant.name} reports holding the lease; gate closed")
         if lease.status is LeaseStatus.FREE:
             actions.append(AcquireLease(seed))
         winner = _winner(ev, cfg, rivals)
         if winner != cfg.node:
-            return out(
-                Gate.CLOSED, "D3", f"dual master without a lease: {winner} wins on priority/name; gate closed"
-            )
+            return out(Gate.CLOSED, "D3", f"dual master without a lease: {winner} wins on priority/name; gate closed")
         for peer in rivals:
             since = _get(state.dual_since, peer.name) or now
             if now - since >= cfg.deadtime + cfg.ttl + cfg.fence_delay:
                 fence(peer, None, "dual master without a lease: did not step down")
         names = ", ".join(p.name for p in rivals)
-        return out(
-            Gate.OPEN, "D3", f"dual master without a lease: this node wins over {names}; they must step down"
-        )
+        return out(Gate.OPEN, "D3", f"dual master without a lease: this node wins over {names}; they must step down")
 
     if ev.holding:
         failed = _fence_failed(state, ev.peers)
-        silent_holders = [
-            p
-            for p in ev.peers
-            if p.alive is False and p.name in state.maybe_holding and p.name not in state.fenced_off
-        ]
+        # A silent peer may hold the VIP even if its last word was BACKUP: its agent may be stuck while its
+        # keepalived, with the gate left open, takes the VIP behind a cut VRRP path. Only fencing bounds that.
+        silent = [p for p in ev.peers if p.alive is False and p.name not in state.fenced_off]
         # H1 / H2 -------------------------------------------------------------------------------------------
         if mine and lease_valid_mine:
-            for peer in silent_holders:
-                fence(peer, lease.token, "silent on every medium, last seen holding the VIP")
+            for peer in silent:
+                fence(peer, lease.token, "silent on every heartbeat medium while this node holds the lease")
             if failed is not None and cfg.on_fence_failure == "close":
                 return out(
                     Gate.CLOSED,
@@ -336,9 +335,7 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
                 )
             return out(Gate.OPEN, "H1", f"holding the VIP with the lease (token {lease.token})")
         if mine:
-            return out(
-                Gate.CLOSED, "H2", "lease not renewed and within the safety margin of expiry; self-demotion"
-            )
+            return out(Gate.CLOSED, "H2", "lease not renewed and within the safety margin of expiry; self-demotion")
         # H3 ------------------------------------------------------------------------------------------------
         if lease.status is LeaseStatus.FREE:
             actions.append(AcquireLease(seed))
@@ -347,20 +344,11 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         if own_valid and state.lease_valid_until is not None:
             left = state.lease_valid_until - now
             return out(Gate.OPEN, "H4", f"lease store unreachable; own lease valid for {left:.1f}s more")
-        confirmed = all((p.alive and not p.claims_vip) or p.name in state.fenced_off for p in ev.peers)
+        confirmed = all(_confirms_backup(state, p) or _still_off(state, p, cfg, now) for p in ev.peers)
         if confirmed:
-            return out(
-                Gate.OPEN, "H5", "failsafe: lease store unreachable, every peer confirms it is not master"
-            )
-        if alive and ev.reference_quorate:
-            for peer in silent_holders:
-                since = _get(state.silent_since, peer.name) or now
-                if now - since >= cfg.ttl + cfg.fence_delay:
-                    fence(peer, None, "lease store unreachable: race delay elapsed")
+            return out(Gate.OPEN, "H5", "failsafe: lease store unreachable, every peer confirms it is not master")
         names = ", ".join(p.name for p in ev.peers if not p.alive) or "a peer"
-        return out(
-            Gate.CLOSED, "H6", f"lease store unreachable, own lease expired and {names} silent; gate closed"
-        )
+        return out(Gate.CLOSED, "H6", f"lease store unreachable, own lease expired and {names} silent; gate closed")
 
     # B1 / B2 --------------------------------------------------------------------------------------------
     if mine:

@@ -1,0 +1,468 @@
+"""A discrete-time cluster in which every node runs `decide` on its own partial, delayed view.
+
+Not a mock of keepalived or Redis for the agent's IO code: a model of the world the pure policy lives in, so
+the safety rules can be checked after every step of random fault sequences. It simulates:
+- keepalived per node (FAULT while the gate is closed; BACKUP → MASTER after the master-down interval without
+  adverts; preemption by priority unless nopreempt; a MASTER yields to a higher-priority advert),
+- VRRP adverts and heartbeat frames over directed links that can be cut,
+- a lease store with real expiry, SET NX acquisition, owner-checked renew/release, a token counter seeded by
+  the acquirer and folded with the store's clock (as the Lua script does), and restarts that lose every key,
+- fencing that powers a node off after `fence_time` (or fails when its BMC is broken), with results fed back,
+- agents that can be paused (SIGSTOP) and nodes powered off and on (agent restarts with a fresh state and the
+  highest token it persisted).
+
+`Violation` is raised the moment a safety rule is broken; liveness is checked by `run_until_settled`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from arbiter.model import (
+    AcquireLease,
+    Evidence,
+    Fence,
+    FenceOutcome,
+    FenceResult,
+    Gate,
+    LeaseStatus,
+    LeaseView,
+    PeerView,
+    PolicyConfig,
+    PolicyState,
+    Power,
+    ReleaseLease,
+    VrrpState,
+)
+from arbiter.policy import decide
+
+TICK = 0.2
+ADVERT = 1.0
+TTL = 3.0
+RENEW = 1.0
+DEADTIME = 1.0
+FENCE_TIME = 0.6
+POWER_TIMEOUT = 2.0
+
+
+class Violation(AssertionError):
+    pass
+
+
+def master_down(prio: int) -> float:
+    return 3 * ADVERT + (256 - prio) / 256
+
+
+@dataclass
+class Snapshot:
+    """What a heartbeat frame carries."""
+
+    state: VrrpState
+    vip: bool
+    prio: int
+    quorate: bool
+    lease_holder: str | None
+    highest_token: int
+
+
+@dataclass
+class Node:
+    name: str
+    prio: int
+    nopreempt: bool
+    fence_delay: float
+    powered: bool = True
+    paused: bool = False
+    ka_crashed: bool = False
+    kstate: VrrpState = VrrpState.FAULT
+    backup_since: float = 0.0
+    last_advert: float = -1e9
+    gate: Gate = Gate.CLOSED
+    policy: PolicyState = field(default_factory=PolicyState)
+    persisted_token: int = 0
+    granted_until: float | None = None
+    held_since: float | None = None
+    last_renew: float = -1e9
+    boot_at: float = 0.0
+    heard: dict[str, tuple[float, Snapshot]] = field(default_factory=dict)
+    adverts_at: dict[str, float] = field(default_factory=dict)
+    fence_results: dict[str, FenceResult] = field(default_factory=dict)
+    power_reads: dict[str, tuple[Power, float]] = field(default_factory=dict)
+    last_rule: str = ""
+    unconfirmed_ticks: int = 0
+
+    @property
+    def vip(self) -> bool:
+        return self.powered and self.kstate is VrrpState.MASTER
+
+    @property
+    def agent_running(self) -> bool:
+        return self.powered and not self.paused
+
+
+@dataclass
+class Store:
+    alive: bool = True
+    holder: str | None = None
+    expires: float = 0.0
+    token: int = 0
+    counter: int = 0
+    issued: list[int] = field(default_factory=list)
+
+    def current(self, now: float) -> tuple[str | None, float, int]:
+        if self.holder is not None and self.expires <= now:
+            self.holder = None
+        return self.holder, self.expires, self.token
+
+
+@dataclass
+class FenceOp:
+    fencer: str
+    target: str
+    done_at: float
+    succeeds: bool
+
+
+class World:
+    def __init__(self, names: list[str], nopreempt: bool = False, fold_clock: bool = True) -> None:
+        prios = [150, 100, 50]
+        delays = [0.0, 5.0, 10.0]
+        self.nodes = {n: Node(n, prios[i], nopreempt, delays[i]) for i, n in enumerate(names)}
+        self.now = 0.0
+        self.store = Store()
+        self.fold_clock = fold_clock
+        self.vrrp_cut: set[tuple[str, str]] = set()
+        self.hb_cut: set[tuple[str, str]] = set()
+        self.redis_cut: set[str] = set()
+        self.reference_lost: set[str] = set()
+        self.bmc_broken: set[str] = set()
+        self.fence_ops: list[FenceOp] = []
+        self.dual_shared_ticks: dict[frozenset[str], int] = {}
+        self.dual_alone_since: dict[frozenset[str], float] = {}
+        self.max_dual_alone = 0.0
+        self.fenced_by: dict[str, str] = {}
+        self.log: list[str] = []
+        self.cfgs = {n: self._policy_config(node) for n, node in self.nodes.items()}
+
+    # --- configuration -------------------------------------------------------------------------------
+
+    def _policy_config(self, node: Node) -> PolicyConfig:
+        peers = tuple(n for n in self.nodes if n != node.name)
+        return PolicyConfig(
+            node=node.name,
+            peers=peers,
+            fenceable=frozenset(peers),
+            ttl=TTL,
+            safety=0.5,
+            cycle=TICK,
+            advert_int=ADVERT,
+            master_down=master_down(node.prio),
+            nopreempt=node.nopreempt,
+            fence_delay=node.fence_delay,
+            power_timeout=POWER_TIMEOUT,
+            hold_down=10.0,
+            on_fence_failure="close",
+            deadtime=DEADTIME,
+        )
+
+    # --- faults ----------------------------------------------------------------------------------------
+
+    def power_off(self, name: str) -> None:
+        node = self.nodes[name]
+        node.powered = False
+        node.kstate = VrrpState.STOP
+        node.held_since = None
+
+    def power_on(self, name: str) -> None:
+        node = self.nodes[name]
+        if node.powered:
+            return
+        node.powered, node.paused, node.ka_crashed = True, False, False
+        node.kstate, node.gate = VrrpState.FAULT, Gate.CLOSED
+        node.policy = PolicyState(highest_token=node.persisted_token)
+        node.heard, node.adverts_at, node.fence_results = {}, {}, {}
+        node.boot_at, node.granted_until, node.held_since = self.now, None, None
+        self.fenced_by.pop(name, None)
+
+    def restart_store_empty(self) -> None:
+        self.store = Store(alive=True, issued=self.store.issued)
+
+    def heal(self) -> None:
+        self.vrrp_cut.clear()
+        self.hb_cut.clear()
+        self.redis_cut.clear()
+        self.reference_lost.clear()
+        self.bmc_broken.clear()
+        self.store.alive = True
+        for node in self.nodes.values():
+            node.paused = False
+            node.ka_crashed = False
+
+    # --- one tick ----------------------------------------------------------------------------------------
+
+    def step(self) -> None:
+        self.now = round(self.now + TICK, 6)
+        self._finish_fences()
+        for node in self.nodes.values():
+            if node.powered:
+                self._keepalived(node)
+        self._adverts_and_heartbeats()
+        for node in self.nodes.values():
+            if node.agent_running:
+                self._agent(node)
+        self._check()
+
+    def _finish_fences(self) -> None:
+        for op in [o for o in self.fence_ops if o.done_at <= self.now]:
+            self.fence_ops.remove(op)
+            fencer = self.nodes[op.fencer]
+            if not fencer.powered:
+                continue
+            if op.succeeds:
+                if self.nodes[op.target].powered:
+                    self.power_off(op.target)
+                    self.fenced_by[op.target] = op.fencer
+                    if self.fenced_by.get(op.fencer) == op.target:
+                        raise Violation(f"mutual kill: {op.fencer} and {op.target} powered each other off")
+                fencer.fence_results[op.target] = FenceResult(FenceOutcome.OFF, self.now, "status OFF")
+                fencer.power_reads[op.target] = (Power.OFF, self.now)
+            else:
+                fencer.fence_results[op.target] = FenceResult(FenceOutcome.FAILED, self.now, "BMC timeout")
+
+    def _keepalived(self, node: Node) -> None:
+        if node.ka_crashed:
+            node.kstate = VrrpState.STOP
+            return
+        if node.gate is Gate.CLOSED:
+            node.kstate = VrrpState.FAULT
+            return
+        if node.kstate in (VrrpState.FAULT, VrrpState.STOP):
+            node.kstate = VrrpState.BACKUP
+            node.backup_since = self.now
+        masters = [
+            m
+            for m in self.nodes.values()
+            if m is not node and m.vip and not m.ka_crashed and (m.name, node.name) not in self.vrrp_cut
+        ]
+        if node.kstate is VrrpState.MASTER:
+            if any((m.prio, m.name) > (node.prio, node.name) for m in masters):
+                node.kstate = VrrpState.BACKUP
+                node.backup_since = node.last_advert = self.now
+            return
+        if masters:
+            node.last_advert = self.now
+            if not node.nopreempt and all(node.prio > m.prio for m in masters):
+                node.kstate = VrrpState.MASTER
+            return
+        if self.now - max(node.backup_since, node.last_advert) >= master_down(node.prio) - 1e-9:
+            node.kstate = VrrpState.MASTER
+
+    def _adverts_and_heartbeats(self) -> None:
+        for rx in self.nodes.values():
+            if not rx.powered:
+                continue
+            for tx in self.nodes.values():
+                if tx is rx:
+                    continue
+                if tx.vip and not tx.ka_crashed and (tx.name, rx.name) not in self.vrrp_cut:
+                    rx.adverts_at[tx.name] = self.now
+                if tx.agent_running and rx.agent_running and (tx.name, rx.name) not in self.hb_cut:
+                    rx.heard[tx.name] = (self.now, self._snapshot(tx))
+
+    def _snapshot(self, node: Node) -> Snapshot:
+        holder = self._lease_view(node).holder
+        return Snapshot(
+            node.kstate,
+            node.vip,
+            node.prio,
+            node.name not in self.reference_lost,
+            holder,
+            max(node.policy.highest_token, node.persisted_token),
+        )
+
+    def _reaches_store(self, node: Node) -> bool:
+        return self.store.alive and node.name not in self.redis_cut
+
+    def _lease_view(self, node: Node) -> LeaseView:
+        if not self._reaches_store(node):
+            return LeaseView(LeaseStatus.UNKNOWN)
+        holder, expires, token = self.store.current(self.now)
+        if holder is None:
+            return LeaseView(LeaseStatus.FREE)
+        status = LeaseStatus.MINE if holder == node.name else LeaseStatus.PEER
+        return LeaseView(status, holder, token, expires)
+
+    def _agent(self, node: Node) -> None:
+        store = self.store
+        for name in node.policy.fenced_off:  # the edge re-reads the BMC of a fenced peer
+            if name not in self.bmc_broken:
+                off = not self.nodes[name].powered
+                node.power_reads[name] = (Power.OFF if off else Power.ON, self.now)
+        if self._reaches_store(node) and self.now - node.last_renew >= RENEW - 1e-9:
+            holder, _, _ = store.current(self.now)
+            if holder == node.name:  # the renewal loop: compare-owner PEXPIRE
+                store.expires = self.now + TTL
+                node.granted_until = store.expires
+                node.last_renew = self.now
+        evidence = Evidence(
+            instance="VI_1",
+            state=node.kstate,
+            vip_present=node.vip,
+            priority=node.prio,
+            reference_quorate=node.name not in self.reference_lost,
+            lease=self._lease_view(node),
+            peers=tuple(self._peer_view(node, peer) for peer in self.nodes.values() if peer is not node),
+        )
+        decision = decide(node.policy, evidence, self.cfgs[node.name], self.now)
+        newly_fenced = decision.state.fenced_off - node.policy.fenced_off
+        for name in newly_fenced:
+            if self.nodes[name].powered:
+                raise Violation(f"{node.name} claims {name} fenced while it is powered on")
+        node.policy = decision.state
+        node.last_rule = decision.rule
+        node.persisted_token = max(node.persisted_token, node.policy.highest_token)
+        for action in decision.actions:
+            self._carry_out(node, action)
+        node.gate = decision.gate
+        if node.gate is Gate.CLOSED and node.kstate is not VrrpState.STOP:
+            node.kstate = VrrpState.FAULT  # track_file change: keepalived drops the VIP at once (inotify)
+
+    def _peer_view(self, node: Node, peer: Node) -> PeerView:
+        heard = node.heard.get(peer.name)
+        power, power_at = node.power_reads.get(peer.name, (Power.UNKNOWN, None))
+        if heard is None:
+            alive: bool | None = None if self.now - node.boot_at < DEADTIME else False
+            return PeerView(
+                peer.name,
+                alive,
+                adverts_at=node.adverts_at.get(peer.name, node.boot_at),
+                fence=node.fence_results.get(peer.name),
+                power=power,
+                power_at=power_at,
+            )
+        at, snap = heard
+        return PeerView(
+            name=peer.name,
+            alive=self.now - at <= DEADTIME,
+            heard_at=at,
+            state=snap.state,
+            vip_present=snap.vip,
+            priority=snap.prio,
+            quorate=snap.quorate,
+            lease_holder=snap.lease_holder,
+            highest_token=snap.highest_token,
+            adverts_at=node.adverts_at.get(peer.name, node.boot_at),
+            fence=node.fence_results.get(peer.name),
+            power=power,
+            power_at=power_at,
+        )
+
+    def _carry_out(self, node: Node, action: object) -> None:
+        store = self.store
+        if isinstance(action, AcquireLease):
+            if not self._reaches_store(node):
+                return
+            holder, _, _ = store.current(self.now)
+            if holder is not None:
+                return
+            clock = int(self.now * 1000) if self.fold_clock else 0
+            token = max(store.counter, action.seed, clock) + 1
+            if store.issued and token <= max(store.issued):
+                raise Violation(f"token {token} issued to {node.name} after {max(store.issued)}")
+            store.counter = token
+            store.issued.append(token)
+            store.holder, store.expires, store.token = node.name, self.now + TTL, token
+            node.granted_until, node.last_renew = store.expires, self.now
+        elif isinstance(action, ReleaseLease):
+            if self._reaches_store(node) and store.current(self.now)[0] == node.name:
+                store.holder = None
+                node.granted_until = None
+        elif isinstance(action, Fence):
+            holder, expires, _ = store.current(self.now)
+            if store.alive and holder == action.peer and expires > self.now:
+                raise Violation(f"{node.name} fences {action.peer}, which holds a valid lease")
+            if any(o.fencer == node.name and o.target == action.peer for o in self.fence_ops):
+                raise Violation(f"{node.name} fences {action.peer} twice at once")
+            ok = action.peer not in self.bmc_broken
+            done = self.now + (FENCE_TIME if ok else POWER_TIMEOUT)
+            self.fence_ops.append(FenceOp(node.name, action.peer, done, ok))
+            node.fence_results[action.peer] = FenceResult(FenceOutcome.RUNNING, self.now)
+            self.log.append(f"{self.now:.1f} {node.name} fences {action.peer} ({action.why})")
+
+    # --- invariants --------------------------------------------------------------------------------------
+
+    def _shared_evidence(self, a: Node, b: Node) -> bool:
+        if not (a.agent_running and b.agent_running):
+            return False
+        heartbeat = (a.name, b.name) not in self.hb_cut or (b.name, a.name) not in self.hb_cut
+        lease = self._reaches_store(a) and self._reaches_store(b)
+        return heartbeat or lease
+
+    def holders(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.vip]
+
+    def _check(self) -> None:
+        for node in self.nodes.values():
+            if node.vip:
+                node.held_since = node.held_since if node.held_since is not None else self.now
+            else:
+                node.held_since = None
+        holders = self.holders()
+        pairs = {frozenset((a.name, b.name)) for a in holders for b in holders if a is not b}
+        for pair in list(self.dual_shared_ticks):
+            if pair not in pairs:
+                del self.dual_shared_ticks[pair]
+        for pair in list(self.dual_alone_since):
+            if pair not in pairs:
+                del self.dual_alone_since[pair]
+        for pair in pairs:
+            a, b = (self.nodes[n] for n in sorted(pair))
+            if self._shared_evidence(a, b):
+                raise Violation(f"rule 1: {a.name} and {b.name} both hold the VIP with shared evidence")
+            if not (a.agent_running or b.agent_running):
+                # Both agents stopped: nothing of ours runs on either side (keepalived alone). Not a policy case.
+                self.dual_alone_since.pop(pair, None)
+                continue
+            since = self.dual_alone_since.setdefault(pair, self.now)
+            self.max_dual_alone = max(self.max_dual_alone, self.now - since)
+            if self.now - since > TTL + POWER_TIMEOUT + 3 * TICK:
+                raise Violation(f"rule 1: {sorted(pair)} dual master for {self.now - since:.1f}s while cut off")
+        for node in self.nodes.values():
+            expired = (
+                node.vip
+                and node.agent_running
+                and node.granted_until is not None
+                and node.held_since is not None
+                and node.held_since < node.granted_until <= self.now
+            )
+            if not expired or self._failsafe(node):
+                node.unconfirmed_ticks = 0
+                continue
+            # A peer's MASTER claim withdrawn within one heartbeat (its agent closing the gate the moment its
+            # keepalived took the VIP) is not held against this node; a claim standing two ticks is.
+            node.unconfirmed_ticks += 1
+            if node.unconfirmed_ticks > 1:
+                raise Violation(
+                    f"rule 2: {node.name} holds the VIP past its lease expiry {node.granted_until:.1f} "
+                    f"without a peer's confirmation (rule {node.last_rule})"
+                )
+
+    def _failsafe(self, node: Node) -> bool:
+        for peer in self.nodes.values():
+            if peer is node:
+                continue
+            if not peer.powered and node.power_reads.get(peer.name, (Power.UNKNOWN, 0.0))[0] is Power.OFF:
+                continue
+            heard = node.heard.get(peer.name)
+            if heard is None or self.now - heard[0] > DEADTIME or heard[1].vip:
+                return False
+        return True
+
+    def run(self, ticks: int) -> None:
+        for _ in range(ticks):
+            self.step()
+
+    def settled_holder(self) -> Node | None:
+        holders = self.holders()
+        gates_ok = all(n.gate is Gate.OPEN for n in holders)
+        return holders[0] if len(holders) == 1 and gates_ok else None

@@ -1,0 +1,153 @@
+"""Hypothesis state machine: two and three nodes, each deciding on its own view, under random faults.
+
+After every step the world checks the safety rules (see policy_sim.World._check and the Violation raises).
+At the end every fault is healed and liveness is asserted: exactly one node holds the VIP, with its gate
+open, within the bound below, and keeps it.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings, target
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
+
+from tests.unit.policy_sim import DEADTIME, POWER_TIMEOUT, TICK, TTL, World, master_down
+
+# Keepalived's own master-down plus one lease lifetime, one fence timeout and a heartbeat deadtime — twice,
+# because a failed fence is retried only after the power timeout.
+LIVENESS_BOUND = 2 * (master_down(50) + TTL + POWER_TIMEOUT + DEADTIME)
+STABLE_TICKS = 5
+
+
+class Cluster(RuleBasedStateMachine):
+    names: list[str] = ["a", "b"]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.world = World(self.names)
+        self.operator_off: set[str] = set()
+
+    @initialize(nopreempt=st.booleans(), warmup=st.integers(min_value=0, max_value=40))
+    def boot(self, nopreempt: bool, warmup: int) -> None:
+        self.world = World(self.names, nopreempt=nopreempt)
+        self.world.run(warmup)
+
+    def _node(self, data: st.DataObject) -> str:
+        return data.draw(st.sampled_from(self.names))
+
+    def _pair(self, data: st.DataObject) -> tuple[str, str]:
+        src = data.draw(st.sampled_from(self.names))
+        dst = data.draw(st.sampled_from([n for n in self.names if n != src]))
+        return src, dst
+
+    @rule(ticks=st.integers(min_value=1, max_value=40))
+    def advance(self, ticks: int) -> None:
+        self.world.run(ticks)
+
+    @rule(data=st.data(), both=st.booleans())
+    def cut_vrrp(self, data: st.DataObject, both: bool) -> None:
+        src, dst = self._pair(data)
+        self.world.vrrp_cut.add((src, dst))
+        if both:
+            self.world.vrrp_cut.add((dst, src))
+
+    @rule(data=st.data(), both=st.booleans())
+    def cut_heartbeat(self, data: st.DataObject, both: bool) -> None:
+        src, dst = self._pair(data)
+        self.world.hb_cut.add((src, dst))
+        if both:
+            self.world.hb_cut.add((dst, src))
+
+    @rule(data=st.data())
+    def isolate(self, data: st.DataObject) -> None:
+        node = self._node(data)
+        for other in self.names:
+            if other != node:
+                self.world.vrrp_cut |= {(node, other), (other, node)}
+                self.world.hb_cut |= {(node, other), (other, node)}
+        self.world.redis_cut.add(node)
+
+    @rule(data=st.data())
+    def redis_partition(self, data: st.DataObject) -> None:
+        self.world.redis_cut.add(self._node(data))
+
+    @rule()
+    def redis_stop(self) -> None:
+        self.world.store.alive = False
+
+    @rule()
+    def redis_restart_empty(self) -> None:
+        self.world.restart_store_empty()
+
+    @rule(data=st.data())
+    def reference_lost(self, data: st.DataObject) -> None:
+        self.world.reference_lost.add(self._node(data))
+
+    @rule(data=st.data())
+    def pause_agent(self, data: st.DataObject) -> None:
+        self.world.nodes[self._node(data)].paused = True
+
+    @rule(data=st.data())
+    def resume_agent(self, data: st.DataObject) -> None:
+        self.world.nodes[self._node(data)].paused = False
+
+    @rule(data=st.data())
+    def crash_keepalived(self, data: st.DataObject) -> None:
+        self.world.nodes[self._node(data)].ka_crashed = True
+
+    @rule(data=st.data())
+    def break_bmc(self, data: st.DataObject) -> None:
+        self.world.bmc_broken.add(self._node(data))
+
+    @precondition(lambda self: len(self.operator_off) < len(self.names) - 1)
+    @rule(data=st.data())
+    def power_off(self, data: st.DataObject) -> None:
+        node = self._node(data)
+        if self.world.nodes[node].powered:
+            self.world.power_off(node)
+            self.operator_off.add(node)
+
+    @rule(data=st.data())
+    def power_on(self, data: st.DataObject) -> None:
+        node = self._node(data)
+        self.world.power_on(node)
+        self.operator_off.discard(node)
+
+    @rule()
+    def heal_links(self) -> None:
+        self.world.heal()
+
+    def teardown(self) -> None:
+        world = self.world
+        world.heal()
+        for name in self.operator_off:
+            world.power_on(name)
+        if not any(n.powered for n in world.nodes.values()):
+            world.power_on(self.names[0])
+        start, stable = world.now, 0
+        while world.now - start <= LIVENESS_BOUND:
+            world.step()
+            stable = stable + 1 if world.settled_holder() is not None else 0
+            if stable >= STABLE_TICKS:
+                target(world.now - start - STABLE_TICKS * TICK, label="settle seconds after heal")
+                break
+        holders = [(n.name, n.kstate.value, n.gate.value, n.last_rule) for n in world.nodes.values()]
+        assert stable >= STABLE_TICKS, f"no single holder {LIVENESS_BOUND:.1f}s after healing: {holders}"
+        target(world.max_dual_alone, label="dual master seconds while cut off")
+
+
+class ThreeNodeCluster(Cluster):
+    names = ["a", "b", "c"]
+
+
+common = settings(
+    max_examples=1500,
+    stateful_step_count=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+TestTwoNodes = Cluster.TestCase
+TestTwoNodes.settings = common
+TestThreeNodes = ThreeNodeCluster.TestCase
+TestThreeNodes.settings = settings(common, max_examples=600)
