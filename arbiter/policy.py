@@ -26,12 +26,14 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | D2  | holding, a live peer also holds and reports the lease as its own     | closed |                         |
 | D3  | holding, a live peer also holds, lease free or store unreachable:    | winner | winner: acquire; fence  |
 |     | higher priority, then lower name wins                                | open   | after deadtime + delay  |
+| D4  | D3's winner whose own lease expired during this hold (rule 2)        | closed |                         |
 | H1  | holding, lease mine and valid                                        | open   | fence silent peers last |
 |     |                                                                      |        | seen holding (token)    |
 | H2  | holding, lease mine but within safety margin of expiry (renewals     | closed |                         |
 |     | failing): self-demotion before TTL − safety                          |        |                         |
-| H3  | holding, lease free (expired, or Redis restarted empty)              | open   | acquire (seeded)        |
-| H4  | holding, store unreachable, own lease still valid                    | open   |                         |
+| H3  | holding, lease free (expired, or Redis restarted empty), for at most | open   | acquire (seeded)        |
+|     | TTL − safety unless the own lease is still valid; then as H4-H6      |        |                         |
+| H4  | holding, store unreachable (or not granting), own lease still valid  | open   |                         |
 | H5  | holding, store unreachable, every peer confirms BACKUP or is fenced  | open   |                         |
 |     | OFF (failsafe)                                                       |        |                         |
 | H6  | holding, store unreachable, lease expired, a peer silent             | closed | with a live peer:       |
@@ -85,9 +87,10 @@ RULES: dict[str, str] = {
     "D1": "dual master, lease mine: keep the VIP, the peer must step down (fenced if it does not)",
     "D2": "dual master, the peer reports holding the lease: gate closed",
     "D3": "dual master without a lease: priority then name decides; the winner fences a peer that stays",
+    "D4": "dual master without a lease, own lease expired during this hold: the winner self-demotes too",
     "H1": "holding with a valid lease: open; a silent peer last seen holding is fenced",
     "H2": "lease within the safety margin of expiry and not renewed: self-demotion, gate closed",
-    "H3": "holding, lease free (expired or store restarted empty): open, acquiring",
+    "H3": "holding, lease free (expired or store restarted empty): open, acquiring for up to TTL − safety",
     "H4": "holding, store unreachable, own lease still valid: open",
     "H5": "holding, store unreachable, every peer confirms BACKUP or is fenced OFF (failsafe): open",
     "H6": "holding, store unreachable, lease expired, a peer silent: gate closed",
@@ -133,12 +136,11 @@ def _remember(prev: PolicyState, ev: Evidence, cfg: PolicyConfig, now: float) ->
             dual = _put(dual, peer.name, None)
             if peer.alive is False and _get(silent, peer.name) is None:
                 silent = _put(silent, peer.name, now)
-        if peer.fence is not None and peer.fence.outcome is FenceOutcome.OFF:
-            if peer.heard_at is None or peer.heard_at <= peer.fence.at:
-                fenced.add(peer.name)
-        if peer.power is Power.ON and peer.power_at is not None and peer.fence is not None:
-            if peer.power_at > peer.fence.at:
-                fenced.discard(peer.name)  # powered on again (by an operator) since the fence
+        fence = peer.fence
+        if fence is not None and fence.outcome is FenceOutcome.OFF and (peer.heard_at or -1.0) <= fence.at:
+            fenced.add(peer.name)
+        if fence is not None and peer.power is Power.ON and (peer.power_at or -1.0) > fence.at:
+            fenced.discard(peer.name)  # powered on again (by an operator) since the fence
     since = (prev.holding_since if prev.was_holding else now) if ev.holding else None
     return replace(
         prev,
@@ -179,6 +181,11 @@ def _fence_failed(state: PolicyState, peers: tuple[PeerView, ...]) -> PeerView |
         ):
             return peer
     return None
+
+
+def _expired_while_holding(state: PolicyState, cfg: PolicyConfig, now: float) -> bool:
+    until, since = state.lease_valid_until, state.holding_since
+    return until is not None and since is not None and since < until - cfg.safety <= now
 
 
 def _confirms_backup(state: PolicyState, peer: PeerView) -> bool:
@@ -311,6 +318,9 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         winner = _winner(ev, cfg, rivals)
         if winner != cfg.node:
             return out(Gate.CLOSED, "D3", f"dual master without a lease: {winner} wins on priority/name; gate closed")
+        if _expired_while_holding(state, cfg, now):
+            # Rule 2: winning on priority does not extend a lease that ran out under this hold.
+            return out(Gate.CLOSED, "D4", "dual master, own lease expired while holding and unconfirmed; self-demotion")
         for peer in rivals:
             since = _get(state.dual_since, peer.name) or now
             if now - since >= cfg.deadtime + cfg.ttl + cfg.fence_delay:
@@ -339,7 +349,11 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         # H3 ------------------------------------------------------------------------------------------------
         if lease.status is LeaseStatus.FREE:
             actions.append(AcquireLease(seed))
-            return out(Gate.OPEN, "H3", f"lease free; acquiring with the token seeded above {seed}")
+            # Acquisition gets as long as a lease would last; a store that answers but never grants (a
+            # read-only replica) is then treated like an unreachable one (H4-H6).
+            held_for = now - (state.holding_since if state.holding_since is not None else now)
+            if own_valid or held_for < cfg.ttl - cfg.safety:
+                return out(Gate.OPEN, "H3", f"lease free; acquiring with the token seeded above {seed}")
         # H4 / H5 / H6 --------------------------------------------------------------------------------------
         if own_valid and state.lease_valid_until is not None:
             left = state.lease_valid_until - now

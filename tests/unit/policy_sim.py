@@ -45,7 +45,7 @@ FENCE_TIME = 0.6
 POWER_TIMEOUT = 2.0
 
 
-class Violation(AssertionError):
+class Violation(AssertionError):  # noqa: N818 - a broken safety rule, named as the rules call it
     pass
 
 
@@ -103,6 +103,8 @@ class Node:
 @dataclass
 class Store:
     alive: bool = True
+    readonly: bool = False  # e.g. a replica after a Sentinel failover: reads work, writes fail
+    skew: float = 0.0  # the store host's clock against the nodes' (a restart may land on another host)
     holder: str | None = None
     expires: float = 0.0
     token: int = 0
@@ -131,6 +133,7 @@ class World:
         self.now = 0.0
         self.store = Store()
         self.fold_clock = fold_clock
+        self.clock_stepped_back = False
         self.vrrp_cut: set[tuple[str, str]] = set()
         self.hb_cut: set[tuple[str, str]] = set()
         self.redis_cut: set[str] = set()
@@ -184,8 +187,17 @@ class World:
         node.boot_at, node.granted_until, node.held_since = self.now, None, None
         self.fenced_by.pop(name, None)
 
-    def restart_store_empty(self) -> None:
-        self.store = Store(alive=True, issued=self.store.issued)
+    def restart_store_empty(self, skew: float = 0.0) -> None:
+        self.clock_stepped_back |= skew < self.store.skew
+        self.store = Store(alive=True, skew=skew, issued=self.store.issued)
+
+    def restart_agent(self, name: str) -> None:
+        node = self.nodes[name]
+        if node.powered:
+            node.paused = False
+            node.policy = PolicyState(highest_token=node.persisted_token)
+            node.heard, node.adverts_at, node.fence_results, node.power_reads = {}, {}, {}, {}
+            node.boot_at = self.now
 
     def heal(self) -> None:
         self.vrrp_cut.clear()
@@ -194,6 +206,7 @@ class World:
         self.reference_lost.clear()
         self.bmc_broken.clear()
         self.store.alive = True
+        self.store.readonly = False
         for node in self.nodes.values():
             node.paused = False
             node.ka_crashed = False
@@ -203,9 +216,11 @@ class World:
     def step(self) -> None:
         self.now = round(self.now + TICK, 6)
         self._finish_fences()
+        before = {n.name: n.vip for n in self.nodes.values()}
         for node in self.nodes.values():
             if node.powered:
                 self._keepalived(node)
+        self._check_flash(before)
         self._adverts_and_heartbeats()
         for node in self.nodes.values():
             if node.agent_running:
@@ -298,7 +313,7 @@ class World:
             if name not in self.bmc_broken:
                 off = not self.nodes[name].powered
                 node.power_reads[name] = (Power.OFF if off else Power.ON, self.now)
-        if self._reaches_store(node) and self.now - node.last_renew >= RENEW - 1e-9:
+        if self._reaches_store(node) and not store.readonly and self.now - node.last_renew >= RENEW - 1e-9:
             holder, _, _ = store.current(self.now)
             if holder == node.name:  # the renewal loop: compare-owner PEXPIRE
                 store.expires = self.now + TTL
@@ -360,21 +375,26 @@ class World:
     def _carry_out(self, node: Node, action: object) -> None:
         store = self.store
         if isinstance(action, AcquireLease):
-            if not self._reaches_store(node):
+            if not self._reaches_store(node) or store.readonly:
                 return
             holder, _, _ = store.current(self.now)
             if holder is not None:
                 return
-            clock = int(self.now * 1000) if self.fold_clock else 0
+            clock = int((self.now + store.skew) * 1000) if self.fold_clock else 0
             token = max(store.counter, action.seed, clock) + 1
-            if store.issued and token <= max(store.issued):
+            if not self.clock_stepped_back and store.issued and token <= max(store.issued):
                 raise Violation(f"token {token} issued to {node.name} after {max(store.issued)}")
+            # After the store's clock stepped back, only the tokens the acquirer has seen (read, heard, persisted)
+            # are guaranteed below the next one: a token lost with the store before it was passed on is not.
+            known = max(node.persisted_token, node.policy.highest_token)
+            if token <= known:
+                raise Violation(f"token {token} issued to {node.name} though it had seen {known}")
             store.counter = token
             store.issued.append(token)
             store.holder, store.expires, store.token = node.name, self.now + TTL, token
             node.granted_until, node.last_renew = store.expires, self.now
         elif isinstance(action, ReleaseLease):
-            if self._reaches_store(node) and store.current(self.now)[0] == node.name:
+            if self._reaches_store(node) and not store.readonly and store.current(self.now)[0] == node.name:
                 store.holder = None
                 node.granted_until = None
         elif isinstance(action, Fence):
@@ -394,8 +414,10 @@ class World:
     def _shared_evidence(self, a: Node, b: Node) -> bool:
         if not (a.agent_running and b.agent_running):
             return False
-        heartbeat = (a.name, b.name) not in self.hb_cut or (b.name, a.name) not in self.hb_cut
-        lease = self._reaches_store(a) and self._reaches_store(b)
+        # A medium is shared when both ends receive on it; a one-way medium informs only one side.
+        heartbeat = (a.name, b.name) not in self.hb_cut and (b.name, a.name) not in self.hb_cut
+        # A store that cannot grant (read-only) cannot tell two holders apart.
+        lease = self._reaches_store(a) and self._reaches_store(b) and not self.store.readonly
         return heartbeat or lease
 
     def holders(self) -> list[Node]:
@@ -418,7 +440,14 @@ class World:
         for pair in pairs:
             a, b = (self.nodes[n] for n in sorted(pair))
             if self._shared_evidence(a, b):
-                raise Violation(f"rule 1: {a.name} and {b.name} both hold the VIP with shared evidence")
+                # One exception, one tick long: two nodes preempting a stepping-down lease holder at once, each
+                # unable to hear the other, race for the released lease (L2); the store settles it on the next
+                # acquisition (in the agent: one Redis round-trip).
+                ticks = self.dual_shared_ticks.get(pair, 0) + 1
+                self.dual_shared_ticks[pair] = ticks
+                if ticks > 1 or "L2" not in (a.last_rule, b.last_rule):
+                    raise Violation(f"rule 1: {a.name} and {b.name} both hold the VIP with shared evidence")
+                continue
             if not (a.agent_running or b.agent_running):
                 # Both agents stopped: nothing of ours runs on either side (keepalived alone). Not a policy case.
                 self.dual_alone_since.pop(pair, None)
@@ -446,6 +475,22 @@ class World:
                     f"rule 2: {node.name} holds the VIP past its lease expiry {node.granted_until:.1f} "
                     f"without a peer's confirmation (rule {node.last_rule})"
                 )
+
+    def _check_flash(self, before: dict[str, bool]) -> None:
+        """Stronger than rule 1 at tick resolution: a node must not even briefly take the VIP from a master
+        it hears over a heartbeat (the cut-VRRP-path rule closes its gate before master-down)."""
+        for y in self.nodes.values():
+            if not y.vip or before[y.name] or not y.agent_running:
+                continue
+            if self.now - y.last_advert < master_down(y.prio) - 1e-9:
+                continue  # preemption after hearing the master: keepalived's own transition
+            for x in self.nodes.values():
+                heard = y.heard.get(x.name)
+                if x is y or not x.vip or not x.agent_running or x.held_since is None or heard is None:
+                    continue
+                steady = self.now - x.held_since >= 1.5 * ADVERT + 2 * TICK
+                if steady and heard[0] >= self.now - TICK - 1e-9 and heard[1].vip and y.boot_at < x.held_since:
+                    raise Violation(f"VIP flash: {y.name} took the VIP while hearing {x.name} hold it")
 
     def _failsafe(self, node: Node) -> bool:
         for peer in self.nodes.values():

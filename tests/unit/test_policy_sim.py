@@ -20,16 +20,16 @@ STABLE_TICKS = 5
 
 
 class Cluster(RuleBasedStateMachine):
-    names: list[str] = ["a", "b"]
+    names: tuple[str, ...] = ("a", "b")
 
     def __init__(self) -> None:
         super().__init__()
-        self.world = World(self.names)
+        self.world = World(list(self.names))
         self.operator_off: set[str] = set()
 
     @initialize(nopreempt=st.booleans(), warmup=st.integers(min_value=0, max_value=40))
     def boot(self, nopreempt: bool, warmup: int) -> None:
-        self.world = World(self.names, nopreempt=nopreempt)
+        self.world = World(list(self.names), nopreempt=nopreempt)
         self.world.run(warmup)
 
     def _node(self, data: st.DataObject) -> str:
@@ -75,9 +75,28 @@ class Cluster(RuleBasedStateMachine):
     def redis_stop(self) -> None:
         self.world.store.alive = False
 
+    @rule(skew=st.sampled_from([0.0, -3.0]))
+    def redis_restart_empty(self, skew: float) -> None:
+        self.world.restart_store_empty(skew)
+
     @rule()
-    def redis_restart_empty(self) -> None:
-        self.world.restart_store_empty()
+    def redis_readonly(self) -> None:
+        self.world.store.readonly = True
+
+    @rule(data=st.data())
+    def restart_agent(self, data: st.DataObject) -> None:
+        self.world.restart_agent(self._node(data))
+
+    @rule(data=st.data())
+    def cut_pair(self, data: st.DataObject) -> None:
+        src, dst = self._pair(data)
+        self.world.vrrp_cut |= {(src, dst), (dst, src)}
+        self.world.hb_cut |= {(src, dst), (dst, src)}
+
+    @rule(data=st.data())
+    def heal_heartbeat(self, data: st.DataObject) -> None:
+        src, dst = self._pair(data)
+        self.world.hb_cut -= {(src, dst), (dst, src)}
 
     @rule(data=st.data())
     def reference_lost(self, data: st.DataObject) -> None:
@@ -137,12 +156,12 @@ class Cluster(RuleBasedStateMachine):
 
 
 class ThreeNodeCluster(Cluster):
-    names = ["a", "b", "c"]
+    names = ("a", "b", "c")
 
 
 common = settings(
     max_examples=1500,
-    stateful_step_count=12,
+    stateful_step_count=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
