@@ -1,0 +1,1 @@
+"""What keepalived executes: the notify hook (stdlib only, tiny, fast)."""

@@ -160,7 +160,7 @@ class ThreeNodeCluster(Cluster):
 
 
 common = settings(
-    max_examples=1500,
+    max_examples=2000,
     stateful_step_count=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -169,4 +169,4 @@ common = settings(
 TestTwoNodes = Cluster.TestCase
 TestTwoNodes.settings = common
 TestThreeNodes = ThreeNodeCluster.TestCase
-TestThreeNodes.settings = settings(common, max_examples=600)
+TestThreeNodes.settings = settings(common, max_examples=1000)

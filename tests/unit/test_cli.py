@@ -1,0 +1,54 @@
+"""The command line: --help lists only commands that work; policy explain fills in this config's timings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from arbiter.cli import main
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "arbiter.toml.example"
+
+
+def test_help_lists_exactly_the_working_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    # Command rows are indented by four spaces; wrapped help text is indented further.
+    listed = {line.split()[0] for line in out.splitlines() if line.startswith("    ") and line[4] != " "}
+    assert listed == {"check-config", "policy"}
+
+
+def test_policy_explain_fills_in_the_timings(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "explain", "-c", str(EXAMPLE)]) == 0
+    out = capsys.readouterr().out
+    # advert_int 1 s, priority 150, VRRPv2: 3 × 1 + (256 − 150)/256 = 3.414 s.
+    assert "keepalived master-down interval: 3.414s" in out
+    assert "adverts missing 1.500s while a heartbeat says MASTER" in out
+    assert "self-demotion 2.5s after the last renewal was sent" in out
+    assert "no-lease fence after 3s of silence" in out
+    for rule in ("S0", "Q1", "L1", "V1", "D1", "H1", "H5", "B2"):
+        assert f"  {rule}  " in out
+
+
+def test_policy_explain_refuses_a_broken_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "a.toml"
+    broken.write_text(EXAMPLE.read_text().replace("ttl_ms = 3000", "ttl_ms = 1000"))
+    assert main(["policy", "explain", "-c", str(broken)]) == 2
+    assert capsys.readouterr().err.startswith("lease.ttl_ms: must exceed renew_ms + 2 × timeout_ms")
+
+
+def test_console_script_runs_as_a_module() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "arbiter", "policy", "explain", "-c", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "rules (first match wins):" in done.stdout
