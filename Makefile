@@ -35,7 +35,7 @@ typecheck: install
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --hypothesis-show-statistics
 
 test: lint typecheck unit
 

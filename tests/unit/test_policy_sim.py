@@ -132,6 +132,26 @@ class Cluster(RuleBasedStateMachine):
         self.world.power_on(node)
         self.operator_off.discard(node)
 
+    @rule(data=st.data(), ticks=st.integers(min_value=10, max_value=60))
+    def many_faults_at_once(self, data: st.DataObject, ticks: int) -> None:
+        """Several faults drawn together, then time: multi-fault states that single steps rarely reach."""
+        world = self.world
+        pairs = [(s, d) for s in self.names for d in self.names if s != d]
+        world.vrrp_cut |= {p for p in pairs if data.draw(st.booleans(), label=f"vrrp {p}")}
+        world.hb_cut |= {p for p in pairs if data.draw(st.booleans(), label=f"hb {p}")}
+        world.redis_cut |= {n for n in self.names if data.draw(st.booleans(), label=f"redis cut {n}")}
+        for name in self.names:
+            if data.draw(st.integers(0, 3), label=f"pause {name}") == 0:
+                world.nodes[name].paused = True
+        store = data.draw(st.sampled_from(["up", "up", "down", "readonly", "restart"]), label="store")
+        if store == "down":
+            world.store.alive = False
+        elif store == "readonly":
+            world.store.readonly = True
+        elif store == "restart":
+            world.restart_store_empty()
+        world.run(ticks)
+
     @rule()
     def heal_links(self) -> None:
         self.world.heal()
