@@ -72,6 +72,13 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_lab(args: argparse.Namespace) -> int:
+    # Imported here: the lab pulls in subprocess-heavy modules that the agent's other commands never need.
+    from arbiter.lab import cli as lab_cli  # noqa: PLC0415
+
+    return lab_cli.dispatch(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keepalived-arbiter",
@@ -102,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp = policy_sub.add_parser("explain", help="print the rules with this config's timings")
     with_config(exp)
     exp.set_defaults(func=cmd_policy_explain)
+
+    from arbiter.lab.cli import add_lab_parser  # noqa: PLC0415 - argparse wiring only, no lab IO
+
+    add_lab_parser(sub, cmd_lab)
     return parser
 
 

@@ -1,0 +1,367 @@
+"""A simulated BMC per lab node: Debian's `ipmi_sim` (openipmi), unpatched, in the node's management namespace.
+
+ipmi_sim answers IPMI 1.5/2.0 over UDP like a real BMC; chassis power control goes through a `chassis_control`
+script that this module writes into the BMC's work directory. ipmi_sim runs it through `sh -c` as
+
+    SCRIPT 0x20 get power          -> prints `power:1` or `power:0`
+    SCRIPT 0x20 set power 0|1      -> runs the lab's power-off / power-on command when the state changes
+    SCRIPT 0x20 set reset 1        -> (`chassis power reset`, when on) power-off command, then power-on command
+
+`chassis power cycle` is ipmi_sim's own off, then on a second later, through `set power`. Soft shutdown
+(`set shutdown 1`) and anything else fail with "Unspecified error", as does a reset while off.
+
+The script keeps the power state in `WORKDIR/power` ("1" = on; on when the BMC first starts), serialises calls
+with flock, and logs every call with a timestamp to `WORKDIR/chassis.log`. A command that fails leaves the state
+unchanged and makes the IPMI request fail ("Unspecified error"), as a broken BMC would.
+
+Things to know when writing power_off_cmd / power_on_cmd:
+- they run inside the BMC's namespace, not the node's: use `ip netns exec NODE_NS ...` to act on the node;
+- ipmi_sim is single-threaded and waits for the script: while a command runs the BMC answers nothing (to any
+  client) and the request takes as long as the command (a 2.5 s command: ipmitool and pyghmi return after
+  2.5 s). The client's retransmits are served afterwards and find the state already changed: no second run;
+- their stdin is /dev/null and their output goes to chassis.log; processes they leave running stay in
+  ipmi_sim's session, and stopping the BMC does not kill them (it signals ipmi_sim's PID only).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+SANE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+BMC_IPMB = "0x20"  # the BMC's IPMB address, as in every single-MC ipmi_sim setup
+CIPHER_SUITE = "3"  # RMCP+ HMAC-SHA1 / HMAC-SHA1-96 / AES-CBC-128: what ipmi_sim offers and pyghmi uses
+
+# Files in the work directory
+LAN_CONF = "lan.conf"
+EMU_CMD = "emu.cmd"
+CHASSIS_SCRIPT = "chassis_control"
+POWER_FILE = "power"
+LOCK_FILE = "chassis.lock"
+CHASSIS_LOG = "chassis.log"
+IPMI_SIM_LOG = "ipmi_sim.log"
+STATE_DIR = "state"
+
+_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _env() -> dict[str, str]:
+    return {"PATH": SANE_PATH, "LC_ALL": "C"}
+
+
+@dataclass(frozen=True)
+class BmcSpec:
+    node: str  # lab node name, e.g. "a"
+    netns: str  # namespace the BMC runs in: created by the caller, address configured, lo up
+    address: str  # IPv4 address ipmi_sim listens on, e.g. "10.0.9.21"
+    port: int  # UDP port, normally 623
+    username: str
+    password: str
+    workdir: Path  # owned by this BMC: config, power state, logs; created if missing
+    power_off_cmd: list[str]  # argv the chassis script runs (synchronously) on IPMI "power off"
+    power_on_cmd: list[str]  # argv it runs on IPMI "power on"
+
+    def __post_init__(self) -> None:
+        if not _NODE_NAME.match(self.node):
+            raise ValueError(f"BMC node name {self.node!r}: use letters, digits, '.', '_', '-'")
+        if not self.netns:
+            raise ValueError("BMC netns is empty")
+        ipaddress.IPv4Address(self.address)
+        if not 0 < self.port < 65536:
+            raise ValueError(f"BMC port {self.port} out of range")
+        for what, value, limit in (("username", self.username, 16), ("password", self.password, 20)):
+            # IPMI 2.0 limits; lan.conf takes them as double-quoted words.
+            if not value or len(value) > limit or any(c in value for c in '"\\ \t\r\n'):
+                raise ValueError(f"BMC {what} must be 1-{limit} characters without quotes, backslashes or blanks")
+        # ipmi_sim hands the chassis_control line to `sh -c` unquoted: the script path must need no quoting.
+        script = str(self.workdir.absolute() / CHASSIS_SCRIPT)
+        if shlex.quote(script) != script:
+            raise ValueError(f"BMC workdir {self.workdir}: path must contain only shell-safe characters")
+        if not self.power_off_cmd or not self.power_on_cmd:
+            raise ValueError("BMC power_off_cmd and power_on_cmd must be non-empty argv lists")
+
+
+def lan_conf(spec: BmcSpec) -> str:
+    """ipmi_sim's lan.conf for this BMC: one LAN channel, one admin user, power through the chassis script."""
+    workdir = spec.workdir.absolute()
+    guid = uuid.uuid5(uuid.NAMESPACE_DNS, f"{spec.node}.bmc.keepalived-arbiter.lab").hex
+    auths = "none md2 md5 straight"
+    return "\n".join(
+        [
+            f"# ipmi_sim configuration for the lab BMC of node {spec.node} (generated by arbiter.lab.bmc)",
+            f'name "lab-{spec.node}"',
+            f"set_working_mc {BMC_IPMB}",
+            "startlan 1",
+            f"  addr {spec.address} {spec.port}",
+            "  priv_limit admin",
+            f"  allowed_auths_callback {auths}",
+            f"  allowed_auths_user {auths}",
+            f"  allowed_auths_operator {auths}",
+            f"  allowed_auths_admin {auths}",
+            f"  guid {guid}",
+            "endlan",
+            f'chassis_control "{workdir / CHASSIS_SCRIPT} {BMC_IPMB}"',
+            f'user 2 true "{spec.username}" "{spec.password}" admin 10 {auths}',
+            "",
+        ]
+    )
+
+
+def emu_commands() -> str:
+    """ipmi_sim's start-up command file: one BMC management controller at 0x20, enabled."""
+    return "\n".join(
+        [
+            f"mc_setbmc {BMC_IPMB}",
+            f"mc_add {BMC_IPMB} 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr",
+            f"mc_enable {BMC_IPMB}",
+            "",
+        ]
+    )
+
+
+def chassis_script(spec: BmcSpec) -> str:
+    """The POSIX sh script ipmi_sim runs for chassis control (see the module docstring for the protocol)."""
+    workdir = spec.workdir.absolute()
+    q = shlex.quote
+    off, on = shlex.join(spec.power_off_cmd), shlex.join(spec.power_on_cmd)
+    return f"""#!/bin/sh
+# chassis_control for the lab BMC of node {spec.node} (generated by arbiter.lab.bmc).
+# ipmi_sim calls: SCRIPT {BMC_IPMB} get power  |  set power 0|1  |  set reset 1
+PATH={SANE_PATH}
+export PATH
+STATE={q(str(workdir / POWER_FILE))}
+LOG={q(str(workdir / CHASSIS_LOG))}
+LOCK={q(str(workdir / LOCK_FILE))}
+
+log() {{ printf '%s [%s] %s\\n' "$(date +%Y-%m-%dT%H:%M:%S.%N%z)" "$$" "$*" >>"$LOG"; }}
+
+exec 9>>"$LOCK"
+if ! flock -w 30 9; then
+    log "$*: chassis lock busy for 30 s"
+    exit 1
+fi
+state=$(cat "$STATE" 2>/dev/null) || state=1
+case $state in 0|1) ;; *) state=1 ;; esac
+
+record() {{
+    printf '%s\\n' "$1" >"$STATE.tmp" && mv -f "$STATE.tmp" "$STATE"
+}}
+
+run() {{  # run() WANT WORDS...: run the command, record WANT only if it succeeded
+    want=$1
+    shift
+    log "set power $want: running: $*"
+    "$@" </dev/null >>"$LOG" 2>&1
+    rc=$?
+    if [ "$rc" -ne 0 ]; then
+        log "set power $want: command failed with exit $rc; power stays $state"
+        exit 1
+    fi
+    record "$want"
+    log "set power $want: done, power is $want"
+}}
+
+case "$2 $3" in
+"get power")
+    log "get power: $state"
+    echo "power:$state"
+    ;;
+"set power")
+    case $4 in
+    0|1) ;;
+    *)
+        log "set power $4: not 0 or 1"
+        exit 1
+        ;;
+    esac
+    if [ "$4" = "$state" ]; then
+        log "set power $4: already $state, nothing to do"
+    elif [ "$4" = 0 ]; then
+        run 0 {off}
+    else
+        run 1 {on}
+    fi
+    ;;
+"set reset")
+    # A hard reset: power off and straight back on, without the second ipmi_sim waits in "power cycle".
+    if [ "$state" = 0 ]; then
+        log "set reset: power is off, nothing to reset"
+        exit 1
+    fi
+    run 0 {off}
+    state=0
+    run 1 {on}
+    ;;
+*)
+    log "$*: not supported"
+    exit 1
+    ;;
+esac
+exit 0
+"""
+
+
+class Bmc:
+    """One ipmi_sim process serving one node's BMC address inside `spec.netns`."""
+
+    def __init__(self, spec: BmcSpec) -> None:
+        self.spec = spec
+        self.workdir = spec.workdir.absolute()
+        self.log_path = self.workdir / IPMI_SIM_LOG
+        self.chassis_log_path = self.workdir / CHASSIS_LOG
+        self.power_path = self.workdir / POWER_FILE
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._started_once = False
+
+    def __repr__(self) -> str:
+        return f"Bmc(node={self.spec.node!r}, {self.spec.netns}:{self.spec.address}:{self.spec.port}, pid={self.pid})"
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the running ipmi_sim, None when not started, stopped or exited."""
+        if self._proc is None or self._proc.poll() is not None:
+            return None
+        return self._proc.pid
+
+    def write_files(self) -> None:
+        """Write lan.conf, the emu command file and the chassis script (start() calls this)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / LAN_CONF).write_text(lan_conf(self.spec))
+        (self.workdir / EMU_CMD).write_text(emu_commands())
+        script = self.workdir / CHASSIS_SCRIPT
+        script.write_text(chassis_script(self.spec))
+        script.chmod(0o755)
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start ipmi_sim in spec.netns and wait until it answers `chassis power status` there.
+
+        The chassis starts powered on the first time this object starts it; a restart keeps the recorded state.
+        Raises RuntimeError naming ipmi_sim's log file if it exits or does not answer within `timeout`.
+        """
+        if self.pid is not None:
+            raise RuntimeError(f"{self!r} is already running")
+        self._close_log()
+        binary = shutil.which("ipmi_sim", path=SANE_PATH)
+        if binary is None:
+            raise RuntimeError("ipmi_sim not found: install Debian's openipmi package")
+        self.write_files()
+        if not self._started_once:
+            self.power_path.write_text("1\n")
+        # ipmi_sim persists users, SEL and SDRs under STATE_DIR/ipmi_sim/NAME; start from lan.conf every time.
+        state_dir = self.workdir / STATE_DIR
+        shutil.rmtree(state_dir, ignore_errors=True)
+        state_dir.mkdir()
+        argv = [
+            "ip", "netns", "exec", self.spec.netns,  # `ip netns exec` execs: the child's PID is ipmi_sim's
+            binary, "-c", str(self.workdir / LAN_CONF), "-f", str(self.workdir / EMU_CMD),
+            "-s", str(state_dir), "-n",
+        ]  # fmt: skip
+        self._log = self.log_path.open("ab")
+        self._log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {shlex.join(argv)}\n".encode())
+        self._log.flush()
+        self._proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            env=_env(),
+            start_new_session=True,  # no terminal signals from the test runner; a session of its own
+        )
+        self._started_once = True
+        deadline = time.monotonic() + timeout
+        last = ""
+        while True:
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self.stop()
+                raise RuntimeError(
+                    f"ipmi_sim for node {self.spec.node} exited with {code}: {self._log_tail()!r}; see {self.log_path}"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.stop()
+                raise RuntimeError(
+                    f"ipmi_sim for node {self.spec.node} did not answer `chassis power status` on "
+                    f"{self.spec.address}:{self.spec.port} within {timeout:g}s ({last}); see {self.log_path}"
+                )
+            try:
+                done = self.ipmitool("-N", "1", "-R", "1", "chassis", "power", "status", timeout=min(3.0, remaining))
+            except subprocess.TimeoutExpired:
+                last = "ipmitool timed out"
+            else:
+                if done.returncode == 0 and "Chassis Power is" in done.stdout:
+                    return
+                last = (done.stderr or done.stdout).strip() or f"ipmitool exit {done.returncode}"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop ipmi_sim (SIGTERM, then SIGKILL after 2 s) by its PID; idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5.0)
+        self._close_log()
+
+    def _log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return " | ".join(text.strip().splitlines()[-lines:])
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> Bmc:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def power_state(self) -> bool:
+        """The power state the chassis script holds: True = on. FileNotFoundError before the first start()."""
+        return self.power_path.read_text().strip() != "0"
+
+    def ipmitool_argv(self, *args: str, from_netns: str | None = None) -> list[str]:
+        """`ip netns exec NS ipmitool -I lanplus -C 3 -H ADDR -p PORT -U USER -P PASS ARGS`."""
+        s = self.spec
+        return [
+            "ip", "netns", "exec", from_netns or s.netns,
+            "ipmitool", "-I", "lanplus", "-C", CIPHER_SUITE, "-H", s.address, "-p", str(s.port),
+            "-U", s.username, "-P", s.password, *args,
+        ]  # fmt: skip
+
+    def ipmitool(
+        self, *args: str, from_netns: str | None = None, timeout: float = 10.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ipmitool against this BMC from `from_netns` (default: the BMC's own namespace); never raises on
+        a non-zero exit, raises subprocess.TimeoutExpired after `timeout` seconds."""
+        return subprocess.run(
+            self.ipmitool_argv(*args, from_netns=from_netns),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=_env(),
+        )

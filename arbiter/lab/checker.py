@@ -1,0 +1,284 @@
+"""The judge: figures and violations computed from a recorded history, for one VIP at a time. Pure: no IO.
+
+Conventions (all times are the events' own clock, `time.monotonic()` seconds, absolute — not relative to t0):
+
+- A node holds the VIP from its VIP_ADD to its next VIP_DEL (repeated ADDs or DELs change nothing). Hold
+  intervals still open at `end_at` are closed there; events after `end_at` are ignored. Events may arrive in
+  any order: they are sorted by time first (stably, so equal times keep their recorded order).
+- The window starts at the earliest event of any kind (or `end_at` when there are none).
+- The client's answer for the VIP is the `node` of the latest ARP event for it ("" = no reply, "?" = a MAC the
+  recorder could not name); ARP details read `"<vip> <first-mac or -> <all-macs comma-separated or ->"`.
+- `arp_flaps` counts changes of the client's first-answer node between two *different non-empty* answers after
+  the first observation: a -> b is one flap, a -> "" -> b is one flap (the answer moved through a gap), and
+  a -> "" -> a is none (a gap is "time without master", not a flap). A clean failover therefore shows one
+  flap; a split brain where both nodes answer shows one per swap of the first responder.
+- `failover_ms` runs from `fault_at` to the first moment at which one node that did not hold the VIP at the
+  fault (or is not `owner_at_fault`, when given) holds it *and* is the client's first ARP answer. When the
+  history has no ARP event for the VIP at all (no client was watching), holding alone decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from arbiter.lab.events import ARP, VIP_ADD, VIP_DEL, Event
+
+Interval = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class ArpAnswer:
+    """One ARP observation of the client, parsed from an ARP event."""
+
+    t: float
+    vip: str
+    node: str  # "" no reply, "?" unknown MAC
+    mac: str  # "" when nobody answered
+    macs: tuple[str, ...]  # every MAC that answered, first responder first
+
+
+@dataclass(frozen=True)
+class DualPeriod:
+    """A stretch of time during which two or more nodes held the same VIP."""
+
+    start: float
+    end: float
+    nodes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    vip: str
+    dual_master_ms: float
+    no_master_ms: float
+    failover_ms: float | None
+    arp_flaps: int
+    holders_at_end: list[str]
+    dual_until_heal: bool
+    violations: list[str]
+    intervals: dict[str, list[Interval]] = field(default_factory=dict)  # absolute monotonic seconds
+    dual_periods: list[DualPeriod] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def summary(self) -> str:
+        failover = "none" if self.failover_ms is None else f"{self.failover_ms:.0f} ms"
+        holders = ", ".join(self.holders_at_end) or "nobody"
+        return (
+            f"{self.vip}: dual master {self.dual_master_ms:.0f} ms, failover {failover}, "
+            f"ARP flaps {self.arp_flaps}, no master {self.no_master_ms:.0f} ms, held at end by {holders}"
+        )
+
+
+def parse_arp_detail(detail: str) -> tuple[str, str, tuple[str, ...]]:
+    """`"<vip> <mac or -> <macs or ->"` -> (vip, mac or "", macs)."""
+    parts = detail.split()
+    vip = parts[0] if parts else ""
+    mac = parts[1] if len(parts) > 1 and parts[1] != "-" else ""
+    macs = tuple(m for m in parts[2].split(",") if m and m != "-") if len(parts) > 2 else ((mac,) if mac else ())
+    return vip, mac, macs
+
+
+def arp_answers(events: Iterable[Event], vip: str) -> list[ArpAnswer]:
+    """The client's ARP observations for `vip`, in time order."""
+    out: list[ArpAnswer] = []
+    for e in sorted((e for e in events if e.kind == ARP), key=lambda e: e.t):
+        ev_vip, mac, macs = parse_arp_detail(e.detail)
+        if ev_vip == vip:
+            out.append(ArpAnswer(e.t, vip, e.node, mac, macs))
+    return out
+
+
+def hold_intervals(events: Iterable[Event], nodes: Sequence[str], vip: str, end_at: float) -> dict[str, list[Interval]]:
+    """VIP hold intervals per node (every node of `nodes`, plus any other node seen adding or removing `vip`)."""
+    ordered = sorted((e for e in events if e.kind in (VIP_ADD, VIP_DEL) and e.detail == vip), key=lambda e: e.t)
+    intervals: dict[str, list[Interval]] = {n: [] for n in nodes}
+    since: dict[str, float] = {}
+    for e in ordered:
+        if e.t > end_at:
+            break
+        intervals.setdefault(e.node, [])
+        if e.kind == VIP_ADD and e.node not in since:
+            since[e.node] = e.t
+        elif e.kind == VIP_DEL and e.node in since:
+            start = since.pop(e.node)
+            if e.t > start:
+                intervals[e.node].append((start, e.t))
+    for node, start in since.items():
+        if end_at > start:
+            intervals[node].append((start, end_at))
+    return intervals
+
+
+def dual_periods(intervals: dict[str, list[Interval]]) -> list[DualPeriod]:
+    """Maximal stretches during which at least two nodes hold at once, with every node that held during it."""
+    edges: list[tuple[float, int, str]] = []
+    for node, spans in intervals.items():
+        for start, end in spans:
+            edges.append((start, 1, node))
+            edges.append((end, -1, node))
+    # At equal times, releases before acquisitions: a handover at one instant is not an overlap.
+    edges.sort(key=lambda x: (x[0], x[1]))
+    holding: set[str] = set()
+    periods: list[DualPeriod] = []
+    began: float | None = None
+    involved: set[str] = set()
+    for t, delta, node in edges:
+        if delta > 0:
+            holding.add(node)
+        else:
+            holding.discard(node)
+        if len(holding) >= 2:
+            if began is None:
+                began = t
+                involved = set()
+            involved |= holding
+        elif began is not None:
+            if t > began:
+                periods.append(DualPeriod(began, t, tuple(n for n in intervals if n in involved)))
+            began = None
+    return periods
+
+
+def _holders_at(intervals: dict[str, list[Interval]], t: float) -> list[str]:
+    return [n for n, spans in intervals.items() if any(s <= t < e for s, e in spans)]
+
+
+def _holders_at_end(intervals: dict[str, list[Interval]], end_at: float) -> list[str]:
+    return [n for n, spans in intervals.items() if any(e >= end_at > s for s, e in spans)]
+
+
+def _no_master_seconds(intervals: dict[str, list[Interval]], start: float, end: float) -> float:
+    if end <= start:
+        return 0.0
+    spans = sorted((max(s, start), min(e, end)) for ss in intervals.values() for s, e in ss)
+    covered = 0.0
+    cur_s: float | None = None
+    cur_e = start
+    for s, e in spans:
+        if e <= s:
+            continue
+        if cur_s is None or s > cur_e:
+            if cur_s is not None:
+                covered += cur_e - cur_s
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    if cur_s is not None:
+        covered += cur_e - cur_s
+    return (end - start) - covered
+
+
+def _answer_at(answers: Sequence[ArpAnswer], t: float) -> ArpAnswer | None:
+    last: ArpAnswer | None = None
+    for a in answers:
+        if a.t > t:
+            break
+        last = a
+    return last
+
+
+def _failover_at(
+    intervals: dict[str, list[Interval]],
+    answers: Sequence[ArpAnswer],
+    fault_at: float,
+    owners: set[str],
+    end_at: float,
+) -> float | None:
+    # Both conditions are step functions: checking at every breakpoint from the fault on finds the first moment.
+    moments = {fault_at}
+    moments.update(s for spans in intervals.values() for s, _ in spans if fault_at <= s <= end_at)
+    moments.update(a.t for a in answers if fault_at <= a.t <= end_at)
+    for t in sorted(moments):
+        successors = [n for n in _holders_at(intervals, t) if n not in owners]
+        if not successors:
+            continue
+        if not answers:
+            return t
+        answer = _answer_at(answers, t)
+        if answer is not None and answer.node in successors:
+            return t
+    return None
+
+
+def _flaps(answers: Sequence[ArpAnswer]) -> int:
+    flaps = 0
+    last = ""
+    for a in answers:
+        if not a.node:
+            continue
+        if last and a.node != last:
+            flaps += 1
+        last = a.node
+    return flaps
+
+
+def _and(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def judge(
+    events: list[Event],
+    nodes: list[str],
+    vip: str,
+    fault_at: float | None,
+    heal_at: float | None,
+    end_at: float,
+    owner_at_fault: str | None = None,
+) -> Verdict:
+    """Judge one VIP over the recorded window ending at `end_at` (see the module docstring for definitions)."""
+    intervals = hold_intervals(events, nodes, vip, end_at)
+    window_start = min((e.t for e in events), default=end_at)
+    periods = dual_periods(intervals)
+    dual_s = sum(p.end - p.start for p in periods)
+    no_master_s = _no_master_seconds(intervals, fault_at if fault_at is not None else window_start, end_at)
+    answers = [a for a in arp_answers(events, vip) if a.t <= end_at]
+
+    failover_s: float | None = None
+    if fault_at is not None:
+        owners = {owner_at_fault} if owner_at_fault is not None else set(_holders_at(intervals, fault_at))
+        at = _failover_at(intervals, answers, fault_at, owners, end_at)
+        failover_s = None if at is None else at - fault_at
+
+    holders_end = _holders_at_end(intervals, end_at)
+    until = heal_at if heal_at is not None else end_at
+    dual_until_heal = fault_at is not None and any(p.start >= fault_at and p.end >= until for p in periods)
+
+    violations: list[str] = []
+    if periods:
+        involved = [n for n in intervals if any(n in p.nodes for p in periods)]
+        violations.append(f"dual master for {dual_s * 1000:.0f} ms ({vip} on {_and(involved)})")
+        if dual_until_heal:
+            violations.append(
+                f"dual master on {vip} lasted until the heal"
+                if heal_at is not None
+                else f"dual master on {vip} never ended"
+            )
+    if not holders_end:
+        violations.append(f"no node holds {vip} at the end")
+    elif len(holders_end) > 1:
+        violations.append(f"{vip} held by {_and(holders_end)} at the end")
+    final = answers[-1] if answers else None
+    if final is not None:
+        if len(final.macs) > 1:
+            violations.append(f"{len(final.macs)} MACs answer the client's ARP for {vip} at the end")
+        if final.node and final.node not in holders_end:
+            violations.append(f"the client's ARP for {vip} is answered by {final.node}, which does not hold it")
+        if not final.node and holders_end:
+            violations.append(f"nobody answers the client's ARP for {vip} at the end")
+
+    return Verdict(
+        vip=vip,
+        dual_master_ms=dual_s * 1000.0,
+        no_master_ms=no_master_s * 1000.0,
+        failover_ms=None if failover_s is None else failover_s * 1000.0,
+        arp_flaps=_flaps(answers),
+        holders_at_end=holders_end,
+        dual_until_heal=dual_until_heal,
+        violations=violations,
+        intervals=intervals,
+        dual_periods=periods,
+    )

@@ -1,0 +1,201 @@
+"""`keepalived-arbiter lab ...`: run scenarios, keep a lab up, inject faults into it, clean up after crashes."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from arbiter.lab.netns import LabError
+
+FAULT_VERBS = (
+    "vrrp-cut",
+    "hb-cut",
+    "isolate",
+    "link-down",
+    "serial-cut",
+    "redis-stop",
+    "redis-restart-empty",
+    "redis-partition",
+    "reference-lost",
+    "pause",
+    "kill",
+    "power-off",
+    "power-on",
+    "heal",
+)
+
+
+def add_lab_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
+    from arbiter.lab.scenarios import SCENARIOS  # noqa: PLC0415 - keeps `--help` of other commands light
+
+    lab = sub.add_parser("lab", help="the lab: real keepalived in network namespaces (root only)")
+    verbs = lab.add_subparsers(dest="lab_command", required=True, metavar="VERB")
+
+    run = verbs.add_parser("run", help="run a named scenario and judge it")
+    run.add_argument("scenario", choices=sorted(SCENARIOS), metavar="SCENARIO", help=", ".join(SCENARIOS))
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--advert-int", type=float, default=1.0, help="keepalived advert_int in seconds")
+    run.add_argument("--vrrp-version", type=int, choices=(2, 3), default=2)
+    run.add_argument("--json", action="store_true", help="print one JSON object")
+    run.add_argument("--report", type=Path, metavar="DIR", help="write timeline.svg and timeline.txt here")
+    run.set_defaults(func=func)
+
+    verbs.add_parser("list", help="list the scenarios").set_defaults(func=func)
+    verbs.add_parser("clean", help="remove namespaces and processes left by crashed labs").set_defaults(func=func)
+
+    up = verbs.add_parser("up", help="build a lab and keep it until Ctrl-C; prints its name")
+    up.add_argument("--nodes", type=int, choices=(2, 3), default=2)
+    up.add_argument("--advert-int", type=float, default=1.0)
+    up.add_argument("--vrrp-version", type=int, choices=(2, 3), default=2)
+    up.set_defaults(func=func)
+
+    status = verbs.add_parser("status", help="who holds each VIP in a running lab")
+    status.add_argument("--lab", required=True, help="the lab's name printed by `lab up`")
+    status.set_defaults(func=func)
+
+    for verb in FAULT_VERBS:
+        p = verbs.add_parser(verb, help=f"fault: {verb} in a running lab" if verb != "heal" else "undo faults")
+        p.add_argument("--lab", required=True, help="the lab's name printed by `lab up`")
+        if verb in ("vrrp-cut", "hb-cut", "serial-cut"):
+            p.add_argument("node", nargs="?", help="one node (default: every node)")
+        if verb == "vrrp-cut":
+            p.add_argument("--direction", choices=("in", "out", "both"), default="both")
+        if verb in (
+            "isolate",
+            "link-down",
+            "redis-partition",
+            "reference-lost",
+            "pause",
+            "kill",
+            "power-off",
+            "power-on",
+        ):
+            p.add_argument("node")
+        if verb == "link-down":
+            p.add_argument("link", nargs="?", choices=("lan", "hb", "mgmt"), default="lan")
+        if verb in ("pause", "kill"):
+            p.add_argument("process", choices=("keepalived", "sshd", "agent"))
+        p.set_defaults(func=func)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    try:
+        return _dispatch(args)
+    except LabError as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from arbiter.lab import lab as lab_mod  # noqa: PLC0415
+    from arbiter.lab import scenarios, topology  # noqa: PLC0415
+
+    verb = args.lab_command
+    if verb == "list":
+        for s in scenarios.SCENARIOS.values():
+            print(f"{s.name:20} {s.summary}")
+        return 0
+    lab_mod.require_root()
+    if verb == "clean":
+        removed = lab_mod.clean()
+        print(f"removed {len(removed)} namespace(s)" + (f": {' '.join(removed)}" if removed else ""))
+        return 0
+    if verb == "run":
+        result = scenarios.run_scenario(
+            args.scenario,
+            seed=args.seed,
+            advert_int=args.advert_int,
+            vrrp_version=args.vrrp_version,
+            report_dir=args.report,
+        )
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(format_result(result))
+        return 0
+    if verb == "up":
+        spec = topology.LabSpec(nodes=args.nodes, advert_int=args.advert_int, vrrp_version=args.vrrp_version)
+        with lab_mod.Lab(spec) as lab:
+            print(f"lab {lab.plan.prefix} is up (state in {lab.plan.dir}); Ctrl-C tears it down", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.pause()
+        return 0
+    plan = topology.LabPlan.load(Path(topology.LAB_ROOT, args.lab))
+    if verb == "status":
+        for vip in plan.vips:
+            holders = [n.name for n in plan.nodes if _holds(n.netns, vip)]
+            print(f"{vip}: {' '.join(holders) or 'nobody'}")
+        return 0
+    return _fault(plan, args)
+
+
+def _holds(ns: str, vip: str) -> bool:
+    from arbiter.lab.netns import run  # noqa: PLC0415
+
+    out = run(["ip", "-n", ns, "-o", "-4", "addr", "show"], check=False).stdout
+    return f" {vip}/" in out
+
+
+def _fault(plan: Any, args: argparse.Namespace) -> int:
+    from arbiter.lab.bmc import Bmc  # noqa: PLC0415
+    from arbiter.lab.events import Timeline  # noqa: PLC0415
+    from arbiter.lab.faults import Faults, heal_all  # noqa: PLC0415
+    from arbiter.lab.lab import bmc_spec  # noqa: PLC0415
+
+    timeline = Timeline()
+    faults = Faults(plan, timeline)
+    verb = args.lab_command
+    if verb == "heal":
+        print("\n".join(heal_all(plan, timeline)) or "nothing to undo")
+        return 0
+    if verb in ("power-off", "power-on"):
+        bmc = Bmc(bmc_spec(plan, args.node))
+        done = bmc.ipmitool("chassis", "power", verb.split("-")[1], from_netns=plan.witness_ns)
+        print(done.stdout.strip() or done.stderr.strip())
+        return 0 if done.returncode == 0 else 1
+    actions: dict[str, Callable[[], object]] = {
+        "vrrp-cut": lambda: faults.vrrp_cut(getattr(args, "node", None), args.direction),
+        "hb-cut": lambda: faults.heartbeat_cut(args.node),
+        "isolate": lambda: faults.isolate(args.node),
+        "link-down": lambda: faults.link_down(args.node, args.link),
+        "serial-cut": lambda: faults.serial_cut(args.node),
+        "redis-stop": faults.redis_stop,
+        "redis-restart-empty": faults.redis_restart_empty,
+        "redis-partition": lambda: faults.redis_partition(args.node),
+        "reference-lost": lambda: faults.reference_lost(args.node),
+        "pause": lambda: faults.pause(args.node, args.process),
+        "kill": lambda: faults.kill(args.node, args.process),
+    }
+    actions[verb]()
+    print(f"{verb} done at {time.strftime('%H:%M:%S')}; `keepalived-arbiter lab heal --lab {plan.prefix}` undoes it")
+    return 0
+
+
+def format_result(result: dict[str, Any]) -> str:
+    lines = [
+        f"scenario {result['scenario']} (arbiter: {'yes' if result['arbiter'] else 'no'}, "
+        f"VRRPv{result['vrrp_version']}, advert_int {result['advert_int']:g}s, seed {result['seed']})",
+        "",
+        "timeline:",
+    ]
+    for e in result["timeline"]:
+        lines.append(f"  {e['t']:8.3f}s  {e['kind']:11} {e['node'] or '-':3} {e['detail']}")
+    lines += [
+        "",
+        f"dual_master_ms  {result['dual_master_ms']}",
+        f"no_master_ms    {result['no_master_ms']}",
+        f"failover_ms     {result['failover_ms']}",
+        f"arp_flaps       {result['arp_flaps']}",
+        f"holders at end  {' '.join(result['holders_at_end']) or 'nobody'}",
+        "violations      " + ("; ".join(result["violations"]) or "none"),
+    ]
+    if "report" in result:
+        lines.append("report          " + " ".join(result["report"]))
+    return "\n".join(lines)

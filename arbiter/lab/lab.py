@@ -1,0 +1,169 @@
+"""A running lab: build it, watch it, inject faults, tear it all down (on exit, Ctrl-C, SIGTERM or failure)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from types import FrameType, TracebackType
+
+from arbiter.lab import netns, topology
+from arbiter.lab.bmc import Bmc, BmcSpec
+from arbiter.lab.events import NOTE, Timeline
+from arbiter.lab.faults import Faults
+from arbiter.lab.netns import LabError, run
+from arbiter.lab.recorder import AddressWatch, ArpWatch, KeepalivedStateWatch, Recorder
+from arbiter.lab.topology import WITNESS_IP, LabPlan, LabSpec
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces, nftables, raw sockets): run it as root")
+
+
+class Lab:
+    """Context manager: `with Lab(LabSpec()) as lab: ...`."""
+
+    def __init__(self, spec: LabSpec, prefix: str | None = None) -> None:
+        require_root()
+        self.plan: LabPlan = topology.make_plan(spec, prefix)
+        self.timeline = Timeline()
+        self.faults = Faults(self.plan, self.timeline)
+        self.recorder = Recorder()
+        self.bmcs: dict[str, Bmc] = {}
+        self._old_sigterm: object = None
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Lab:
+        self._old_sigterm = signal.signal(signal.SIGTERM, _sigterm_to_exit)
+        try:
+            self.build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def build(self) -> None:
+        plan = self.plan
+        Path(plan.dir).mkdir(parents=True, exist_ok=True)
+        Path(plan.dir, "owner.pid").write_text(str(os.getpid()))
+        for node in plan.nodes:
+            Path(node.dir).mkdir(parents=True, exist_ok=True)
+            fifo = Path(node.dir, "notify.fifo")
+            if not fifo.exists():
+                os.mkfifo(fifo)
+        plan.save()
+        topology.build_network(plan)
+        topology.write_ssh_material(plan)
+        topology.start_redis(plan)
+        for x, y, _, _ in topology.serial_links(plan):
+            topology.start_serial(plan, x, y)
+        for node in plan.nodes:
+            bmc = Bmc(bmc_spec(plan, node.name))
+            bmc.start()
+            self.bmcs[node.name] = bmc
+        self._start_recorder()
+        for node in plan.nodes:
+            topology.start_node_processes(plan, node)
+        self.timeline.add(NOTE, "", f"lab {plan.prefix} up: {len(plan.nodes)} nodes")
+
+    def _start_recorder(self) -> None:
+        plan = self.plan
+        mac_to_node = {n.mac: n.name for n in plan.nodes}
+        for node in plan.nodes:
+            watch = AddressWatch(self.timeline, node.name, node.netns, list(plan.vips))
+            self.recorder.add(watch)
+            self.recorder.add(KeepalivedStateWatch(self.timeline, node.name, Path(node.dir, "notify.fifo")))
+        self.recorder.add(ArpWatch(self.timeline, plan.client_ns, "eth0", list(plan.vips), mac_to_node))
+        self.recorder.start()
+        for pid in self.recorder.pids():
+            topology.register_observer(plan, pid)
+
+    def close(self) -> None:
+        errors: list[str] = []
+        try:
+            self.recorder.stop()
+        except Exception as exc:  # teardown must go on whatever one part did
+            errors.append(f"recorder: {exc}")
+        for bmc in self.bmcs.values():
+            try:
+                bmc.stop()
+            except Exception as exc:
+                errors.append(f"bmc: {exc}")
+        try:
+            topology.teardown(self.plan)
+        except LabError as exc:
+            errors.append(str(exc))
+        if self._old_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._old_sigterm)  # type: ignore[arg-type]
+            self._old_sigterm = None
+        if errors:
+            raise LabError("teardown: " + "; ".join(errors))
+
+    # --- looking -------------------------------------------------------------------------------------
+
+    def holders(self, vip: str) -> list[str]:
+        found = []
+        for node in self.plan.nodes:
+            out = run(["ip", "-n", node.netns, "-o", "-4", "addr", "show"], check=False).stdout
+            if any(f" {vip}/" in line for line in out.splitlines()):
+                found.append(node.name)
+        return found
+
+    def wait_holders(self, vip: str, want: list[str], timeout: float) -> float:
+        """Seconds until exactly `want` hold `vip`; raises LabError with what was seen instead."""
+        start = time.monotonic()
+        seen: list[str] = []
+        while time.monotonic() - start < timeout:
+            seen = self.holders(vip)
+            if sorted(seen) == sorted(want):
+                return time.monotonic() - start
+            time.sleep(0.05)
+        raise LabError(f"{vip}: expected holders {want} within {timeout:g}s, saw {seen}")
+
+    # --- operator actions ---------------------------------------------------------------------------
+
+    def power(self, node: str, state: str) -> None:
+        """Through the node's BMC with ipmitool, from the management network, as an operator would."""
+        bmc = self.bmcs[node]
+        self.timeline.add("fault" if state == "off" else "heal", node, f"power-{state} (ipmitool)")
+        done = bmc.ipmitool("chassis", "power", state, from_netns=self.plan.witness_ns)
+        if done.returncode != 0:
+            raise LabError(f"ipmitool power {state} {node}: {done.stderr.strip() or done.stdout.strip()}")
+
+    def redis_cli(self, *args: str) -> str:
+        return run(["redis-cli", "-h", WITNESS_IP, *args], ns=self.plan.witness_ns).stdout.strip()
+
+
+def bmc_spec(plan: LabPlan, name: str) -> BmcSpec:
+    """A node's BMC: ipmi_sim in its own namespace on the management network; its chassis power control
+    runs `python -m arbiter.lab.power` against this lab."""
+    node = plan.node(name)
+    return BmcSpec(
+        node=node.name,
+        netns=node.bmc_netns,
+        address=node.bmc_ip,
+        port=623,
+        username="admin",
+        password="password",
+        workdir=Path(plan.dir, f"bmc-{node.name}"),
+        power_off_cmd=[plan.python, "-m", "arbiter.lab.power", plan.dir, "off", node.name],
+        power_on_cmd=[plan.python, "-m", "arbiter.lab.power", plan.dir, "on", node.name],
+    )
+
+
+def _sigterm_to_exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def clean() -> list[str]:
+    require_root()
+    return topology.clean()
+
+
+__all__ = ["Lab", "LabError", "LabSpec", "clean", "netns"]

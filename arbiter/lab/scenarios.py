@@ -1,0 +1,260 @@
+"""The named scenarios: each builds a lab, injects one fault at a seeded moment, heals it, and is judged.
+
+`run_scenario(name, ...)` returns the JSON-ready result printed by `keepalived-arbiter lab run`. Windows are
+scaled to keepalived's master-down interval so the same scenario works at advert_int 1 and at VRRPv3 0.1.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from arbiter.lab import topology
+from arbiter.lab.checker import Verdict, judge
+from arbiter.lab.events import NOTE
+from arbiter.lab.faults import Heal
+from arbiter.lab.lab import Lab
+from arbiter.lab.netns import LabError
+from arbiter.lab.report import write_report
+from arbiter.lab.topology import LabSpec
+
+
+@dataclass
+class Phase:
+    """What a scenario did, for the checker: when the fault began and ended, who held each VIP before."""
+
+    fault_at: float | None = None
+    heal_at: float | None = None
+    owners: dict[str, str | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Timing:
+    advert_int: float
+    master_down: float
+
+    @classmethod
+    def of(cls, spec: LabSpec) -> Timing:
+        prio = topology.PRIORITIES[1]  # the backup's timer decides the failover
+        skew = (256 - prio) / 256 if spec.vrrp_version == 2 else (256 - prio) * spec.advert_int / 256
+        return cls(spec.advert_int, 3 * spec.advert_int + skew)
+
+    @property
+    def observe(self) -> float:
+        """Long enough for keepalived alone to finish its own reaction to a fault, twice over."""
+        return max(2 * self.master_down, 2.0) + 1.0
+
+
+Body = Callable[[Lab, random.Random, Timing, Phase], None]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    body: Body
+    spec_changes: dict[str, Any] = field(default_factory=dict)
+
+
+def _converge(lab: Lab, timing: Timing, phase: Phase) -> None:
+    """Wait for the natural masters (VI_1 on a; VI_2, if any, on b), then for a quiet moment."""
+    for i, vip in enumerate(lab.plan.vips):
+        owner = lab.plan.nodes[i].name
+        lab.wait_holders(vip, [owner], timing.master_down + 8)
+        phase.owners[vip] = owner
+    time.sleep(max(timing.advert_int, 0.3))
+
+
+def _fault_window(
+    lab: Lab, rng: random.Random, timing: Timing, phase: Phase, inject: Callable[[], Heal | None]
+) -> None:
+    time.sleep(rng.uniform(0, timing.advert_int))  # the seed places the fault within an advert interval
+    phase.fault_at = time.monotonic()
+    heal = inject()
+    time.sleep(timing.observe)
+    if heal is not None:
+        phase.heal_at = time.monotonic()
+        heal()
+        time.sleep(max(timing.master_down, 2.0) + 0.5)
+
+
+def _vrrp_cut(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    _converge(lab, timing, phase)
+    _fault_window(lab, rng, timing, phase, lambda: lab.faults.vrrp_cut(None, "both"))
+
+
+def _hb_cut(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    _converge(lab, timing, phase)
+    _fault_window(lab, rng, timing, phase, lambda: lab.faults.heartbeat_cut(None))
+
+
+def _isolate(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    _converge(lab, timing, phase)
+    _fault_window(lab, rng, timing, phase, lambda: lab.faults.isolate("a"))
+
+
+def _power_off(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    _converge(lab, timing, phase)
+
+    def inject() -> None:
+        lab.power("a", "off")
+
+    _fault_window(lab, rng, timing, phase, inject)
+
+
+def _keepalived_crash(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    _converge(lab, timing, phase)
+
+    def inject() -> Heal:
+        lab.faults.kill("a", "keepalived")
+        node = lab.plan.node("a")
+
+        def heal() -> None:
+            lab.timeline.add("heal", "a", "keepalived restarted")
+            topology.start_keepalived(lab.plan, node)
+
+        return heal
+
+    _fault_window(lab, rng, timing, phase, inject)
+
+
+def _pause_keepalived(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    _converge(lab, timing, phase)
+    _fault_window(lab, rng, timing, phase, lambda: lab.faults.pause("a", "keepalived"))
+
+
+def _serial_cut(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    _converge(lab, timing, phase)
+    _fault_window(lab, rng, timing, phase, lab.faults.serial_cut)
+
+
+def _redis_restart_empty(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    _converge(lab, timing, phase)
+    _fault_window(lab, rng, timing, phase, lab.faults.redis_restart_empty)
+
+
+def _reference_lost(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    _converge(lab, timing, phase)
+    _fault_window(lab, rng, timing, phase, lambda: lab.faults.reference_lost("a"))
+
+
+def _nopreempt_return(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    _converge(lab, timing, phase)
+    time.sleep(rng.uniform(0, timing.advert_int))
+    phase.fault_at = time.monotonic()
+    lab.power("a", "off")
+    lab.wait_holders(lab.plan.vips[0], ["b"], timing.master_down + 5)
+    time.sleep(1.0)
+    phase.heal_at = time.monotonic()
+    lab.power("a", "on")
+    time.sleep(timing.observe)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("vrrp-cut", "nftables drops VRRP (IP protocol 112) at both nodes", _vrrp_cut),
+        Scenario("hb-cut", "VRRP and every Ethernet heartbeat dropped; serial cables up", _hb_cut),
+        Scenario("isolate", "the master is cut off from everything (all NICs, serial)", _isolate),
+        Scenario("power-off", "the master's BMC powers it off (ipmitool chassis power off)", _power_off),
+        Scenario("keepalived-crash", "keepalived on the master is SIGKILLed", _keepalived_crash),
+        Scenario("pause-keepalived", "keepalived on the master is SIGSTOPped, then continued", _pause_keepalived),
+        Scenario("serial-cut", "every serial cable is cut", _serial_cut),
+        Scenario("redis-restart-empty", "the witness Redis restarts with no data", _redis_restart_empty),
+        Scenario("reference-lost", "the master loses the reference IP", _reference_lost),
+        Scenario(
+            "nopreempt-return",
+            "nopreempt: the master is powered off, then returns",
+            _nopreempt_return,
+            {"nopreempt": True},
+        ),
+        Scenario(
+            "dual-instance",
+            "two VRRP instances (VI_1 on a, VI_2 on b), VRRP cut at both nodes",
+            _vrrp_cut,
+            {"instances": 2},
+        ),
+    )
+}
+
+
+def run_scenario(
+    name: str,
+    *,
+    seed: int = 0,
+    advert_int: float = 1.0,
+    vrrp_version: int = 2,
+    report_dir: Path | None = None,
+) -> dict[str, Any]:
+    try:
+        scenario = SCENARIOS[name]
+    except KeyError:
+        raise LabError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}") from None
+    spec = replace(LabSpec(advert_int=advert_int, vrrp_version=vrrp_version), **scenario.spec_changes)
+    spec.check()
+    timing = Timing.of(spec)
+    rng = random.Random(seed)
+    phase = Phase()
+    with Lab(spec) as lab:
+        lab.timeline.add(NOTE, "", f"scenario {name} (seed {seed})")
+        scenario.body(lab, rng, timing, phase)
+        end_at = time.monotonic()
+        lab.recorder.stop()
+        events = lab.timeline.sorted()
+        nodes = [n.name for n in lab.plan.nodes]
+        verdicts: dict[str, Verdict] = {
+            vip: judge(events, nodes, vip, phase.fault_at, phase.heal_at, end_at, phase.owners.get(vip))
+            for vip in lab.plan.vips
+        }
+        result = _result(name, seed, spec, lab, verdicts, end_at)
+        if report_dir is not None:
+            paths = write_report(
+                report_dir, events, lab.timeline.t0, nodes, list(lab.plan.vips), verdicts, _title(name, spec)
+            )
+            result["report"] = [str(p) for p in paths]
+    return result
+
+
+def _title(name: str, spec: LabSpec) -> str:
+    return f"{name}: keepalived alone, VRRPv{spec.vrrp_version}, advert_int {spec.advert_int:g}s"
+
+
+def _result(
+    name: str, seed: int, spec: LabSpec, lab: Lab, verdicts: dict[str, Verdict], end_at: float
+) -> dict[str, Any]:
+    first = verdicts[lab.plan.vips[0]]
+    t0 = lab.timeline.t0
+    return {
+        "scenario": name,
+        "arbiter": False,
+        "seed": seed,
+        "advert_int": spec.advert_int,
+        "vrrp_version": spec.vrrp_version,
+        "nodes": [n.name for n in lab.plan.nodes],
+        "vip": lab.plan.vips[0],
+        "dual_master_ms": round(first.dual_master_ms, 1),
+        "no_master_ms": round(first.no_master_ms, 1),
+        "failover_ms": None if first.failover_ms is None else round(first.failover_ms, 1),
+        "arp_flaps": first.arp_flaps,
+        "violations": [v for verdict in verdicts.values() for v in verdict.violations],
+        "holders_at_end": first.holders_at_end,
+        "dual_until_heal": first.dual_until_heal,
+        "per_vip": {
+            vip: {
+                "dual_master_ms": round(v.dual_master_ms, 1),
+                "no_master_ms": round(v.no_master_ms, 1),
+                "failover_ms": None if v.failover_ms is None else round(v.failover_ms, 1),
+                "arp_flaps": v.arp_flaps,
+                "holders_at_end": v.holders_at_end,
+                "dual_until_heal": v.dual_until_heal,
+            }
+            for vip, v in verdicts.items()
+        },
+        "duration_s": round(end_at - t0, 2),
+        "timeline": lab.timeline.as_dicts(),
+    }
