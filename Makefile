@@ -39,9 +39,11 @@ unit: install
 
 test: lint typecheck unit
 
+# The main job: a two-node lab of real keepalived, VRRP cut at both nodes, keepalived alone; timeline, figures
+# and a picture (lab-report/timeline.svg). Builds and tears down everything itself.
 demo: install
 	$(BIN)/keepalived-arbiter check-config --offline -c deploy/arbiter.toml.example
-	$(BIN)/keepalived-arbiter policy explain -c deploy/arbiter.toml.example
+	$(BIN)/keepalived-arbiter lab run vrrp-cut --report lab-report
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

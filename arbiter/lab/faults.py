@@ -144,7 +144,7 @@ class Faults:
         pid = topology.redis_pid(self.plan)
         if pid is not None:
             netns.kill_pids([pid], signal.SIGKILL)
-            topology.wait_for(lambda: not Path(f"/proc/{pid}").exists(), 5, "redis-server to exit")
+            topology.wait_for(lambda: netns.gone(pid), 5, "redis-server to exit")
 
         def heal() -> None:
             topology.start_redis(self.plan)
@@ -157,7 +157,7 @@ class Faults:
         self.timeline.add(FAULT, "", "redis-restart-empty")
         if pid is not None:
             netns.kill_pids([pid], signal.SIGKILL)
-            topology.wait_for(lambda: not Path(f"/proc/{pid}").exists(), 5, "redis-server to exit")
+            topology.wait_for(lambda: netns.gone(pid), 5, "redis-server to exit")
         topology.start_redis(self.plan)
 
     # --- processes -------------------------------------------------------------------------------------
@@ -222,11 +222,11 @@ def heal_all(plan: LabPlan, timeline: Timeline) -> list[str]:
                 netns.kill_pids([pid], signal.SIGCONT)
     for x, y, _, _ in topology.serial_links(plan):
         pid = netns.read_pid(str(Path(plan.dir, f"socat-{x}{y}.pid")))
-        if pid is None or not Path(f"/proc/{pid}").exists():
+        if pid is None or netns.gone(pid):
             topology.start_serial(plan, x, y)
             undone.append(f"serial {x}{y}")
     pid = topology.redis_pid(plan)
-    if pid is None or not Path(f"/proc/{pid}").exists():
+    if pid is None or netns.gone(pid):
         topology.start_redis(plan)
         undone.append("redis started")
     timeline.add(HEAL, "", "heal-all: " + (", ".join(undone) or "nothing to undo"))

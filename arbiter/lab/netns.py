@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 
 class LabError(RuntimeError):
@@ -78,6 +79,20 @@ def delete_namespace(name: str) -> None:
         return
     kill_namespace_processes(name)
     run(["ip", "netns", "delete", name], check=False)
+
+
+def gone(pid: int) -> bool:
+    """True once `pid` has exited; reaps it when it is our own child (a zombie still has a /proc entry)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 def read_pid(path: str) -> int | None:

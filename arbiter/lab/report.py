@@ -192,9 +192,9 @@ def render_svg(
         y += LANE_GAP
     nodes_bottom = y - LANE_GAP
 
-    # The client's view: which node's MAC answers ARP for each VIP. When two answer, the lone answers seen elsewhere
+    # The client's view: which node's MAC answers ARP for each VIP. When two answer, the first responders seen anywhere
     # in the run name their MACs.
-    mac_node = {a.mac: a.node for vip in vips for a in arp_answers(events, vip) if len(a.macs) == 1 and a.node}
+    mac_node = {a.mac: a.node for vip in vips for a in arp_answers(events, vip) if a.node not in ("", "?")}
     back.rect(LEFT - 4, y - 3, plot_w + 8, len(vips) * (ROW + ROW_GAP) + 2, "#fafafa", class_="lane")
     svg.text(8, y + 13, "client ARP", font_weight="bold")
     for vip in vips:

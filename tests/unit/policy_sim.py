@@ -144,6 +144,7 @@ class World:
         self.dual_alone_since: dict[frozenset[str], float] = {}
         self.max_dual_alone = 0.0
         self.fenced_by: dict[str, str] = {}
+        self.off_reads: set[tuple[str, str, float]] = set()  # (reader, target, time) of status reads showing OFF
         self.log: list[str] = []
         self.cfgs = {n: self._policy_config(node) for n, node in self.nodes.items()}
 
@@ -240,6 +241,7 @@ class World:
                     if self.fenced_by.get(op.fencer) == op.target:
                         raise Violation(f"mutual kill: {op.fencer} and {op.target} powered each other off")
                 fencer.fence_results[op.target] = FenceResult(FenceOutcome.OFF, self.now, "status OFF")
+                self.off_reads.add((op.fencer, op.target, self.now))
                 fencer.power_reads[op.target] = (Power.OFF, self.now)
             else:
                 fencer.fence_results[op.target] = FenceResult(FenceOutcome.FAILED, self.now, "BMC timeout")
@@ -331,8 +333,11 @@ class World:
         decision = decide(node.policy, evidence, self.cfgs[node.name], self.now)
         newly_fenced = decision.state.fenced_off - node.policy.fenced_off
         for name in newly_fenced:
-            if self.nodes[name].powered:
-                raise Violation(f"{node.name} claims {name} fenced while it is powered on")
+            # Rule 4: the claim must rest on a status read that saw the target OFF (it may have been powered
+            # on by an operator since; the agent learns that from its next read).
+            result = node.fence_results.get(name)
+            if result is None or (node.name, name, result.at) not in self.off_reads:
+                raise Violation(f"{node.name} claims {name} fenced without a status read showing it OFF")
         node.policy = decision.state
         node.last_rule = decision.rule
         node.persisted_token = max(node.persisted_token, node.policy.highest_token)
