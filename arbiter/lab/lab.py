@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
+import subprocess
 import time
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -125,6 +127,31 @@ class Lab:
                 return time.monotonic() - start
             time.sleep(0.05)
         raise LabError(f"{vip}: expected holders {want} within {timeout:g}s, saw {seen}")
+
+    def wait_advert(self, listener: str, timeout: float = 10.0) -> float:
+        """Block until `listener` receives a VRRP advert; returns its monotonic arrival time. Faults injected
+        right after an advert give keepalived's full master-down interval, the failover figure DESIGN quotes."""
+        code = (
+            "import socket,sys,time\n"
+            "s=socket.socket(socket.AF_INET,socket.SOCK_RAW,112)\n"
+            "print('ready',flush=True)\n"
+            "s.recv(2048)\n"
+            "print(time.monotonic(),flush=True)\n"
+        )
+        argv = netns.in_ns(self.plan.node(listener).netns, [self.plan.python, "-c", code])
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as proc:
+            try:
+                assert proc.stdout is not None
+                if proc.stdout.readline().strip() != "ready":
+                    raise LabError(f"VRRP listener in {listener} did not start")
+                deadline = time.monotonic() + timeout
+                ready, _, _ = select.select([proc.stdout], [], [], timeout)
+                line = proc.stdout.readline() if ready else ""
+                if not line or time.monotonic() > deadline:
+                    raise LabError(f"no VRRP advert reached {listener} within {timeout:g}s")
+                return float(line)
+            finally:
+                proc.kill()
 
     # --- operator actions ---------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from arbiter.lab import topology
 from arbiter.lab.checker import Verdict, judge
-from arbiter.lab.events import NOTE
+from arbiter.lab.events import NOTE, VIP_DEL
 from arbiter.lab.faults import Heal
 from arbiter.lab.lab import Lab
 from arbiter.lab.netns import LabError
@@ -70,10 +70,18 @@ def _converge(lab: Lab, timing: Timing, phase: Phase) -> None:
     time.sleep(max(timing.advert_int, 0.3))
 
 
+def _after_advert(lab: Lab, rng: random.Random, timing: Timing) -> None:
+    """Right after an advert reached the backup, plus a seeded delay of up to a tenth of an interval: the
+    backup's master-down timer then runs (nearly) its whole length, the failover DESIGN.md quotes."""
+    backup = lab.plan.nodes[1].name
+    lab.timeline.add(NOTE, backup, "VRRP advert received", t=lab.wait_advert(backup))
+    time.sleep(rng.uniform(0, timing.advert_int / 10))
+
+
 def _fault_window(
     lab: Lab, rng: random.Random, timing: Timing, phase: Phase, inject: Callable[[], Heal | None]
 ) -> None:
-    time.sleep(rng.uniform(0, timing.advert_int))  # the seed places the fault within an advert interval
+    _after_advert(lab, rng, timing)
     phase.fault_at = time.monotonic()
     heal = inject()
     time.sleep(timing.observe)
@@ -105,6 +113,20 @@ def _power_off(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> No
         lab.power("a", "off")
 
     _fault_window(lab, rng, timing, phase, inject)
+    _fault_at_death(lab, phase, "a")
+
+
+def _fault_at_death(lab: Lab, phase: Phase, node: str) -> None:
+    """Failover counts from the moment the node died (its VIP vanished with its power), not from the ipmitool
+    command that asked its BMC to do it (a BMC round trip plus the chassis script, 0.1-0.3 s here)."""
+    start = phase.fault_at
+    if start is None:
+        return
+    for event in lab.timeline.sorted():
+        if event.kind == VIP_DEL and event.node == node and event.t >= start:
+            phase.fault_at = event.t
+            lab.timeline.add(NOTE, node, "powered off (VIP gone with the power)", t=event.t)
+            return
 
 
 def _keepalived_crash(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
@@ -145,7 +167,7 @@ def _reference_lost(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) 
 
 def _nopreempt_return(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
     _converge(lab, timing, phase)
-    time.sleep(rng.uniform(0, timing.advert_int))
+    _after_advert(lab, rng, timing)
     phase.fault_at = time.monotonic()
     lab.power("a", "off")
     lab.wait_holders(lab.plan.vips[0], ["b"], timing.master_down + 5)
