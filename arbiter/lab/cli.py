@@ -30,6 +30,8 @@ FAULT_VERBS = (
     "power-on",
     "heal",
 )
+# Verbs that act on exactly one node, named as a positional argument.
+NODE_VERBS = ("isolate", "link-down", "redis-partition", "reference-lost", "pause", "kill", "power-off", "power-on")
 
 
 def add_lab_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
@@ -67,16 +69,7 @@ def add_lab_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
             p.add_argument("node", nargs="?", help="one node (default: every node)")
         if verb == "vrrp-cut":
             p.add_argument("--direction", choices=("in", "out", "both"), default="both")
-        if verb in (
-            "isolate",
-            "link-down",
-            "redis-partition",
-            "reference-lost",
-            "pause",
-            "kill",
-            "power-off",
-            "power-on",
-        ):
+        if verb in NODE_VERBS:
             p.add_argument("node")
         if verb == "link-down":
             p.add_argument("link", nargs="?", choices=("lan", "hb", "mgmt"), default="lan")
