@@ -17,7 +17,7 @@ from pathlib import Path
 from arbiter.lab import netns, topology
 from arbiter.lab.events import FAULT, HEAL, Timeline
 from arbiter.lab.netns import LabError, run
-from arbiter.lab.topology import HB_NET, REFERENCE_IP, WITNESS_IP, LabPlan
+from arbiter.lab.topology import HB_NET, REFERENCE_IP, WITNESS_IP, LabPlan, NodePlan
 
 Heal = Callable[[], None]
 HEARTBEAT_PORT = 6941
@@ -163,16 +163,7 @@ class Faults:
     # --- processes -------------------------------------------------------------------------------------
 
     def _pids(self, node: str, process: str) -> list[int]:
-        n = self.plan.node(node)
-        if process == "keepalived":
-            pids = [topology.keepalived_pid(n), topology.vrrp_pid(n)]
-        elif process == "sshd":
-            pids = [netns.read_pid(str(Path(n.dir, "sshd.pid")))]
-        elif process == "agent":
-            pids = [netns.read_pid(str(Path(n.dir, "agent.pid")))]
-        else:
-            raise LabError(f"process: one of {', '.join(PROCESSES)} (got {process!r})")
-        found = [p for p in pids if p is not None]
+        found = process_pids(self.plan.node(node), process)
         if not found:
             raise LabError(f"no running {process} on node {node}")
         return found
@@ -190,6 +181,17 @@ class Faults:
         pids = self._pids(node, process)
         self.timeline.add(FAULT, node, f"kill {process}")
         netns.kill_pids(pids, signal.SIGKILL)
+
+
+def process_pids(node: NodePlan, process: str) -> list[int]:
+    """The PIDs of one of a node's processes (keepalived: its parent and its VRRP child), from pid files."""
+    if process == "keepalived":
+        pids = [topology.keepalived_pid(node), topology.vrrp_pid(node)]
+    elif process in ("sshd", "agent"):
+        pids = [netns.read_pid(str(Path(node.dir, f"{process}.pid")))]
+    else:
+        raise LabError(f"process: one of {', '.join(PROCESSES)} (got {process!r})")
+    return [p for p in pids if p is not None]
 
 
 def _chain(heals: list[Heal], done: Callable[[], None]) -> Heal:
@@ -216,10 +218,7 @@ def heal_all(plan: LabPlan, timeline: Timeline) -> list[str]:
         for dev in LINKS.values():
             run(["ip", "-n", node.netns, "link", "set", dev, "up"], check=False)
         for process in PROCESSES:
-            pid_file = {"keepalived": "keepalived.pid", "sshd": "sshd.pid", "agent": "agent.pid"}[process]
-            pid = netns.read_pid(str(Path(node.dir, pid_file)))
-            if pid is not None:
-                netns.kill_pids([pid], signal.SIGCONT)
+            netns.kill_pids(process_pids(node, process), signal.SIGCONT)
     for x, y, _, _ in topology.serial_links(plan):
         pid = netns.read_pid(str(Path(plan.dir, f"socat-{x}{y}.pid")))
         if pid is None or netns.gone(pid):

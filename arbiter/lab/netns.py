@@ -97,7 +97,7 @@ def gone(pid: int) -> bool:
 
 def read_pid(path: str) -> int | None:
     try:
-        text = open(path, encoding="ascii").read().strip()  # noqa: SIM115 - one short read
-    except OSError:
+        text = Path(path).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
         return None
     return int(text) if text.isdigit() else None

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -346,23 +347,24 @@ def serial_links(plan: LabPlan) -> list[tuple[str, str, Path, Path]]:
 
 
 def start_serial(plan: LabPlan, x: str, y: str) -> int:
-    for nx, ny, px, py in serial_links(plan):
-        if {nx, ny} == {x, y}:
-            log = open(Path(plan.dir, f"socat-{nx}{ny}.log"), "ab")  # noqa: SIM115 - handed to the child
-            argv = ["socat", f"pty,raw,echo=0,link={px}", f"pty,raw,echo=0,link={py}"]
-            proc = subprocess.Popen(netns.in_ns(plan.switch_ns, argv), stdout=log, stderr=subprocess.STDOUT)
-            log.close()
-            wait_for(lambda ends=(px, py): all(p.exists() for p in ends), 5, f"socat pty pair {px} {py}")
-            Path(plan.dir, f"socat-{nx}{ny}.pid").write_text(str(proc.pid))
-            return proc.pid
-    raise LabError(f"no serial cable between {x} and {y}")
+    cable = next(((nx, ny, px, py) for nx, ny, px, py in serial_links(plan) if {nx, ny} == {x, y}), None)
+    if cable is None:
+        raise LabError(f"no serial cable between {x} and {y}")
+    nx, ny, px, py = cable
+    log = open(Path(plan.dir, f"socat-{nx}{ny}.log"), "ab")  # noqa: SIM115 - handed to the child, closed below
+    argv = ["socat", f"pty,raw,echo=0,link={px}", f"pty,raw,echo=0,link={py}"]
+    proc = subprocess.Popen(netns.in_ns(plan.switch_ns, argv), stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    wait_for(lambda: px.exists() and py.exists(), 5, f"socat pty pair {px} {py}")
+    Path(plan.dir, f"socat-{nx}{ny}.pid").write_text(str(proc.pid))
+    return proc.pid
 
 
-def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.05) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if callable(predicate) and predicate():
+            if predicate():
                 return
         except (OSError, LabError):
             pass

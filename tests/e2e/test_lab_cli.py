@@ -13,6 +13,7 @@ import pytest
 
 from arbiter.cli import main
 from arbiter.lab import netns, topology
+from arbiter.lab.faults import process_pids
 from arbiter.lab.lab import Lab
 from arbiter.lab.topology import LabSpec
 
@@ -39,12 +40,21 @@ def test_fault_verbs_status_and_heal_on_a_running_lab(lab: Lab, capsys: pytest.C
     assert main(["lab", "status", "--lab", name]) == 0
     assert "10.0.0.100: a b" in capsys.readouterr().out
     assert main(["lab", "serial-cut", "--lab", name]) == 0
-    assert main(["lab", "pause", "--lab", name, "b", "sshd"]) == 0
+    assert main(["lab", "pause", "--lab", name, "b", "keepalived"]) == 0
+    paused = process_pids(lab.plan.node("b"), "keepalived")
+    assert len(paused) == 2  # keepalived's parent and its VRRP child
+    # Signals are delivered asynchronously: wait for the stopped state (wait_for raises on timeout).
+    topology.wait_for(lambda: all(_state(pid) == "T" for pid in paused), 5, "keepalived stopped")
     assert main(["lab", "heal", "--lab", name]) == 0
+    topology.wait_for(lambda: not any(_state(pid) == "T" for pid in paused), 5, "keepalived continued")
     out = capsys.readouterr().out
     assert "nft ip kalab_" in out
     assert "serial ab" in out
     lab.wait_holders("10.0.0.100", ["a"], 10)
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def test_power_off_and_on_through_the_bmc(lab: Lab) -> None:
