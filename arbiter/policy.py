@@ -155,17 +155,23 @@ def _remember(prev: PolicyState, ev: Evidence, cfg: PolicyConfig, now: float) ->
 
 
 def _may_fence(state: PolicyState, peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
-    """A fence is due unless one is running, succeeded, or was sent within the hold-down."""
+    """A fence is due unless one is running, or one succeeded within the hold-down and the peer has not come
+    back since (a failed one is retried after the power timeout)."""
     if peer.name not in cfg.fenceable or peer.name in state.fenced_off:
         return False
     asked = _get(state.fence_requested, peer.name)
     if asked is None:
         return True
     result = peer.fence
+    if result is not None and result.at >= asked and result.outcome is FenceOutcome.RUNNING:
+        return False
     if result is not None and result.at >= asked and result.outcome is FenceOutcome.FAILED:
         return now - result.at >= min(cfg.power_timeout, cfg.hold_down)
-    came_back = peer.heard_at is not None and peer.heard_at > asked
-    return came_back and now - asked >= cfg.hold_down
+    # Back since the fence: heard again, or its BMC reads ON (powered on by an operator, possibly unheard
+    # because it came back cut off; its keepalived may take the VIP again, so it may be fenced again).
+    heard_back = peer.heard_at is not None and peer.heard_at > asked
+    powered_back = peer.power is Power.ON and peer.power_at is not None and peer.power_at > asked
+    return heard_back or powered_back or now - asked >= cfg.hold_down
 
 
 def _fence_failed(state: PolicyState, peers: tuple[PeerView, ...]) -> PeerView | None:

@@ -501,7 +501,11 @@ class World:
         for peer in self.nodes.values():
             if peer is node:
                 continue
-            if not peer.powered and node.power_reads.get(peer.name, (Power.UNKNOWN, 0.0))[0] is Power.OFF:
+            # The peer's word counts for deadtime, over a heartbeat or from its BMC (reads here are truthful
+            # when taken): a node powered on since its last OFF read cannot hold the VIP within deadtime
+            # (its agent starts with the gate closed, and keepalived then waits its master-down interval).
+            power, read_at = node.power_reads.get(peer.name, (Power.UNKNOWN, -1e9))
+            if power is Power.OFF and self.now - read_at <= DEADTIME:
                 continue
             heard = node.heard.get(peer.name)
             if heard is None or self.now - heard[0] > DEADTIME or heard[1].vip:

@@ -427,3 +427,23 @@ def test_every_rule_has_a_description_and_the_docstring_table_names_it() -> None
 def test_decide_is_pure_same_inputs_same_decision() -> None:
     e = ev(state=M, lease=UNKNOWN, peers=(peer(state=M),))
     assert run(e, prev=holding(NOW)) == run(e, prev=holding(NOW))
+
+
+def test_fenced_peer_powered_back_on_while_cut_off_is_fenced_again() -> None:
+    e = ev(state=M, lease=mine(3), peers=(peer(alive=False, heard_at=NOW - 2),))
+    d = run(e, prev=holding())
+    off = FenceResult(FenceOutcome.OFF, NOW + 0.5)
+    d = run(replace(e, peers=(peer(alive=False, heard_at=NOW - 2, fence=off),)), prev=d.state, now=NOW + 0.6)
+    assert "b" in d.state.fenced_off
+    # Within the hold-down, but its BMC now reads ON and it is still silent: its keepalived may hold the VIP.
+    back = peer(alive=False, heard_at=NOW - 2, fence=off, power=Power.ON, power_at=NOW + 5)
+    d = run(replace(e, lease=mine(3, left=7.6), peers=(back,)), prev=d.state, now=NOW + 5.1)
+    assert Fence("b", 3, "silent on every heartbeat medium while this node holds the lease") in d.actions
+
+
+def test_no_second_fence_while_one_is_running() -> None:
+    e = ev(state=M, lease=mine(3), peers=(peer(alive=False, heard_at=NOW - 2),))
+    d = run(e, prev=holding())
+    running = peer(alive=False, heard_at=NOW - 2, fence=FenceResult(FenceOutcome.RUNNING, NOW))
+    later = run(replace(e, peers=(running,)), prev=d.state, cfg=replace(CFG, hold_down=1.0), now=NOW + 5)
+    assert not any(isinstance(a, Fence) for a in later.actions)
