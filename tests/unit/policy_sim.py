@@ -196,6 +196,8 @@ class World:
         node = self.nodes[name]
         if node.powered:
             node.paused = False
+            # The agent's first act on start is writing every gate closed (S0), before it can be stopped again.
+            node.gate = Gate.CLOSED
             node.policy = PolicyState(highest_token=node.persisted_token)
             node.heard, node.adverts_at, node.fence_results, node.power_reads = {}, {}, {}, {}
             node.boot_at = self.now
