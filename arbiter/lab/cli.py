@@ -49,6 +49,15 @@ def add_lab_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
     run.add_argument("--report", type=Path, metavar="DIR", help="write timeline.svg and timeline.txt here")
     run.set_defaults(func=func)
 
+    from arbiter.lab.bench import TARGETS  # noqa: PLC0415
+
+    bench = verbs.add_parser("bench", help="run a benchmark and print its figures")
+    bench.add_argument("target", choices=sorted(TARGETS), metavar="TARGET", help=", ".join(sorted(TARGETS)))
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--seconds", type=float, default=None, help="measurement length (default: the goal's)")
+    bench.add_argument("--instances", type=int, default=10_000, help="lease: VRRP instances renewed each second")
+    bench.set_defaults(func=func)
+
     verbs.add_parser("list", help="list the scenarios").set_defaults(func=func)
     verbs.add_parser("clean", help="remove namespaces and processes left by crashed labs").set_defaults(func=func)
 
@@ -96,6 +105,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{s.name:20} {s.summary}")
         return 0
     lab_mod.require_root()
+    if verb == "bench":
+        from arbiter.lab import bench  # noqa: PLC0415
+
+        target = bench.load(args.target)
+        result = target.run(args)
+        print(json.dumps(result) if args.json else target.render(result))
+        return 0
     if verb == "clean":
         removed = lab_mod.clean()
         print(f"removed {len(removed)} namespace(s)" + (f": {' '.join(removed)}" if removed else ""))

@@ -1,0 +1,28 @@
+"""`keepalived-arbiter lab bench TARGET`: benchmarks that print figures (JSON with --json).
+
+One module per target, each with `run(args) -> dict` (the figures, JSON-serialisable) and `render(dict) -> str`
+(the same figures for a terminal). Targets are looked up by name so `--help` stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any, Protocol, cast
+
+TARGETS = {
+    "lease": "lease renewals for many instances on one Redis, beside raw SET throughput",
+    "heartbeat": "CPU and RSS of one agent sending/receiving heartbeats at 10 Hz on three media",
+}
+
+
+class Bench(Protocol):
+    def run(self, args: argparse.Namespace) -> dict[str, Any]: ...
+
+    def render(self, result: dict[str, Any]) -> str: ...
+
+
+def load(target: str) -> Bench:
+    if target not in TARGETS:
+        raise ValueError(f"unknown benchmark {target!r}; known: {', '.join(sorted(TARGETS))}")
+    return cast(Bench, importlib.import_module(f"arbiter.lab.bench.{target}"))
