@@ -1,0 +1,48 @@
+"""Heartbeats between the nodes: signed, versioned frames over UDP on every interface and over serial lines.
+
+- `frame`: the frame, its wire format, the key file, and the decoder that refuses forged/replayed/stale frames.
+- `transport`: the `HeartbeatTransport` protocol; `udp` and `serial` implement it.
+- `media`: per (peer, medium) up/down with deadtime, events, the newest frame per peer.
+- `service`: `HeartbeatService`, the send/receive/watch loops the agent runs.
+
+`python -m arbiter.evidence.heartbeat` runs one service standalone (the lab's benchmark uses it).
+"""
+
+from arbiter.evidence.heartbeat.frame import (
+    Frame,
+    FrameDecoder,
+    FrameRefusedError,
+    InstanceReport,
+    KeyFileError,
+    Refusal,
+    encode_frame,
+    load_key,
+    parse_frame,
+)
+from arbiter.evidence.heartbeat.media import MediaTracker, MediumEvent, Received
+from arbiter.evidence.heartbeat.serial import SerialTransport
+from arbiter.evidence.heartbeat.service import HeartbeatService, Snapshot, deadline_ticks
+from arbiter.evidence.heartbeat.transport import HeartbeatTransport, MediumCounters
+from arbiter.evidence.heartbeat.udp import UdpTransport
+
+__all__ = [
+    "Frame",
+    "FrameDecoder",
+    "FrameRefusedError",
+    "HeartbeatService",
+    "HeartbeatTransport",
+    "InstanceReport",
+    "KeyFileError",
+    "MediaTracker",
+    "MediumCounters",
+    "MediumEvent",
+    "Received",
+    "Refusal",
+    "SerialTransport",
+    "Snapshot",
+    "UdpTransport",
+    "deadline_ticks",
+    "encode_frame",
+    "load_key",
+    "parse_frame",
+]

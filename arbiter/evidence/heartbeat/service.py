@@ -1,0 +1,229 @@
+"""The heartbeat service: sends this node's frame on every medium each interval, receives and checks peers'
+frames, and keeps the media tracker current.
+
+Three kinds of loops, all on the monotonic clock: the send loop (deadline ticks `start + k × interval`; a late
+wake-up skips the missed ticks instead of sending a burst), one receive loop per medium, and a watch loop that
+sleeps until the next moment a medium could go down so that down events come out on time. What a frame says is
+asked from the agent each time (`snapshot`), so it is never older than one interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from arbiter.config import Config
+from arbiter.evidence.heartbeat.frame import (
+    Frame,
+    FrameDecoder,
+    FrameRefusedError,
+    InstanceReport,
+    Refusal,
+    encode_frame,
+    load_key,
+)
+from arbiter.evidence.heartbeat.media import MediaTracker, MediumEvent, Received
+from arbiter.evidence.heartbeat.serial import SerialTransport
+from arbiter.evidence.heartbeat.transport import HeartbeatTransport
+from arbiter.evidence.heartbeat.udp import UdpTransport
+from arbiter.model import PeerView
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What this node reports in its next frame; built by the agent from its current evidence."""
+
+    instances: tuple[InstanceReport, ...] = ()
+    quorate: bool | None = None
+    highest_token: int = 0
+
+
+async def deadline_ticks(
+    interval: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> AsyncIterator[int]:
+    """Yield tick numbers k at start + k × interval; after a late wake-up, continue at the next future tick."""
+    start = clock()
+    k = 0
+    while True:
+        yield k
+        now = clock()
+        k = max(k + 1, math.floor((now - start) / interval) + 1)
+        await sleep(max(0.0, start + k * interval - clock()))
+
+
+class HeartbeatService:
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        node: str,
+        key: bytes,
+        peers: Sequence[str],
+        transports: Sequence[HeartbeatTransport],
+        interval: float,
+        deadtime: float,
+        snapshot: Callable[[], Snapshot] = Snapshot,
+        clock: Callable[[], float] = time.monotonic,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+        wall_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        if deadtime <= 2 * interval:
+            raise ValueError(f"heartbeat deadtime {deadtime:g}s must exceed 2 × interval {interval:g}s")
+        self.cluster = cluster
+        self.node = node
+        self._key = key
+        self.peers = tuple(peers)
+        self.transports = tuple(transports)
+        self.interval = interval
+        self.deadtime = deadtime
+        self._snapshot = snapshot
+        self._clock = clock
+        self._clock_ns = clock_ns
+        self._wall_ns = wall_ns
+        self.incarnation = secrets.randbits(64)
+        self._sequence = 0
+        self.events: asyncio.Queue[MediumEvent] = asyncio.Queue()
+        self.decoder = FrameDecoder(key, cluster, node, peers)
+        self.tracker = MediaTracker(self.peers, [t.medium for t in self.transports], deadtime, clock, self._event)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.send_failures = 0
+
+    @classmethod
+    def from_config(cls, cfg: Config, snapshot: Callable[[], Snapshot] = Snapshot) -> HeartbeatService:
+        """One UDP transport per `heartbeat.udp` interface, one serial transport per `heartbeat.serial` line."""
+        hb = cfg.heartbeat
+        addresses = [(str(a), hb.port) for p in cfg.peer for a in p.heartbeat_addresses]
+        transports: list[HeartbeatTransport] = [UdpTransport(u.interface, hb.port, addresses) for u in hb.udp]
+        transports += [SerialTransport(s.device, s.baud) for s in hb.serial]
+        return cls(
+            cluster=cfg.node.cluster,
+            node=cfg.node.name,
+            key=load_key(hb.key_file),
+            peers=[p.name for p in cfg.peer],
+            transports=transports,
+            interval=hb.interval_ms / 1000,
+            deadtime=hb.deadtime_ms / 1000,
+            snapshot=snapshot,
+        )
+
+    # --- what the agent reads -----------------------------------------------------------------------------
+
+    def alive(self, peer: str) -> bool | None:
+        return self.tracker.alive(peer)
+
+    def newest(self, peer: str) -> Received | None:
+        return self.tracker.newest(peer)
+
+    def peer_view(self, peer: str, instance: str) -> PeerView:
+        return self.tracker.peer_view(peer, instance)
+
+    def stats(self) -> dict[str, Any]:
+        """Per medium: what was sent, received, accepted and refused (by reason); per peer: media up."""
+        media: dict[str, Any] = {}
+        for t in self.transports:
+            refused = {r.value: n for (m, r), n in self.tracker.refused.items() if m == t.medium}
+            media[t.medium] = {**t.counters.as_dict(), "accepted": self.tracker.accepted[t.medium], "refused": refused}
+        peers = {p: {m: self.tracker.up(p, m) for m in self.tracker.media_of(p)} for p in self.peers}
+        return {
+            "node": self.node,
+            "incarnation": self.incarnation,
+            "sequence": self._sequence,
+            "media": media,
+            "peers": peers,
+            "send_failures": self.send_failures,
+        }
+
+    # --- running --------------------------------------------------------------------------------------------
+
+    def _event(self, event: MediumEvent) -> None:
+        log.info("heartbeat: %s on %s %s", event.peer, event.medium, "up" if event.up else "down")
+        self.events.put_nowait(event)
+
+    def next_frame(self) -> Frame:
+        snap = self._snapshot()
+        self._sequence += 1
+        return Frame(
+            cluster=self.cluster,
+            node=self.node,
+            incarnation=self.incarnation,
+            sequence=self._sequence,
+            sent_wall_ns=self._wall_ns(),
+            sent_mono_ns=self._clock_ns(),
+            instances=snap.instances,
+            quorate=snap.quorate,
+            highest_token=snap.highest_token,
+        )
+
+    def send_now(self) -> None:
+        """Send a frame outside the schedule (the agent calls it on a VRRP transition so peers hear at once)."""
+        try:
+            wire = encode_frame(self.next_frame(), self._key)
+        except Exception:
+            # A bad snapshot must not stop the heartbeat loop; it is counted and logged, and retried next tick.
+            self.send_failures += 1
+            log.exception("heartbeat: cannot build a frame")
+            return
+        for transport in self.transports:
+            transport.send(wire)
+
+    def receive_one(self, data: bytes, medium: str) -> Frame | None:
+        try:
+            frame = self.decoder.decode(data, medium)
+        except FrameRefusedError as refused:
+            self.tracker.refuse(medium, refused.reason)
+            log.debug("heartbeat refused on %s: %s", medium, refused)
+            return None
+        self.tracker.accept(frame, medium)
+        return frame
+
+    async def _send_loop(self) -> None:
+        async for _ in deadline_ticks(self.interval, self._clock):
+            self.send_now()
+
+    async def _receive_loop(self, transport: HeartbeatTransport) -> None:
+        while True:
+            self.receive_one(await transport.receive(), transport.medium)
+
+    async def _watch_loop(self) -> None:
+        while True:
+            next_at = self.tracker.check()
+            await asyncio.sleep(max(0.001, next_at - self._clock()))
+
+    async def start(self) -> None:
+        for transport in self.transports:
+            await transport.open()
+        self._tasks = [asyncio.create_task(self._send_loop(), name="heartbeat send")]
+        for t in self.transports:
+            self._tasks.append(asyncio.create_task(self._receive_loop(t), name=f"heartbeat {t.medium}"))
+        self._tasks.append(asyncio.create_task(self._watch_loop(), name="heartbeat watch"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        for transport in self.transports:
+            transport.close()
+
+    async def __aenter__(self) -> HeartbeatService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def refusals(self) -> dict[tuple[str, Refusal], int]:
+        return dict(self.tracker.refused)
