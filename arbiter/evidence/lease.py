@@ -9,9 +9,10 @@ seed is the highest token this node has seen (its own, a peer's, or the persiste
 Redis that kept its data, TIME a Redis restarted empty whose newest token no node saw, and the seed a Redis
 restarted empty whose clock is behind the tokens the nodes saw.
 
-Keys of one instance share a hash tag so the scripts stay valid on a Redis Cluster slot as well:
-`keepalived-arbiter:{CLUSTER:INSTANCE}:lease` (holder, PX ttl), `…:lease-token` (its token, same PX) and
-`…:token` (the highest token issued, never expires).
+Keys of one instance share a hash tag (one Cluster slot): `keepalived-arbiter:{CLUSTER:INSTANCE}:lease`
+(holder, PX ttl), `…:lease-token` (its token, same PX) and `…:token` (the highest token issued, never
+expires). `LeaseStore.renew_many` renews several instances in one script call, so the store is one Redis
+(or a Sentinel-managed master), never a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -43,6 +44,8 @@ TOKEN_FILE_NAME = "tokens.json"
 TOKEN_FILE_VERSION = 1
 # RESP2 explicitly: redis-py 8 defaults to RESP3, and the scripts' replies read the same under both anyway.
 PROTOCOL = 2
+# Connections to a plain Redis: enough for renewals of many instances in flight at once.
+CONNECTIONS = 8
 
 # Every script answers {status, holder, token, pttl}; for "free" the token is the highest one issued so far,
 # so a node reading a free lease still learns the seed it must exceed.
@@ -69,17 +72,23 @@ redis.call('SET', KEYS[3], issued)
 return {'mine', ARGV[1], issued, tonumber(ARGV[2])}
 """
 
+# Renews every lease whose three keys are passed (one reply per lease): the agent renews the instances that
+# are due in the same tick with one call, so 10,000 instances cost far fewer round trips than renewals.
 _RENEW = """
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  return {'mine', holder, redis.call('GET', KEYS[2]), tonumber(ARGV[2])}
+local replies = {}
+for i = 1, #KEYS, 3 do
+  local holder = redis.call('GET', KEYS[i])
+  if holder == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+    redis.call('PEXPIRE', KEYS[i + 1], ARGV[2])
+    replies[#replies + 1] = {'mine', holder, redis.call('GET', KEYS[i + 1]), tonumber(ARGV[2])}
+  elseif holder then
+    replies[#replies + 1] = {'peer', holder, redis.call('GET', KEYS[i + 1]), redis.call('PTTL', KEYS[i])}
+  else
+    replies[#replies + 1] = {'free', false, redis.call('GET', KEYS[i + 2]), -2}
+  end
 end
-if holder then
-  return {'peer', holder, redis.call('GET', KEYS[2]), redis.call('PTTL', KEYS[1])}
-end
-return {'free', false, redis.call('GET', KEYS[3]), -2}
+return replies
 """
 
 _RELEASE = """
@@ -155,6 +164,8 @@ class TokenFile:
         self.path = path
         self._tokens: dict[str, int] = {}
         self._lock = asyncio.Lock()
+        self._changes = 0  # count of values recorded since load
+        self._written = 0  # the count the file on disk reflects
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -167,12 +178,21 @@ class TokenFile:
         return self._tokens.get(instance, 0)
 
     async def record(self, instance: str, token: int) -> None:
+        """Returns once a file holding `token` (or a higher one) is on disk."""
         if token <= self.highest(instance):
             return
         self._tokens[instance] = token
-        # One write at a time, each with the newest values; the fsync runs off the event loop.
+        self._changes += 1
+        wanted = self._changes
+        # One write at a time, each with every value recorded so far: callers that queued behind a write which
+        # already carried their token return without writing (10,000 acquisitions cost a few writes, not 10,000).
         async with self._lock:
+            if self._written >= wanted:
+                return
+            changes = self._changes
+            # The fsync runs off the event loop.
             await asyncio.to_thread(self._write, dump_tokens(self._tokens))
+            self._written = changes
 
     def _write(self, text: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,23 +235,26 @@ def _timeouts(timeout_ms: int) -> dict[str, Any]:
     }
 
 
-def connect_url(url: str, *, timeout_ms: int, password: str | None = None, max_connections: int | None = None) -> Redis:
+def connect_url(url: str, *, timeout_ms: int, password: str | None = None, connections: int = CONNECTIONS) -> Redis:
     """A client for `redis://`, `rediss://` or `unix://`; TLS options come from the URL's query
     (`rediss://host:6380/0?ssl_ca_certs=/etc/ssl/redis-ca.pem`, optionally `ssl_certfile`, `ssl_keyfile`)."""
     scheme = url.partition("://")[0]
     if scheme not in ("redis", "rediss", "unix"):
         raise LeaseError(f"lease.redis_url: must be a redis://, rediss:// or unix:// URL (got {url!r})")
+    if connections < 1:
+        raise ValueError(f"connections: must be at least 1 (got {connections})")
     kwargs = _timeouts(timeout_ms)
     if password is not None:
         if "@" in url.partition("://")[2].partition("/")[0]:
             raise LeaseError("lease.password_file: the redis_url carries a password too; give only one")
         kwargs["password"] = password
-    if max_connections is not None:
-        kwargs["max_connections"] = max_connections
     try:
-        return Redis.from_url(url, **kwargs)
+        # Blocking: many instances renewing at once queue for a connection (within each call's deadline)
+        # instead of opening one socket per instance or failing with "Too many connections".
+        pool = BlockingConnectionPool.from_url(url, max_connections=connections, timeout=timeout_ms / 1000, **kwargs)
     except ValueError as exc:
         raise LeaseError(f"lease.redis_url: {exc}") from exc
+    return Redis.from_pool(pool)
 
 
 def connect_sentinel(
@@ -328,6 +351,34 @@ class LeaseStore:
             self._leases[instance] = Lease(self, instance)
         return self._leases[instance]
 
+    async def renew_many(self, leases: Sequence[Lease]) -> list[LeaseView]:
+        """Renew several leases of this store in one script call (one view each, in order)."""
+        if any(lease.store is not self for lease in leases):
+            raise ValueError("renew_many: every lease must come from this store")
+        return await self.exchange(self.renew_script, leases, (), batched=True)
+
+    async def exchange(
+        self, script: AsyncScript, leases: Sequence[Lease], extra: Sequence[str], *, batched: bool
+    ) -> list[LeaseView]:
+        """One script call for `leases`; any failure or silence makes every view UNKNOWN, never an exception."""
+        if not leases:
+            return []
+        keys = [key for lease in leases for key in lease.keys]
+        sent_at = time.monotonic()
+        try:
+            # redis-py's socket timeouts bound each read; this bounds the whole call (connect, retry, discovery).
+            async with asyncio.timeout(self.timeout_ms / 1000):
+                reply = await script(keys=keys, args=[self.node, str(self.ttl_ms), *extra])
+            replies = reply if batched else [reply]
+            if not isinstance(replies, list) or len(replies) != len(leases):
+                raise ValueError(f"unexpected reply from the lease script: {reply!r}")
+            views = [_view(one, sent_at) for one in replies]
+        except TimeoutError:
+            return [lease.unknown(f"no answer within {self.timeout_ms} ms") for lease in leases]
+        except (RedisError, OSError, ValueError) as exc:
+            return [lease.unknown(f"{type(exc).__name__}: {exc}") for lease in leases]
+        return [await lease.settle(view) for lease, view in zip(leases, views, strict=True)]
+
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -359,7 +410,8 @@ class Lease:
         return await self._call(self.store.acquire_script, str(floor))
 
     async def renew(self) -> LeaseView:
-        return await self._call(self.store.renew_script)
+        """Extend the lease if it is still mine; a stale holder gets PEER or FREE back, never an extension."""
+        return (await self.store.renew_many([self]))[0]
 
     async def release(self) -> LeaseView:
         return await self._call(self.store.release_script)
@@ -367,32 +419,24 @@ class Lease:
     async def read(self) -> LeaseView:
         return await self._call(self.store.read_script)
 
-    async def _call(self, script: Callable[..., Awaitable[Any]], *extra: str) -> LeaseView:
-        store = self.store
-        sent_at = time.monotonic()
-        try:
-            # redis-py's socket timeouts bound each read; this bounds the whole call (connect, retry, discovery).
-            async with asyncio.timeout(store.timeout_ms / 1000):
-                reply = await script(keys=self.keys, args=[store.node, str(store.ttl_ms), *extra])
-            view = _view(reply, sent_at)
-        except TimeoutError:
-            return self._unknown(f"no answer within {store.timeout_ms} ms")
-        except (RedisError, OSError, ValueError) as exc:
-            return self._unknown(f"{type(exc).__name__}: {exc}")
+    async def _call(self, script: AsyncScript, *extra: str) -> LeaseView:
+        return (await self.store.exchange(script, [self], extra, batched=False))[0]
+
+    async def settle(self, view: LeaseView) -> LeaseView:
+        """Note an answer: clear the error, persist a higher token."""
         if self.last_error is not None:
-            log.info("lease %s: %s answers again", self.instance, store.where)
+            log.info("lease %s: %s answers again", self.instance, self.store.where)
             self.last_error = None
         if view.token is not None:
+            tokens = self.store.tokens
             try:
-                await store.tokens.record(self.instance, view.token)
+                await tokens.record(self.instance, view.token)
             except OSError as exc:
                 # The lease itself is as Redis says; hiding it would be wrong. The operator must fix the disk.
-                log.error(
-                    "lease %s: cannot persist token %d to %s: %s", self.instance, view.token, store.tokens.path, exc
-                )
+                log.error("lease %s: cannot persist token %d to %s: %s", self.instance, view.token, tokens.path, exc)
         return view
 
-    def _unknown(self, reason: str) -> LeaseView:
+    def unknown(self, reason: str) -> LeaseView:
         if reason != self.last_error:
             log.warning("lease %s: %s: %s", self.instance, self.store.where, reason)
         self.last_error = reason

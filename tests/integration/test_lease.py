@@ -174,6 +174,46 @@ def test_tokens_strictly_increase_across_acquisitions(servers: Servers, tmp_path
     assert all(a < b for a, b in itertools.pairwise(tokens)), tokens
 
 
+def test_renew_many_answers_each_lease_in_one_call(servers: Servers, tmp_path: Path) -> None:
+    server = servers.redis("redis")
+
+    async def scenario() -> None:
+        a = store_for(url_of(server), tmp_path, "node-a")
+        b = store_for(url_of(server), tmp_path, "node-b")
+        try:
+            mine = [await a.lease(f"VI_{i}").acquire() for i in range(3)]
+            theirs = await b.lease("VI_3").acquire()
+            views = await a.renew_many([a.lease(f"VI_{i}") for i in (0, 3, 1, 4, 2)])
+            assert [(v.status, v.holder, v.token) for v in views] == [
+                (LeaseStatus.MINE, "node-a", mine[0].token),
+                (LeaseStatus.PEER, "node-b", theirs.token),
+                (LeaseStatus.MINE, "node-a", mine[1].token),
+                (LeaseStatus.FREE, None, None),
+                (LeaseStatus.MINE, "node-a", mine[2].token),
+            ]
+            assert await a.renew_many([]) == []
+            with pytest.raises(ValueError, match="this store"):
+                await a.renew_many([b.lease("VI_0")])
+            server.pause()
+            try:
+                views, took = await timed_many(a.renew_many([a.lease("VI_0"), a.lease("VI_1")]))
+            finally:
+                server.resume()
+            assert views == [LeaseView(LeaseStatus.UNKNOWN)] * 2 and took < TIMEOUT_MS / 1000 + SLACK
+            assert a.lease("VI_1").last_error == f"no answer within {TIMEOUT_MS} ms"
+        finally:
+            await a.close()
+            await b.close()
+
+    run(scenario())
+
+
+async def timed_many(call: Coroutine[Any, Any, list[LeaseView]]) -> tuple[list[LeaseView], float]:
+    started = time.monotonic()
+    views = await call
+    return views, time.monotonic() - started
+
+
 # --- Redis restarted empty ------------------------------------------------------------------------------
 
 
