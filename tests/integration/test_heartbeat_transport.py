@@ -79,8 +79,8 @@ def cable(tmp_path: Path) -> Iterator[Cable]:
 
 
 def snapshot(node: str) -> Callable[[], Snapshot]:
-    report = InstanceReport("VI_1", VrrpState.MASTER if node == "node-a" else VrrpState.BACKUP, node == "node-a", 100,
-                            "node-a", 7)  # fmt: skip
+    master = node == "node-a"
+    report = InstanceReport("VI_1", VrrpState.MASTER if master else VrrpState.BACKUP, master, 100, "node-a", 7)
     return lambda: Snapshot((report,), quorate=True, highest_token=7)
 
 

@@ -187,10 +187,11 @@ def test_captured_frame_replayed_is_refused() -> None:
     dec = decoder()
     captured = encode_frame(frame(seq=5), KEY)
     dec.decode(captured, "udp:eth0")
-    assert refused(captured, dec) is Refusal.REPLAYED
+    # The newest frame again (a second address of the peer's reached through the same interface): a duplicate.
+    assert refused(captured, dec) is Refusal.DUPLICATE
     dec.decode(encode_frame(frame(seq=6), KEY), "udp:eth0")
     assert refused(captured, dec) is Refusal.REPLAYED
-    assert refused(encode_frame(frame(seq=6), KEY), dec) is Refusal.REPLAYED
+    assert refused(encode_frame(frame(seq=6), KEY), dec) is Refusal.DUPLICATE
 
 
 def test_sequence_is_per_medium() -> None:
@@ -200,7 +201,7 @@ def test_sequence_is_per_medium() -> None:
     assert dec.decode(wire, "udp:eth0").sequence == 10
     assert dec.decode(wire, "udp:eth1").sequence == 10
     assert dec.decode(wire, "serial:/dev/ttyS1").sequence == 10
-    assert refused(wire, dec, "udp:eth1") is Refusal.REPLAYED
+    assert refused(wire, dec, "udp:eth1") is Refusal.DUPLICATE
     # eth0 is ahead; a late frame on the serial line is still new there.
     dec.decode(encode_frame(frame(seq=12), KEY), "udp:eth0")
     assert dec.decode(encode_frame(frame(seq=11), KEY), "serial:/dev/ttyS1").sequence == 11

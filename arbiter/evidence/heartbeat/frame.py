@@ -51,7 +51,10 @@ class Refusal(enum.Enum):
     OWN_FRAME = "own_frame"  # our own frame came back (a looped serial cable, our own address as a peer's)
     UNKNOWN_PEER = "unknown_peer"  # validly signed by a node this config does not list as a peer
     OLD_INCARNATION = "old_incarnation"  # from a process of the peer that has since restarted
-    REPLAYED = "replayed"  # sequence not above the last one accepted from that peer on that medium
+    REPLAYED = "replayed"  # sequence below the last one accepted from that peer on that medium
+    # The last accepted frame again on the same medium: normal when a peer has several addresses reachable
+    # through one interface (every frame goes to every address). Counted, harmless, not an anomaly.
+    DUPLICATE = "duplicate"
 
 
 class FrameRefusedError(Exception):
@@ -294,7 +297,9 @@ class FrameDecoder:
             return
         if frame.incarnation == seen.incarnation:
             last = seen.last.get(medium, 0)
-            if frame.sequence <= last:
+            if frame.sequence == last:
+                raise FrameRefusedError(Refusal.DUPLICATE, f"sequence {frame.sequence} again on {medium}")
+            if frame.sequence < last:
                 raise FrameRefusedError(Refusal.REPLAYED, f"sequence {frame.sequence} after {last} on {medium}")
             seen.last[medium] = frame.sequence
             return

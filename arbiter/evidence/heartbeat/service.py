@@ -132,8 +132,15 @@ class HeartbeatService:
         """Per medium: what was sent, received, accepted and refused (by reason); per peer: media up."""
         media: dict[str, Any] = {}
         for t in self.transports:
-            refused = {r.value: n for (m, r), n in self.tracker.refused.items() if m == t.medium}
-            media[t.medium] = {**t.counters.as_dict(), "accepted": self.tracker.accepted[t.medium], "refused": refused}
+            refused = {
+                r.value: n for (m, r), n in self.tracker.refused.items() if m == t.medium and r is not Refusal.DUPLICATE
+            }
+            media[t.medium] = {
+                **t.counters.as_dict(),
+                "accepted": self.tracker.accepted[t.medium],
+                "duplicates": self.tracker.refused[(t.medium, Refusal.DUPLICATE)],
+                "refused": refused,
+            }
         peers = {p: {m: self.tracker.up(p, m) for m in self.tracker.media_of(p)} for p in self.peers}
         return {
             "node": self.node,

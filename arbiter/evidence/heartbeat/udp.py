@@ -2,8 +2,11 @@
 
 One socket per configured interface (SO_BINDTODEVICE), all on the same port (SO_REUSEADDR): a frame received on
 the eth1 socket came in through eth1, so each interface is a medium of its own and a dead NIC or switch shows up
-as that medium going down. Frames go to every peer address through every interface; an address the interface has
-no route to fails with ENETUNREACH, which is counted, not raised.
+as that medium going down. Frames go to every peer address through every interface; a send that fails (e.g.
+ENETUNREACH, EHOSTUNREACH, ENOBUFS) is counted by errno, not raised. Note that Linux treats a destination with
+no route through the bound device as on-link and ARPs for it there; a peer answering ARP for all its addresses
+on every interface (arp_ignore=0, the default) then gets each frame twice on that interface: the receiver counts
+the second copy as a duplicate, not as a refusal.
 """
 
 from __future__ import annotations
