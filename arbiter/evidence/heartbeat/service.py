@@ -37,6 +37,8 @@ from arbiter.model import PeerView
 
 log = logging.getLogger(__name__)
 
+EVENT_QUEUE = 1024  # up/down changes kept for a reader that fell behind
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -93,7 +95,7 @@ class HeartbeatService:
         self._wall_ns = wall_ns
         self.incarnation = secrets.randbits(64)
         self._sequence = 0
-        self.events: asyncio.Queue[MediumEvent] = asyncio.Queue()
+        self.events: asyncio.Queue[MediumEvent] = asyncio.Queue(EVENT_QUEUE)
         self.decoder = FrameDecoder(key, cluster, node, peers)
         self.tracker = MediaTracker(self.peers, [t.medium for t in self.transports], deadtime, clock, self._event)
         self._tasks: list[asyncio.Task[None]] = []
@@ -155,6 +157,8 @@ class HeartbeatService:
 
     def _event(self, event: MediumEvent) -> None:
         log.info("heartbeat: %s on %s %s", event.peer, event.medium, "up" if event.up else "down")
+        if self.events.full():
+            self.events.get_nowait()  # nobody is reading: keep the newest changes, drop the oldest
         self.events.put_nowait(event)
 
     def next_frame(self) -> Frame:
