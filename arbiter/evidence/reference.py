@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import icmplib
 
 from arbiter.config import ReferenceConfig
+from arbiter.evidence.ticks import deadline_ticks
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +158,7 @@ class ReferenceQuorum:
 
     async def run(self, on_change: Callable[[Round, Change], None] | None = None) -> None:
         """Round after round on a monotonic schedule until cancelled; a slow round skips ticks, never bursts."""
-        start = self._clock()
-        tick = 0
-        while True:
+        async for _ in deadline_ticks(self.interval, self._clock):
             done, change = await self.round()
             if change is not None and on_change is not None:
                 on_change(done, change)
-            tick = max(tick + 1, int((self._clock() - start) / self.interval) + 1)
-            await asyncio.sleep(max(0.0, start + tick * self.interval - self._clock()))

@@ -14,7 +14,7 @@ from arbiter.evidence.heartbeat.frame import Frame, FrameDecoder, FrameRefusedEr
 from arbiter.evidence.heartbeat.frame import encode_frame as encode
 from arbiter.evidence.heartbeat.media import MediaTracker, MediumEvent
 from arbiter.evidence.heartbeat.serial import MAX_LINE, LineFramer, encode_line
-from arbiter.evidence.heartbeat.service import deadline_ticks
+from arbiter.evidence.ticks import deadline_ticks
 from arbiter.model import VrrpState
 
 KEY = b"k" * 32

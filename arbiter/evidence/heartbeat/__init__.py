@@ -21,7 +21,7 @@ from arbiter.evidence.heartbeat.frame import (
 )
 from arbiter.evidence.heartbeat.media import MediaTracker, MediumEvent, Received
 from arbiter.evidence.heartbeat.serial import SerialTransport
-from arbiter.evidence.heartbeat.service import HeartbeatService, Snapshot, deadline_ticks
+from arbiter.evidence.heartbeat.service import HeartbeatService, Snapshot
 from arbiter.evidence.heartbeat.transport import HeartbeatTransport, MediumCounters
 from arbiter.evidence.heartbeat.udp import UdpTransport
 
@@ -41,7 +41,6 @@ __all__ = [
     "SerialTransport",
     "Snapshot",
     "UdpTransport",
-    "deadline_ticks",
     "encode_frame",
     "load_key",
     "parse_frame",

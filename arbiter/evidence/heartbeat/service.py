@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +32,7 @@ from arbiter.evidence.heartbeat.media import MediaTracker, MediumEvent, Received
 from arbiter.evidence.heartbeat.serial import SerialTransport
 from arbiter.evidence.heartbeat.transport import HeartbeatTransport
 from arbiter.evidence.heartbeat.udp import UdpTransport
+from arbiter.evidence.ticks import deadline_ticks
 from arbiter.model import PeerView
 
 log = logging.getLogger(__name__)
@@ -47,21 +47,6 @@ class Snapshot:
     instances: tuple[InstanceReport, ...] = ()
     quorate: bool | None = None
     highest_token: int = 0
-
-
-async def deadline_ticks(
-    interval: float,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> AsyncIterator[int]:
-    """Yield tick numbers k at start + k × interval; after a late wake-up, continue at the next future tick."""
-    start = clock()
-    k = 0
-    while True:
-        yield k
-        now = clock()
-        k = max(k + 1, math.floor((now - start) / interval) + 1)
-        await sleep(max(0.0, start + k * interval - clock()))
 
 
 class HeartbeatService:
