@@ -79,6 +79,64 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return lab_cli.dispatch(args)
 
 
+FENCE_ACTIONS = ("status", "check", "off", "on")
+
+
+def cmd_fence(args: argparse.Namespace) -> int:
+    """fence-agents' vocabulary and exit codes: status exits 0 on, 2 off, 1 unknown; other actions 0 or 1."""
+    import asyncio  # noqa: PLC0415 - only this command runs an event loop
+
+    from arbiter.model import Power  # noqa: PLC0415
+    from fencers.base import FenceError  # noqa: PLC0415
+    from fencers.orchestration import FenceAttempt, Orchestrator  # noqa: PLC0415
+
+    if args.action in ("off", "on") and not args.yes:
+        print(f"fence: refusing to power {args.action} {args.node} without --yes", file=sys.stderr)
+        return 1
+    try:
+        cfg = config_mod.load(args.config)
+    except config_mod.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+    fenceable = [peer.name for peer in cfg.peer if peer.fence]
+    if args.node not in fenceable:
+        print(f"fence: unknown node {args.node!r}; fenceable: {', '.join(fenceable) or 'none'}", file=sys.stderr)
+        return 1
+
+    def show(attempt: FenceAttempt) -> None:
+        proof = f"; proof: {attempt.proof}" if attempt.proof else ""
+        detail = f"; {attempt.detail}" if attempt.detail and attempt.result != "off" else ""
+        print(f"  level {attempt.level} {attempt.device}: {attempt.result} in {attempt.duration:.3f}s{proof}{detail}")
+
+    try:
+        orch = Orchestrator.from_config(cfg, drawn_delay_ms=0, on_event=show)
+        orch.race_delay = 0.0  # an operator's command is not a race between partitioned nodes
+        if args.action == "status":
+            power, device = asyncio.run(orch.status(args.node))
+            print(f"{args.node}: {power.value.upper()}" + (f" (read from {device})" if device else ""))
+            return {Power.ON: 0, Power.OFF: 2}.get(power, 1)
+        if args.action == "check":
+            results = asyncio.run(orch.check(args.node))
+            if not results:
+                print(f"{args.node}: no fence level configured", file=sys.stderr)
+                return 1
+            for level, fencer, ok, summary in results:
+                print(f"level {level} {fencer.device}: {'ok' if ok else 'FAILED'}: {summary}")
+            return 0 if all(ok for _, _, ok, _ in results) else 1
+        if args.action == "on":
+            ok, detail = asyncio.run(orch.power_on(args.node))
+            print(f"{args.node}: {detail}")
+            return 0 if ok else 1
+        print(f"fencing {args.node} (operator, no lease token):")
+        report = asyncio.run(orch.fence(args.node, token=None, why="operator command"))
+        print(report.reason)
+        return 0 if report.off else 1
+    except FenceError as exc:
+        print(f"fence: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keepalived-arbiter",
@@ -109,6 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
     exp = policy_sub.add_parser("explain", help="print the rules with this config's timings")
     with_config(exp)
     exp.set_defaults(func=cmd_policy_explain)
+
+    fence = sub.add_parser(
+        "fence",
+        help="STONITH a peer through its configured levels (status exits 0 on, 2 off, 1 unknown)",
+        description="status: power as the first device that can read it says; check: log in to every device "
+        "without touching power; off/on: power the node off (confirmed) or on (need --yes).",
+    )
+    with_config(fence)
+    fence.add_argument("node", metavar="NODE", help="a [[peer]] name from the config")
+    fence.add_argument("action", choices=FENCE_ACTIONS, metavar="ACTION", help=" | ".join(FENCE_ACTIONS))
+    fence.add_argument("--yes", action="store_true", help="confirm off/on")
+    fence.set_defaults(func=cmd_fence)
 
     from arbiter.lab.cli import add_lab_parser  # noqa: PLC0415 - argparse wiring only, no lab IO
 

@@ -528,6 +528,15 @@ def timing_problems(cfg: Config) -> list[Problem]:
                 f"must exceed heartbeat.deadtime_ms {cfg.heartbeat.deadtime_ms} (got {cfg.fencing.confirm_ms})",
             )
         )
+    if cfg.fencing.confirm_ms >= cfg.fencing.power_timeout_ms:
+        # An SSH level waits for that proof inside the level's power timeout; it could never arrive in time.
+        found.append(
+            Problem(
+                "fencing.confirm_ms",
+                f"must be below fencing.power_timeout_ms {cfg.fencing.power_timeout_ms}, or a level without "
+                f"a power status (SSH) can never be confirmed (got {cfg.fencing.confirm_ms})",
+            )
+        )
     return found
 
 

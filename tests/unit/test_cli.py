@@ -20,7 +20,7 @@ def test_help_lists_exactly_the_working_commands(capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     # Command rows are indented by four spaces; wrapped help text is indented further.
     listed = {line.split()[0] for line in out.splitlines() if line.startswith("    ") and line[4] != " "}
-    assert listed == {"check-config", "policy", "lab"}
+    assert listed == {"check-config", "policy", "fence", "lab"}
 
 
 def test_policy_explain_fills_in_the_timings(capsys: pytest.CaptureFixture[str]) -> None:
@@ -52,3 +52,29 @@ def test_console_script_runs_as_a_module() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "rules (first match wins):" in done.stdout
+
+
+def test_fence_off_needs_yes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fence", "-c", str(EXAMPLE), "node-b", "off"]) == 1
+    assert "refusing to power off node-b without --yes" in capsys.readouterr().err
+
+
+def test_fence_on_needs_yes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fence", "-c", str(EXAMPLE), "node-b", "on"]) == 1
+    assert "refusing to power on node-b without --yes" in capsys.readouterr().err
+
+
+def test_fence_unknown_node_lists_the_fenceable_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    # The example's password files do not exist here: drivers are built lazily enough to name the node first.
+    code = main(["fence", "-c", str(EXAMPLE), "node-z", "status"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "unknown node 'node-z'; fenceable: node-b" in err
+
+
+def test_fence_with_a_broken_config_is_an_error_not_off(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "a.toml"
+    broken.write_text(EXAMPLE.read_text().replace("ttl_ms = 3000", "ttl_ms = 1000"))
+    # Exit 2 would mean "off" in fence-agents' vocabulary: a config error must be 1.
+    assert main(["fence", "-c", str(broken), "node-b", "status"]) == 1
+    assert "lease.ttl_ms: must exceed" in capsys.readouterr().err

@@ -266,6 +266,11 @@ BROKEN: list[tuple[str, Callable[[str], str], str]] = [
         replace_once("confirm_ms = 5000", "confirm_ms = 1000"),
         "fencing.confirm_ms: must exceed heartbeat.deadtime_ms",
     ),
+    (
+        "confirm not below power timeout",
+        replace_once("power_timeout_ms = 20000", "power_timeout_ms = 5000"),
+        "fencing.confirm_ms: must be below fencing.power_timeout_ms 5000",
+    ),
     ("on_failure unknown", replace_once('on_failure = "close"', 'on_failure = "open"'), "fencing.on_failure: "),
     (
         "webhook not http",
