@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,8 @@ from arbiter import config as config_mod
 from arbiter.model import PolicyConfig
 from arbiter.policy import RULES
 
+# Default for -c/--config when set (the lab sets it for `lab exec`; a node with two configs can too).
+CONFIG_ENV = "KEEPALIVED_ARBITER_CONFIG"
 EXIT_OK = 0
 EXIT_INVALID = 2
 
@@ -149,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
             "-c",
             "--config",
             type=Path,
-            default=config_mod.DEFAULT_PATH,
-            help=f"arbiter config file (default {config_mod.DEFAULT_PATH})",
+            default=Path(os.environ.get(CONFIG_ENV) or config_mod.DEFAULT_PATH),
+            help=f"arbiter config file (default ${CONFIG_ENV} or {config_mod.DEFAULT_PATH})",
         )
 
     check = sub.add_parser("check-config", help="validate a config file (exit 0 valid, 2 invalid)")

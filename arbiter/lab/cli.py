@@ -71,6 +71,14 @@ def add_lab_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
     status.add_argument("--lab", required=True, help="the lab's name printed by `lab up`")
     status.set_defaults(func=func)
 
+    run_in = verbs.add_parser(
+        "exec", help="run a command on a lab node (its namespace; its arbiter.toml as the default config)"
+    )
+    run_in.add_argument("--lab", required=True, help="the lab's name printed by `lab up`")
+    run_in.add_argument("node", help="lab node: a, b or c")
+    run_in.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
+    run_in.set_defaults(func=func)
+
     for verb in FAULT_VERBS:
         p = verbs.add_parser(verb, help=f"fault: {verb} in a running lab" if verb != "heal" else "undo faults")
         p.add_argument("--lab", required=True, help="the lab's name printed by `lab up`")
@@ -137,12 +145,32 @@ def _dispatch(args: argparse.Namespace) -> int:
                 signal.pause()
         return 0
     plan = topology.LabPlan.load(Path(topology.LAB_ROOT, args.lab))
+    if verb == "exec":
+        return _exec(plan, args.node, args.argv)
     if verb == "status":
         for vip in plan.vips:
             holders = [n.name for n in plan.nodes if _holds(n.netns, vip)]
             print(f"{vip}: {' '.join(holders) or 'nobody'}")
         return 0
     return _fault(plan, args)
+
+
+def _exec(plan: Any, node_name: str, argv: list[str]) -> int:
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    from arbiter.cli import CONFIG_ENV  # noqa: PLC0415
+    from arbiter.lab import agentconf  # noqa: PLC0415
+    from arbiter.lab.netns import in_ns  # noqa: PLC0415
+
+    node = plan.node(node_name)
+    argv = argv[1:] if argv[:1] == ["--"] else argv
+    if not argv:
+        raise LabError("exec: give the command after --, e.g. `-- keepalived-arbiter fence node-b status`")
+    if argv[0] == "keepalived-arbiter":
+        argv = [str(Path(plan.python).with_name("keepalived-arbiter")), *argv[1:]]  # this venv's, not PATH's
+    env = {**os.environ, CONFIG_ENV: str(agentconf.config_path(node))}
+    return subprocess.run(in_ns(node.netns, argv), env=env, check=False).returncode
 
 
 def _holds(ns: str, vip: str) -> bool:

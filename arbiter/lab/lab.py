@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from types import FrameType, TracebackType
 
-from arbiter.lab import netns, topology
+from arbiter.lab import agentconf, netns, topology
 from arbiter.lab.bmc import Bmc, BmcSpec
 from arbiter.lab.events import NOTE, Timeline
 from arbiter.lab.faults import Faults
@@ -62,6 +62,7 @@ class Lab:
         plan.save()
         topology.build_network(plan)
         topology.write_ssh_material(plan)
+        agentconf.write_agent_files(plan)
         topology.start_redis(plan)
         for x, y, _, _ in topology.serial_links(plan):
             topology.start_serial(plan, x, y)
