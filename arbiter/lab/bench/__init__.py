@@ -13,6 +13,7 @@ from typing import Any, Protocol, cast
 TARGETS = {
     "lease": "lease renewals for many instances on one Redis, beside raw SET throughput",
     "heartbeat": "CPU and RSS of one agent sending/receiving heartbeats at 10 Hz on three media",
+    "fence": "fence → confirmed OFF on one ipmi_sim: our IPMI driver (pyghmi) beside fence_ipmilan",
 }
 
 
