@@ -1,6 +1,6 @@
 """The IPMI driver: power off, power on and read power through a BMC over IPMI 2.0 lanplus, with pyghmi.
 
-pyghmi runs in a worker process, one per BMC, that this module starts on the driver's first call and talks to
+pyghmi runs in a worker process, one per fencing device, that this module starts on the driver's first call and talks to
 over a pipe (one JSON line each way per call; credentials go over the pipe, never on a command line). Why a
 process: pyghmi has no per-call timeout, retries a silent BMC for 5 to 30 s, and shares one session per BMC
 across the whole process; a call abandoned on a deadline leaves that session mid-command, and the next call

@@ -23,7 +23,7 @@ from arbiter.lab.bench.fence import BmcLink, reachable_bmc
 from arbiter.model import Power
 from fencers import registry
 from fencers.agent import AgentFencer
-from fencers.base import FenceError
+from fencers.base import FenceError, Fencer
 from fencers.ipmi import IpmiFencer
 
 pytestmark = pytest.mark.integration
@@ -140,9 +140,13 @@ def test_check_logs_in_and_reads_power_without_changing_it(bmc: BmcLink, ipmi: I
 
 
 def test_calls_reuse_one_worker_and_its_session(ipmi: IpmiFencer) -> None:
+    assert isinstance(ipmi, Fencer)
     ipmi.status("a")
     pid = ipmi.worker_pid
     assert pid is not None
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert cmdline.split(b"\0")[1:3] == [b"-m", b"fencers.ipmi"]
+    assert b"password" not in cmdline  # credentials go over the pipe
     ipmi.power_off("a")
     ipmi.status("a")
     assert ipmi.worker_pid == pid
@@ -262,6 +266,7 @@ def _ipmilan(bmc: BmcLink, password: str | None = None, timeout: float = 10.0) -
 
 def test_agent_status_off_off_again_on_and_monitor(bmc: BmcLink) -> None:
     agent = _ipmilan(bmc)
+    assert isinstance(agent, Fencer)
     assert (agent.driver, agent.observes_power) == ("agent", True)
     assert agent.device == f"agent fence_ipmilan {bmc.address}"
     assert agent.status("a") is Power.ON
