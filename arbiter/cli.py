@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -107,6 +108,10 @@ def cmd_fence(args: argparse.Namespace) -> int:
         print(f"fence: unknown node {args.node!r}; fenceable: {', '.join(fenceable) or 'none'}", file=sys.stderr)
         return 1
 
+    # This command prints every attempt and the outcome itself; the libraries' own log lines would repeat them.
+    logging.getLogger("fencers.orchestration").setLevel(logging.CRITICAL)
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+
     def show(attempt: FenceAttempt) -> None:
         proof = f"; proof: {attempt.proof}" if attempt.proof else ""
         detail = f"; {attempt.detail}" if attempt.detail and attempt.result != "off" else ""
@@ -124,8 +129,9 @@ def cmd_fence(args: argparse.Namespace) -> int:
             if not results:
                 print(f"{args.node}: no fence level configured", file=sys.stderr)
                 return 1
-            for level, fencer, ok, summary in results:
-                print(f"level {level} {fencer.device}: {'ok' if ok else 'FAILED'}: {summary}")
+            for level, fencer, ok, said in results:
+                said_alone = said.removeprefix(f"{fencer.device}: ")
+                print(f"level {level} {fencer.device}: {'ok' if ok else 'FAILED'}: {said_alone}")
             return 0 if all(ok for _, _, ok, _ in results) else 1
         if args.action == "on":
             ok, detail = asyncio.run(orch.power_on(args.node))

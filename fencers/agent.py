@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from arbiter.model import Power
-from fencers.base import FenceError
-from fencers.ipmi import read_password
+from fencers.base import FenceError, read_password
 
 AGENT_PATH = "/usr/sbin:/usr/bin"
 PACKAGE = "fence-agents"  # Debian's package of the ClusterLabs agents

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol, TypeVar, runtime_checkable
 
 from arbiter.model import Power
@@ -68,3 +69,12 @@ def within(seconds: float, what: str, call: Callable[[], T]) -> T:
             raise error
         raise FenceError(f"{what}: {type(error).__name__}: {error}") from error  # type: ignore[misc]
     return box["value"]  # type: ignore[return-value]
+
+
+def read_password(path: Path, what: str) -> bytes:
+    """The secret in `path` as bytes, without its trailing newline; FenceError naming `what` and the file."""
+    try:
+        secret = path.read_bytes()
+    except OSError as exc:
+        raise FenceError(f"{what}: cannot read password_file {path}: {exc.strerror or exc}") from exc
+    return secret.rstrip(b"\r\n")

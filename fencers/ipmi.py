@@ -29,20 +29,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from arbiter.model import Power
-from fencers.base import FenceError, within
+from fencers.base import FenceError, read_password, within
 
 # What pyghmi says when the BMC refuses the user name or the password (RAKP2 status, RAKP2 HMAC check).
 _REFUSED_LOGIN = ("Incorrect password", "Unauthorized name")
 _OPS = ("status", "off", "on", "logout")
-
-
-def read_password(path: Path, what: str) -> bytes:
-    """The secret in `path` as bytes, without its trailing newline; FenceError naming `what` and the file."""
-    try:
-        secret = path.read_bytes()
-    except OSError as exc:
-        raise FenceError(f"{what}: cannot read password_file {path}: {exc.strerror or exc}") from exc
-    return secret.rstrip(b"\r\n")
 
 
 class IpmiFencer:
