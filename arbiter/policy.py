@@ -12,7 +12,8 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | id  | when                                                                 | gate   | actions                 |
 |-----|----------------------------------------------------------------------|--------|-------------------------|
 | S0  | before the first full evidence round (reference round, lease answer, | closed |                         |
-|     | every peer's heartbeat up or past deadtime)                          |        |                         |
+|     | every peer's heartbeat up or past deadtime), and until the lease     |        |                         |
+|     | store answered or a peer was heard (a node started cut off stays)    |        |                         |
 | Q1  | reference quorum lost here while a live peer reaches it, or no peer  | closed | release lease if mine   |
 |     | is heard at all (lost everywhere = not a local fault: go on)         |        |                         |
 | L1  | holding, lease held by a peer that is not confirmed BACKUP           | closed |                         |
@@ -78,7 +79,7 @@ from arbiter.model import (
 )
 
 RULES: dict[str, str] = {
-    "S0": "start-up: gate closed until the first full evidence round",
+    "S0": "start-up: gate closed until the first full evidence round and some shared evidence (lease or peer)",
     "Q1": "reference quorum lost here (a live peer still reaches it, or no peer is heard): gate closed",
     "L1": "holding while the lease is held by a peer: gate closed",
     "L2": "holding while the lease holder confirms BACKUP (handover): open, acquiring when released",
@@ -245,6 +246,14 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
                 Gate.CLOSED,
                 "S0",
                 "start-up: waiting for the first reference round, lease answer and heartbeats",
+            )
+        # A node that starts cut off from everything (no lease answer, no peer heard) may have been fenced and
+        # powered on again where nobody can see it: the peer still counts it OFF. It waits for shared evidence.
+        if ev.lease.status is LeaseStatus.UNKNOWN and not any(p.alive for p in ev.peers):
+            return out(
+                Gate.CLOSED,
+                "S0",
+                "start-up: cut off from the lease store and every peer; waiting for either before opening",
             )
         state = replace(state, started=True)
 

@@ -117,6 +117,17 @@ def test_s0_ends_once_every_source_answered() -> None:
     assert d.state.started
 
 
+def test_s0_a_node_started_cut_off_from_everything_waits_for_shared_evidence() -> None:
+    # Lease store unreachable and no peer heard: maybe fenced and powered on where nobody sees it.
+    silent = (peer(alive=False, heard_at=None),)
+    d = run(ev(lease=UNKNOWN, peers=silent), prev=PolicyState())
+    assert (d.gate, d.rule, d.state.started) == (Gate.CLOSED, "S0", False)
+    assert "cut off from the lease store and every peer" in d.reason
+    # Either kind of shared evidence ends the wait.
+    assert run(ev(lease=FREE, peers=silent), prev=PolicyState()).state.started
+    assert run(ev(lease=UNKNOWN), prev=PolicyState()).state.started
+
+
 def test_s0_closed_even_when_keepalived_is_already_master() -> None:
     d = run(ev(state=M, lease=mine(), quorate=None), prev=PolicyState())
     assert (d.gate, d.rule) == (Gate.CLOSED, "S0")
