@@ -93,3 +93,22 @@ def test_the_shorter_race_delay_wins_and_the_loser_never_fences(
     died = "b" if survivor == "a" else "a"
     assert offs_after[0] - offs_before[0] == (1 if died == "a" else 0)
     assert offs_after[1] - offs_before[1] == (1 if died == "b" else 0)
+
+
+def test_level_fall_through_from_a_dead_bmc_to_a_live_one(bmcs: tuple[BmcLink, BmcLink]) -> None:
+    """Level 1 points at a port where nothing answers; level 2 at the real BMC: the node ends OFF via level 2."""
+    _, b = bmcs
+    _power_on(b)
+    dead = IpmiFencer(b.address, b.port + 1, b.username.encode(), b.password.encode(), 1.0)
+    live = _fencer(b)
+    orch = Orchestrator({"node-b": [[dead], [live]]}, power_timeout=1.5)
+    try:
+        report = asyncio.run(orch.fence("node-b", token=9, why="fall-through"))
+    finally:
+        dead.close()
+        live.close()
+    assert report.outcome is FenceOutcome.OFF, report.reason
+    assert [(a.level, a.result) for a in report.attempts] == [(1, "failed"), (2, "off")]
+    assert f"{b.port + 1}" in report.attempts[0].detail
+    assert all(a.token == 9 for a in report.attempts)
+    assert b.bmc.power_state() is False
