@@ -149,6 +149,8 @@ class InstanceConfig(_Model):
     track_file: Path
     # Mirrors of this node's keepalived.conf, needed to know when keepalived's master-down timer fires.
     priority: int = Field(default=100, strict=True, ge=1, le=255)
+    # keepalived's virtual_router_id: tells this instance's adverts from others' on a shared interface.
+    virtual_router_id: int | None = Field(default=None, strict=True, ge=1, le=255)
     advert_int_ms: int = Field(default=1000, strict=True, ge=10, le=255_000)
     vrrp_version: Literal[2, 3] = 2
     nopreempt: bool = Field(default=False, strict=True)

@@ -70,6 +70,7 @@ def arbiter_config(plan: LabPlan, node: NodePlan) -> str:
             'interface = "eth0"',
             f'track_file = "{node.dir}/VI_{i + 1}.gate"',
             f"priority = {priority}",
+            f"virtual_router_id = {51 + i}",
             f"advert_int_ms = {advert_ms}",
             f"vrrp_version = {spec.vrrp_version}",
             f"nopreempt = {'true' if spec.nopreempt else 'false'}",
