@@ -1,0 +1,8 @@
+"""The agent daemon's edges to the local node: everything it reads from or writes to keepalived and the NIC.
+
+- `gate`: the track_file keepalived watches (the veto), written atomically.
+- `netlink`: the VIPs appearing and disappearing on their interfaces (pyroute2 netlink events).
+- `vrrp`: VRRP adverts seen on an interface after the host firewall (raw IP protocol 112 socket).
+- `notify`: keepalived's state changes, from the notify hook (Unix socket server) and `vrrp_notify_fifo`.
+- `arp`: gratuitous ARP for a VIP and probing who else answers ARP for it (AF_PACKET).
+"""
