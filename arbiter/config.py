@@ -305,6 +305,9 @@ class AlertsConfig(_Model):
 
 class ApiConfig(_Model):
     socket: Path = Path("/run/keepalived-arbiter/agent.sock")
+    # keepalived's `vrrp_notify_fifo`, read as a third source of its state (the hook and netlink are the others).
+    # Leave unset if something else reads that FIFO: two readers split its lines between them.
+    notify_fifo: Path | None = None
     metrics: str | None = "127.0.0.1:9687"
     group: str | None = None
 
