@@ -265,3 +265,35 @@ class VipWatch:
 def _address(text: str) -> str:
     """Canonical text of an address (IPv6 compressed, prefix dropped), so config and kernel spellings match."""
     return str(ipaddress.ip_interface(text).ip)
+
+
+def local_addresses(family: int = socket.AF_INET, timeout: float = 1.0) -> frozenset[str]:
+    """Every address configured on this host (its network namespace), read with one blocking netlink dump.
+
+    For the occasional question "is this source address mine?"; a bind() test would be wrong on hosts with
+    net.ipv4.ip_nonlocal_bind=1, common beside keepalived (HAProxy binding to the VIP).
+    Raises OSError when the dump fails or takes longer than `timeout`.
+    """
+    msg = ifaddrmsg()
+    msg["family"] = family
+    msg["header"]["type"] = RTM_GETADDR
+    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    msg["header"]["sequence_number"] = 1
+    msg.encode()
+    found: set[str] = set()
+    marshal = MarshalRtnl()
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+        sock.settimeout(timeout)
+        sock.bind((0, 0))
+        sock.send(msg.data)
+        while True:
+            for reply in marshal.parse(sock.recv(READ_SIZE)):
+                kind = reply["header"]["type"]
+                if kind == NLMSG_DONE:
+                    return frozenset(found)
+                if kind == NLMSG_ERROR:
+                    error = reply["header"].get("error")
+                    raise OSError(getattr(error, "code", errno.EIO), f"address dump refused: {error}")
+                address = reply.get_attr("IFA_LOCAL") or reply.get_attr("IFA_ADDRESS")
+                if kind == RTM_NEWADDR and address is not None:
+                    found.add(_address(address))
