@@ -5,18 +5,25 @@ SSH power-off to the peer's management address), `heartbeat.key` (one secret sha
 `ipmi.pass` (the BMCs' password, 0600) and a `state/` directory. Lab node `a` is arbiter node `node-a`.
 `keepalived-arbiter lab exec --lab NAME a -- keepalived-arbiter fence node-b status` runs a command on node a
 with this config as its default (`KEEPALIVED_ARBITER_CONFIG`).
+
+With `LabSpec.arbiter`, each node also gets `on-boot`: the script the node runs at every boot (after sshd and
+keepalived, inside its namespace) to start the agent, `keepalived-arbiter run -c arbiter.toml`, with its PID in
+`agent.pid` and its output (one JSON line per decision) appended to `agent.log`.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shlex
 from pathlib import Path
 
 from arbiter.lab import topology
 from arbiter.lab.topology import LabPlan, NodePlan
 
 CONFIG = "arbiter.toml"
+AGENT_LOG = "agent.log"
+AGENT_PID = "agent.pid"
 HEARTBEAT_PORT = 6941
 # The node that should lose a no-lease fence race waits longer: node a (highest priority) fences first.
 RACE_DELAY_MS = {"a": 0, "b": 2000, "c": 4000}
@@ -137,3 +144,30 @@ def write_agent_files(plan: LabPlan) -> None:
             with os.fdopen(fd, "w") as f:
                 f.write(text)
         config_path(node).write_text(arbiter_config(plan, node))
+        if plan.spec.arbiter:
+            Path(d, topology.ON_BOOT).write_text(on_boot_script(plan, node))
+
+
+def on_boot_script(plan: LabPlan, node: NodePlan) -> str:
+    """Start the node's agent once keepalived has written its gates (init_file), so that the agent's first
+    write (closed) is never overwritten by keepalived's start-up."""
+    q = shlex.quote
+    gates = " && ".join(f"[ -s {q(str(topology.gate_path(node, name)))} ]" for name in topology.instance_names(plan))
+    agent = topology.venv_bin(plan) / "keepalived-arbiter"
+    return "\n".join(
+        [
+            "#!/bin/sh",
+            f"# lab node {node.name}: starts keepalived-arbiter in this node's namespace; written by the lab",
+            f"cd {q(node.dir)} || exit 1",
+            "i=0",
+            f"until {gates}; do",
+            "    i=$((i + 1)); [ $i -gt 100 ] && break",
+            "    sleep 0.05",
+            "done",
+            # exec: the shell's PID becomes the agent's, so agent.pid names the agent itself.
+            f"echo $$ > {AGENT_PID}",
+            "export PYTHONUNBUFFERED=1",
+            f"exec {q(str(agent))} run -c {q(str(config_path(node)))} >> {AGENT_LOG} 2>&1",
+            "",
+        ]
+    )

@@ -51,6 +51,7 @@ class LabSpec:
     instances: int = 1  # 2 = dual-instance: VI_1 prefers node a, VI_2 prefers node b
     nopreempt: bool = False
     sentinel: bool = False
+    arbiter: bool = False  # an agent per node, gating keepalived through track_file + notify (issue 6)
 
     def check(self) -> None:
         if self.nodes not in (2, 3):
@@ -184,7 +185,30 @@ def build_network(plan: LabPlan) -> None:
 # --- processes -----------------------------------------------------------------------------------------
 
 
+SOCKET_ENV = "KEEPALIVED_ARBITER_SOCKET"  # read by hooks/notify.py: where this node's agent listens
+
+
+def gate_path(node: NodePlan, instance: str) -> Path:
+    """The instance's gate (keepalived's track_file), as the node's arbiter.toml names it."""
+    return Path(node.dir, f"{instance}.gate")
+
+
+def agent_socket(node: NodePlan) -> Path:
+    return Path(node.dir, "agent.sock")
+
+
+def venv_bin(plan: LabPlan) -> Path:
+    """The directory holding the lab's own interpreter and this package's console scripts."""
+    return Path(plan.python).parent
+
+
+def instance_names(plan: LabPlan) -> list[str]:
+    return [f"VI_{i + 1}" for i in range(len(plan.vips))]
+
+
 def keepalived_conf(plan: LabPlan, node: NodePlan, extra_instance: str = "", extra_global: str = "") -> str:
+    """keepalived.conf of one node; with `spec.arbiter`, the three lines deploy/keepalived.conf.example adds:
+    a weight-0 track_file per instance (the gate) and the notify hook."""
     spec = plan.spec
     blocks = [
         "global_defs {",
@@ -196,6 +220,16 @@ def keepalived_conf(plan: LabPlan, node: NodePlan, extra_instance: str = "", ext
         extra_global,
         "}",
     ]
+    if spec.arbiter:
+        for name in instance_names(plan):
+            # init_file 0: keepalived alone until the agent writes its first (closed) gate.
+            blocks += [
+                f"track_file arbiter_{name} {{",
+                f'    file "{gate_path(node, name)}"',
+                "    init_file 0 overwrite",
+                "}",
+            ]
+    arbiter_lines = [f'    notify "{venv_bin(plan) / "keepalived-arbiter-notify"}"'] if spec.arbiter else []
     for i, vip in enumerate(plan.vips):
         # dual-instance: VI_2's priorities are rotated so another node is its natural master.
         prio = PRIORITIES[(node.index - i) % len(plan.nodes)] if i else node.priority
@@ -211,6 +245,8 @@ def keepalived_conf(plan: LabPlan, node: NodePlan, extra_instance: str = "", ext
             "    virtual_ipaddress {",
             f"        {vip}/24 dev eth0",
             "    }",
+            *(["    track_file {", f"        arbiter_VI_{i + 1} weight 0", "    }"] if spec.arbiter else []),
+            *arbiter_lines,
             extra_instance.replace("{instance}", f"VI_{i + 1}"),
             "}",
         ]
@@ -241,8 +277,10 @@ def start_keepalived(plan: LabPlan, node: NodePlan) -> int:
         "--checkers_pid",
         str(d / "checkers.pid"),
     ]
+    # The notify hook inherits keepalived's environment: this finds the node's own agent, no shim in between.
+    env = {**os.environ, SOCKET_ENV: str(agent_socket(node))} if plan.spec.arbiter else None
     proc = subprocess.Popen(
-        netns.in_ns(node.netns, argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        netns.in_ns(node.netns, argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
     )
     log.close()
     return proc.pid
@@ -392,6 +430,34 @@ def observers(plan: LabPlan) -> list[int]:
         return []
 
 
+def power_log(plan: LabPlan) -> Path:
+    """`MONOTONIC off|on NODE` per line: when a BMC switched a node, whoever asked (scenario or fencing agent)."""
+    return Path(plan.dir, "power.log")
+
+
+def _log_power(plan: LabPlan, state: str, name: str) -> None:
+    # The monotonic clock is the host's in every namespace: the lab puts these lines on its timeline as they are.
+    with power_log(plan).open("a") as f:
+        f.write(f"{time.monotonic():.6f} {state} {name}\n")
+
+
+def read_power_log(plan: LabPlan) -> list[tuple[float, str, str]]:
+    """(monotonic time, "off"|"on", node) per BMC power change, in the order they happened."""
+    try:
+        lines = power_log(plan).read_text().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 3 and parts[1] in ("off", "on"):
+            try:
+                found.append((float(parts[0]), parts[1], parts[2]))
+            except ValueError:
+                continue
+    return found
+
+
 def power_off_node(plan: LabPlan, name: str) -> None:
     """What pulling the plug looks like from the network: every process gone, no address, no carrier."""
     node = plan.node(name)
@@ -400,6 +466,7 @@ def power_off_node(plan: LabPlan, name: str) -> None:
         run(["ip", "-n", node.netns, "addr", "flush", "dev", dev], check=False)
         run(["ip", "-n", node.netns, "link", "set", dev, "down"], check=False)
     Path(node.dir, "power").write_text("off\n")
+    _log_power(plan, "off", name)
 
 
 def power_on_node(plan: LabPlan, name: str) -> None:
@@ -409,14 +476,32 @@ def power_on_node(plan: LabPlan, name: str) -> None:
         run(["ip", "-n", node.netns, "addr", "replace", f"{cidr}/24", "dev", dev])
     start_node_processes(plan, node)
     Path(node.dir, "power").write_text("on\n")
+    _log_power(plan, "on", name)
+
+
+ON_BOOT = "on-boot"
 
 
 def start_node_processes(plan: LabPlan, node: NodePlan) -> None:
+    """What a node runs when it boots: sshd, keepalived, then the `on-boot` script (the arbiter's agent, when the
+    lab has one), inside the node's namespace so that a power-off kills it with the rest."""
+    hook = Path(node.dir, ON_BOOT)
+    if hook.exists():
+        # keepalived's init_file rewrites the gates when it starts; the script waits for that, so the agent's
+        # first (closed) gate is never overwritten. Stale gates from before a power-off must not count.
+        for name in instance_names(plan):
+            gate_path(node, name).unlink(missing_ok=True)
     start_sshd(node)
     start_keepalived(plan, node)
-    hook = Path(node.dir, "on-boot")
-    if hook.exists():  # the agent's start command, written by the arbiter lab (issue 6)
-        subprocess.Popen(["/bin/sh", str(hook)], stdin=subprocess.DEVNULL)
+    if hook.exists():
+        subprocess.Popen(
+            netns.in_ns(node.netns, ["/bin/sh", str(hook)]),
+            cwd=node.dir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def node_powered(node: NodePlan) -> bool:
