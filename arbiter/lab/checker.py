@@ -15,6 +15,13 @@ Conventions (all times are the events' own clock, `time.monotonic()` seconds, ab
 - `failover_ms` runs from `fault_at` to the first moment at which one node that did not hold the VIP at the
   fault (or is not `owner_at_fault`, when given) holds it *and* is the client's first ARP answer. When the
   history has no ARP event for the VIP at all (no client was watching), holding alone decides.
+- With the arbiter (GATE and FENCE events from the agents): `fence_at` is the first fence of the owner at the
+  fault confirmed OFF after the fault; `stepdown_at` the first time the owner's own agent closed a gate after
+  the fault; `released_by` says what ended the owner's last hold ("step-down" when its gate closed before the
+  VIP left it, else "fence" when it was fenced, else "keepalived"; None while it still holds).
+  `fence_before_keep` (None when nobody fenced the owner or no other node alone holds the VIP at the end) is
+  True when the survivor keeps the VIP only from the fence on: the fence was confirmed OFF, the owner no longer
+  holds, and no dual master since the fault outlasts the fence's confirmation.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from arbiter.lab.events import ARP, VIP_ADD, VIP_DEL, Event
+from arbiter.lab.events import ARP, FENCE, GATE, VIP_ADD, VIP_DEL, Event
 
 Interval = tuple[float, float]
 
@@ -59,6 +66,10 @@ class Verdict:
     violations: list[str]
     intervals: dict[str, list[Interval]] = field(default_factory=dict)  # absolute monotonic seconds
     dual_periods: list[DualPeriod] = field(default_factory=list)
+    fence_at: float | None = None
+    stepdown_at: float | None = None
+    released_by: str | None = None
+    fence_before_keep: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -220,6 +231,49 @@ def _and(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+@dataclass(frozen=True)
+class Release:
+    """How the owner at the fault lost the VIP, from the agents' events (see the module docstring)."""
+
+    fence_at: float | None
+    stepdown_at: float | None
+    released_by: str | None
+    fence_before_keep: bool | None
+
+
+def release(
+    events: Sequence[Event],
+    intervals: dict[str, list[Interval]],
+    periods: Sequence[DualPeriod],
+    owner: str | None,
+    fault_at: float | None,
+    end_at: float,
+) -> Release:
+    if owner is None or fault_at is None:
+        return Release(None, None, None, None)
+    ordered = sorted((e for e in events if e.t >= fault_at and e.node == owner), key=lambda e: e.t)
+    fences = [e for e in ordered if e.kind == FENCE]
+    fence_at = next((e.t for e in fences if ": confirmed" in e.detail), None)
+    stepdown_at = next((e.t for e in ordered if e.kind == GATE and " closed" in e.detail), None)
+    holders_end = _holders_at_end(intervals, end_at)
+    released_by: str | None = None
+    if owner not in holders_end:
+        ended = max((e for _, e in intervals.get(owner, [])), default=None)
+        if stepdown_at is not None and ended is not None and stepdown_at <= ended:
+            released_by = "step-down"
+        elif fence_at is not None:
+            released_by = "fence"
+        elif ended is not None:
+            released_by = "keepalived"
+    survivors = [n for n in holders_end if n != owner]
+    keep: bool | None = None
+    if fences and len(survivors) == 1:
+        keep = False
+        if fence_at is not None and owner not in holders_end:
+            keep = all(p.end <= fence_at for p in periods if p.end >= fault_at)
+    return Release(fence_at, stepdown_at, released_by, keep)
+
+
 def judge(
     events: list[Event],
     nodes: list[str],
@@ -244,6 +298,11 @@ def judge(
         failover_s = None if at is None else at - fault_at
 
     holders_end = _holders_at_end(intervals, end_at)
+    owner = owner_at_fault
+    if owner is None and fault_at is not None:
+        at_fault = _holders_at(intervals, fault_at)
+        owner = at_fault[0] if len(at_fault) == 1 else None
+    released = release(events, intervals, periods, owner, fault_at, end_at)
     until = heal_at if heal_at is not None else end_at
     dual_until_heal = fault_at is not None and any(p.start >= fault_at and p.end >= until for p in periods)
 
@@ -281,4 +340,8 @@ def judge(
         violations=violations,
         intervals=intervals,
         dual_periods=periods,
+        fence_at=released.fence_at,
+        stepdown_at=released.stepdown_at,
+        released_by=released.released_by,
+        fence_before_keep=released.fence_before_keep,
     )

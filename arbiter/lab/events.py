@@ -18,7 +18,12 @@ ARP = "arp"  # node: the node whose MAC answered the client's ARP for the VIP ("
 VRRP_STATE = "vrrp-state"  # node: keepalived's new state in detail (MASTER, BACKUP, FAULT, STOP)
 FAULT = "fault"  # node: where ("" = cluster-wide); detail: what, e.g. "vrrp-cut both"
 HEAL = "heal"  # the matching fault undone; detail names it
-NOTE = "note"  # anything else worth showing on the timeline (scenario phases, fencing events)
+NOTE = "note"  # anything else worth showing on the timeline (scenario phases)
+# The arbiter's agents (from each node's agent.log) and the BMCs (from the lab's power log):
+GATE = "gate"  # node: whose gate changed; detail: "VI_1 closed RULE: reason" (or "open")
+DECISION = "decision"  # node: whose agent decided; the rule changed, the gate did not: "VI_1 open RULE: reason"
+FENCE = "fence"  # node: the node fenced; detail: "by b: requested ..." / "by b: OFF confirmed ..." / "by b: failed"
+POWER = "power"  # node: the node whose BMC switched it; detail: "off" or "on" (whoever asked)
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 from types import FrameType, TracebackType
 
-from arbiter.lab import agentconf, netns, topology
+from arbiter.lab import agentconf, agentlog, netns, topology
+from arbiter.lab.agentlog import AgentRecord
 from arbiter.lab.bmc import Bmc, BmcSpec
-from arbiter.lab.events import NOTE, Timeline
+from arbiter.lab.events import NOTE, POWER, Event, Timeline
 from arbiter.lab.faults import Faults
 from arbiter.lab.netns import LabError, run
 from arbiter.lab.recorder import AddressWatch, ArpWatch, KeepalivedStateWatch, Recorder
@@ -35,6 +36,8 @@ class Lab:
         self.recorder = Recorder()
         self.bmcs: dict[str, Bmc] = {}
         self._old_sigterm: object = None
+        # Agents may stamp their log lines with the wall clock: this moves them onto the timeline's clock.
+        self.wall_minus_mono = time.time() - time.monotonic()
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -73,7 +76,8 @@ class Lab:
         self._start_recorder()
         for node in plan.nodes:
             topology.start_node_processes(plan, node)
-        self.timeline.add(NOTE, "", f"lab {plan.prefix} up: {len(plan.nodes)} nodes")
+        arbiter = " with the arbiter" if plan.spec.arbiter else ""
+        self.timeline.add(NOTE, "", f"lab {plan.prefix} up: {len(plan.nodes)} nodes{arbiter}")
 
     def _start_recorder(self) -> None:
         plan = self.plan
@@ -153,6 +157,55 @@ class Lab:
                 return float(line)
             finally:
                 proc.kill()
+
+    # --- the arbiter's agents ------------------------------------------------------------------------
+
+    def agent_pid(self, node: str) -> int | None:
+        return netns.read_pid(str(Path(self.plan.node(node).dir, agentconf.AGENT_PID)))
+
+    def agent_running(self, node: str) -> bool:
+        pid = self.agent_pid(node)
+        return pid is not None and not netns.gone(pid)
+
+    def agents_ready(self) -> bool:
+        """Every powered node's agent runs and has opened every gate since it started (its first write is
+        closed; keepalived's init_file 0 comes before the agent starts, so an open gate newer than agent.pid is
+        the agent's own)."""
+        for node in self.plan.nodes:
+            if not topology.node_powered(node):
+                continue
+            pid_file = Path(node.dir, agentconf.AGENT_PID)
+            if not self.agent_running(node.name):
+                return False
+            started = pid_file.stat().st_mtime
+            for name in topology.instance_names(self.plan):
+                gate = topology.gate_path(node, name)
+                if gate.read_text().strip() != "0" or gate.stat().st_mtime < started:
+                    return False
+        return True
+
+    def wait_agents_ready(self, timeout: float) -> float:
+        start = time.monotonic()
+        topology.wait_for(self.agents_ready, timeout, "every agent to open its gates (see agent.log in each node dir)")
+        return time.monotonic() - start
+
+    def agent_records(self) -> dict[str, list[AgentRecord]]:
+        """Every decision and fence line of every node's agent.log so far, per node, in time order."""
+        return {
+            node.name: agentlog.read_agent_log(Path(node.dir, agentconf.AGENT_LOG), node.name, self.wall_minus_mono)
+            for node in self.plan.nodes
+        }
+
+    def record_agents_and_power(self) -> dict[str, list[AgentRecord]]:
+        """Put the agents' decisions (gate changes, rule changes, fences) and the BMCs' power changes on the
+        timeline. Call once, at the end of a run: the agents' logs and the power log are read back whole."""
+        records = self.agent_records()
+        events: list[Event] = agentlog.timeline_events(r for rs in records.values() for r in rs)
+        for t, state, node in topology.read_power_log(self.plan):
+            events.append(Event(t, POWER, node, state))
+        for e in events:
+            self.timeline.add(e.kind, e.node, e.detail, t=e.t)
+        return records
 
     # --- operator actions ---------------------------------------------------------------------------
 

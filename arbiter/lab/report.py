@@ -1,7 +1,9 @@
 """A run's report for an operator: `timeline.svg` (the picture) and `timeline.txt` (every event, one per line).
 
 The SVG is hand-written (no dependency) and reads top to bottom: for each node a lane with the VIPs it held (one
-colour per VIP) and, when keepalived reported them, its VRRP states; then "client ARP", the node whose MAC answered
+colour per VIP) and, when keepalived reported them, its VRRP states; with the arbiter, its gate per instance (open
+or closed, from the agent's decisions) and every fence of that node (a purple mark: requested, confirmed OFF or
+failed) and BMC power change (a black mark); then "client ARP", the node whose MAC answered
 the client's ARP for each VIP. Split brain is drawn in red across the node lanes (two nodes holding one VIP) and in
 the client lane (two MACs answering). Faults and heals are dashed vertical lines, labelled at the top. Times are
 seconds since `t0`. The caption repeats the checker's figures and violations.
@@ -10,13 +12,13 @@ seconds since `t0`. The caption repeats the checker's figures and violations.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 from arbiter.lab.checker import Verdict, arp_answers, dual_periods, hold_intervals
-from arbiter.lab.events import FAULT, HEAL, NOTE, VIP_ADD, VIP_DEL, VRRP_STATE, Event
+from arbiter.lab.events import DECISION, FAULT, FENCE, GATE, HEAL, NOTE, POWER, VIP_ADD, VIP_DEL, VRRP_STATE, Event
 
 RED = "#d62728"
 VIP_COLOURS = ["#17becf", "#9467bd", "#8c564b", "#bcbd22", "#1f9e89"]
@@ -28,6 +30,9 @@ STATE_COLOURS = {
     "STOP": "#555555",
 }
 OTHER_STATE = "#dddddd"
+GATE_COLOURS = {"open": "#98df8a", "closed": "#ff9f1c"}
+FENCE_COLOUR = "#6a3d9a"
+POWER_COLOUR = "#000000"
 NO_REPLY = "#f0f0f0"
 UNKNOWN_MAC = "#999999"
 FAULT_COLOUR = "#b00000"
@@ -188,6 +193,7 @@ def render_svg(
                 if x2 - x1 > CHAR_W * len(state) + 4:
                     svg.text(x1 + 2, y + 13, state, font_size="9", fill="#000")
             y += ROW + ROW_GAP
+        y = _gate_rows(svg, events, node, y, end_abs, t0, x_of)
         back.rect(LEFT - 4, lane_y - 3, plot_w + 8, y - lane_y + 2, "#fafafa", class_="lane")
         y += LANE_GAP
     nodes_bottom = y - LANE_GAP
@@ -316,6 +322,12 @@ def render_svg(
     items += [(NO_REPLY, "no ARP reply", ""), (UNKNOWN_MAC, "unknown MAC", "")]
     if any(e.kind == VRRP_STATE for e in events):
         items += [(c, f"keepalived {s}", "") for s, c in STATE_COLOURS.items()]
+    if any(e.kind in (GATE, DECISION) for e in events):
+        items += [(c, f"arbiter gate {g}", "") for g, c in GATE_COLOURS.items()]
+    if any(e.kind == FENCE for e in events):
+        items += [(FENCE_COLOUR, "fence of this node", "")]
+    if any(e.kind == POWER for e in events):
+        items += [(POWER_COLOUR, "BMC power change", "")]
     x = 8.0
     for colour, label, opacity in items:
         width = 18 + CHAR_W * len(label) + 14
@@ -340,3 +352,36 @@ def render_svg(
     background = f'<rect x="0" y="0" width="{WIDTH}" height="{height:.0f}" fill="#ffffff"/>'
     heading = f'<text x="8" y="22" font-size="15" font-weight="bold">{escape(title)}</text>'
     return "\n".join([head, background, heading, *back.parts, *grid.parts, *svg.parts, "</svg>", ""])
+
+
+def _gate_rows(
+    svg: _Svg, events: Sequence[Event], node: str, y: int, end_abs: float, t0: float, x_of: Callable[[float], float]
+) -> int:
+    """The node's arbiter rows: one per instance with its gate (open/closed), then fences and power changes."""
+    gates = [e for e in events if e.kind in (GATE, DECISION) and e.node == node and len(e.detail.split()) >= 2]
+    for inst in dict.fromkeys(e.detail.split()[0] for e in gates):
+        svg.text(LEFT - 8, y + 13, f"arbiter {inst}", text_anchor="end", fill="#555")
+        mine = [e for e in gates if e.detail.split()[0] == inst]
+        for i, e in enumerate(mine):
+            gate = e.detail.split()[1]
+            g_end = mine[i + 1].t if i + 1 < len(mine) else end_abs
+            x1, x2 = x_of(e.t), x_of(g_end)
+            tip = f"{node} {inst} gate {e.detail.split(' ', 1)[1]} from {e.t - t0:.3f} s"
+            svg.rect(x1, y + 3, x2 - x1, ROW - 6, GATE_COLOURS.get(gate, OTHER_STATE), tip=tip, class_="gate")
+            rule = e.detail.split()[2].rstrip(":") if len(e.detail.split()) > 2 else ""
+            label = f"{gate} {rule}".strip()
+            if x2 - x1 > CHAR_W * len(label) + 4:
+                svg.text(x1 + 2, y + 13, label, font_size="9", fill="#000")
+        y += ROW + ROW_GAP
+    marks = [e for e in events if e.kind in (FENCE, POWER) and e.node == node]
+    if marks:
+        svg.text(LEFT - 8, y + 13, "fence / power", text_anchor="end", fill="#555")
+        for e in marks:
+            colour = FENCE_COLOUR if e.kind == FENCE else POWER_COLOUR
+            label = f"fence {e.detail}" if e.kind == FENCE else f"power {e.detail}"
+            tip = f"{e.t - t0:.3f} s {node}: {label}"
+            svg.rect(x_of(e.t) - 1.5, y + 1, 3, ROW - 2, colour, tip=tip, class_=e.kind)
+            short = label.split(" (")[0]
+            svg.text(x_of(e.t) + 3, y + 13, short, font_size="9", fill=colour)
+        y += ROW + ROW_GAP
+    return y

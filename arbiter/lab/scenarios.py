@@ -2,6 +2,10 @@
 
 `run_scenario(name, ...)` returns the JSON-ready result printed by `keepalived-arbiter lab run`. Windows are
 scaled to keepalived's master-down interval so the same scenario works at advert_int 1 and at VRRPv3 0.1.
+
+With `arbiter=True` every node runs the agent (see agentconf's `on-boot`): the scenario starts once every
+agent has opened its gates, watches a lease TTL longer (fencing takes that), and the result carries the
+agents' decisions and fences on its timeline and the checker's verdict on how the old master let go.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from arbiter.lab import topology
+from arbiter.lab.agentlog import AgentRecord
 from arbiter.lab.checker import Verdict, judge
-from arbiter.lab.events import NOTE, VIP_DEL
+from arbiter.lab.events import DECISION, FENCE, GATE, NOTE, VIP_DEL
 from arbiter.lab.faults import Heal
 from arbiter.lab.lab import Lab
 from arbiter.lab.netns import LabError
@@ -31,23 +36,31 @@ class Phase:
     heal_at: float | None = None
     owners: dict[str, str | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)  # scenario-specific figures for the result
+
+
+# The lab's lease TTL (agentconf writes ttl_ms = 3000): an isolated master lets go, or is fenced, within it.
+ARBITER_SETTLE = 3.0
+AGENT_START_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
 class Timing:
     advert_int: float
     master_down: float
+    arbiter: bool = False
 
     @classmethod
     def of(cls, spec: LabSpec) -> Timing:
         prio = topology.PRIORITIES[1]  # the backup's timer decides the failover
         skew = (256 - prio) / 256 if spec.vrrp_version == 2 else (256 - prio) * spec.advert_int / 256
-        return cls(spec.advert_int, 3 * spec.advert_int + skew)
+        return cls(spec.advert_int, 3 * spec.advert_int + skew, spec.arbiter)
 
     @property
     def observe(self) -> float:
-        """Long enough for keepalived alone to finish its own reaction to a fault, twice over."""
-        return max(2 * self.master_down, 2.0) + 1.0
+        """Long enough for keepalived alone to finish its own reaction to a fault, twice over (and, with the
+        arbiter, for a lease to expire and a fence to be confirmed)."""
+        return max(2 * self.master_down, 2.0) + 1.0 + (ARBITER_SETTLE if self.arbiter else 0.0)
 
 
 Body = Callable[[Lab, random.Random, Timing, Phase], None]
@@ -62,7 +75,11 @@ class Scenario:
 
 
 def _converge(lab: Lab, timing: Timing, phase: Phase) -> None:
-    """Wait for the natural masters (VI_1 on a; VI_2, if any, on b), then for a quiet moment."""
+    """Wait for the agents (if any) to open their gates, for the natural masters (VI_1 on a; VI_2, if any, on b),
+    then for a quiet moment."""
+    if lab.plan.spec.arbiter:
+        took = lab.wait_agents_ready(AGENT_START_TIMEOUT)
+        lab.timeline.add(NOTE, "", f"every agent has opened its gates ({took:.1f} s)")
     for i, vip in enumerate(lab.plan.vips):
         owner = lab.plan.nodes[i].name
         lab.wait_holders(vip, [owner], timing.master_down + 8)
@@ -155,14 +172,52 @@ def _serial_cut(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> N
     _fault_window(lab, rng, timing, phase, lab.faults.serial_cut)
 
 
+def lease_token(lab: Lab, instance: str = "VI_1") -> int | None:
+    """The fencing token of the instance's current lease in the witness Redis (None: no lease)."""
+    key = f"keepalived-arbiter:{{{lab.plan.prefix}:{instance}}}:lease-token"
+    try:
+        text = lab.redis_cli("GET", key)
+    except LabError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
 def _redis_restart_empty(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
     _converge(lab, timing, phase)
+    before = lease_token(lab) if lab.plan.spec.arbiter else None
     _fault_window(lab, rng, timing, phase, lab.faults.redis_restart_empty)
+    if lab.plan.spec.arbiter:
+        after = lease_token(lab)
+        phase.figures["tokens"] = {"before": before, "after": after}
+        lab.timeline.add(NOTE, "", f"VI_1 lease token {before} before the restart, {after} at the end")
 
 
 def _reference_lost(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
     _converge(lab, timing, phase)
     _fault_window(lab, rng, timing, phase, lambda: lab.faults.reference_lost("a"))
+
+
+def _pause_agent_isolate(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    """The master's agent is frozen, then the master is cut off: it cannot step down by itself, so the other
+    node must fence it before it keeps the VIP. Keepalived alone (no agent to freeze) is plain `isolate`."""
+    _converge(lab, timing, phase)
+
+    def inject() -> Heal:
+        heals: list[Heal] = []
+        if lab.plan.spec.arbiter:
+            heals.append(lab.faults.pause("a", "agent"))
+        else:
+            lab.timeline.add(NOTE, "a", "keepalived alone: no agent to pause")
+        heals.append(lab.faults.isolate("a"))
+
+        def heal() -> None:
+            # Also after a fence: the rules stay in a's namespace, and SIGCONT to a dead agent changes nothing.
+            for undo in reversed(heals):
+                undo()
+
+        return heal
+
+    _fault_window(lab, rng, timing, phase, inject)
 
 
 def _nopreempt_return(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
@@ -183,6 +238,11 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("vrrp-cut", "nftables drops VRRP (IP protocol 112) at both nodes", _vrrp_cut),
         Scenario("hb-cut", "VRRP and every Ethernet heartbeat dropped; serial cables up", _hb_cut),
         Scenario("isolate", "the master is cut off from everything (all NICs, serial)", _isolate),
+        Scenario(
+            "pause-agent-isolate",
+            "the master's agent is SIGSTOPped, then the master is cut off from everything",
+            _pause_agent_isolate,
+        ),
         Scenario("power-off", "the master's BMC powers it off (ipmitool chassis power off)", _power_off),
         Scenario("keepalived-crash", "keepalived on the master is SIGKILLed", _keepalived_crash),
         Scenario("pause-keepalived", "keepalived on the master is SIGSTOPped, then continued", _pause_keepalived),
@@ -211,13 +271,15 @@ def run_scenario(
     seed: int = 0,
     advert_int: float = 1.0,
     vrrp_version: int = 2,
+    arbiter: bool = False,
     report_dir: Path | None = None,
 ) -> dict[str, Any]:
     try:
         scenario = SCENARIOS[name]
     except KeyError:
         raise LabError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}") from None
-    spec = replace(LabSpec(advert_int=advert_int, vrrp_version=vrrp_version), **scenario.spec_changes)
+    base = LabSpec(advert_int=advert_int, vrrp_version=vrrp_version, arbiter=arbiter)
+    spec = replace(base, **scenario.spec_changes)
     spec.check()
     timing = Timing.of(spec)
     rng = random.Random(seed)
@@ -226,7 +288,9 @@ def run_scenario(
         lab.timeline.add(NOTE, "", f"scenario {name} (seed {seed})")
         scenario.body(lab, rng, timing, phase)
         end_at = time.monotonic()
+        agents_up = {n.name: lab.agent_running(n.name) for n in lab.plan.nodes if topology.node_powered(n)}
         lab.recorder.stop()
+        records = lab.record_agents_and_power()
         events = lab.timeline.sorted()
         nodes = [n.name for n in lab.plan.nodes]
         verdicts: dict[str, Verdict] = {
@@ -234,6 +298,15 @@ def run_scenario(
             for vip in lab.plan.vips
         }
         result = _result(name, seed, spec, lab, verdicts, end_at)
+        result.update(phase.figures)
+        if spec.arbiter:
+            result["agents"] = _agents(records, agents_up, lab.timeline.t0)
+            result["violations"] += _agent_violations(result["agents"])
+        first = verdicts[lab.plan.vips[0]]
+        result["fence_before_keep"] = first.fence_before_keep
+        result["released_by"] = first.released_by
+        result["fence_ms"] = _since(first.fence_at, phase.fault_at)
+        result["stepdown_ms"] = _since(first.stepdown_at, phase.fault_at)
         if report_dir is not None:
             paths = write_report(
                 report_dir, events, lab.timeline.t0, nodes, list(lab.plan.vips), verdicts, _title(name, spec)
@@ -242,8 +315,44 @@ def run_scenario(
     return result
 
 
+def _since(t: float | None, fault_at: float | None) -> float | None:
+    return None if t is None or fault_at is None else round((t - fault_at) * 1000, 1)
+
+
+def _agents(records: dict[str, list[AgentRecord]], up: dict[str, bool], t0: float) -> dict[str, Any]:
+    """Per node: whether its agent still ran at the end (None: the node was off), how many decisions it logged,
+    and its gate changes and fences (times in seconds since t0, as on the timeline)."""
+    from arbiter.lab.agentlog import timeline_events  # noqa: PLC0415 - only arbiter runs need it
+
+    out: dict[str, Any] = {}
+    for node, mine in records.items():
+        events = timeline_events(mine)
+        out[node] = {
+            "running_at_end": up.get(node),
+            "decisions": sum(1 for r in mine if r.gate),
+            "gate_changes": [
+                {"t": round(e.t - t0, 4), "detail": e.detail} for e in events if e.kind in (GATE, DECISION)
+            ],
+            "fences": [
+                {"t": round(e.t - t0, 4), "node": e.node, "detail": e.detail} for e in events if e.kind == FENCE
+            ],
+        }
+    return out
+
+
+def _agent_violations(agents: dict[str, Any]) -> list[str]:
+    found = []
+    for node, figures in agents.items():
+        if figures["running_at_end"] is False:
+            found.append(f"the agent of node {node} is not running at the end (see its agent.log)")
+        if not figures["decisions"]:
+            found.append(f"the agent of node {node} logged no decision")
+    return found
+
+
 def _title(name: str, spec: LabSpec) -> str:
-    return f"{name}: keepalived alone, VRRPv{spec.vrrp_version}, advert_int {spec.advert_int:g}s"
+    who = "keepalived + arbiter" if spec.arbiter else "keepalived alone"
+    return f"{name}: {who}, VRRPv{spec.vrrp_version}, advert_int {spec.advert_int:g}s"
 
 
 def _result(
@@ -253,7 +362,7 @@ def _result(
     t0 = lab.timeline.t0
     return {
         "scenario": name,
-        "arbiter": False,
+        "arbiter": spec.arbiter,
         "seed": seed,
         "advert_int": spec.advert_int,
         "vrrp_version": spec.vrrp_version,
