@@ -39,11 +39,16 @@ unit: install
 
 test: lint typecheck unit
 
-# The main job: a two-node lab of real keepalived, VRRP cut at both nodes, keepalived alone; timeline, figures
-# and a picture (lab-report/timeline.svg). Builds and tears down everything itself.
+# The main job: a two-node lab of real keepalived with VRRP cut at both nodes, run twice: keepalived alone
+# (lab-report/alone), then with the arbiter on every node (lab-report/arbiter); both timelines and figures side
+# by side, and a picture of each (timeline.svg). Builds and tears down everything itself; about a minute.
 demo: install
 	$(BIN)/keepalived-arbiter check-config --offline -c deploy/arbiter.toml.example
-	$(BIN)/keepalived-arbiter lab run vrrp-cut --report lab-report
+	@echo "vrrp-cut, keepalived alone ..."
+	$(BIN)/keepalived-arbiter lab run vrrp-cut --report lab-report/alone > /dev/null
+	@echo "vrrp-cut, with the arbiter ..."
+	$(BIN)/keepalived-arbiter lab run vrrp-cut --arbiter --report lab-report/arbiter > /dev/null
+	$(BIN)/keepalived-arbiter lab compare lab-report/alone lab-report/arbiter
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -45,14 +45,26 @@ def add_lab_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--advert-int", type=float, default=1.0, help="keepalived advert_int in seconds")
     run.add_argument("--vrrp-version", type=int, choices=(2, 3), default=2)
+    run.add_argument("--arbiter", action="store_true", help="run the arbiter's agent on every node")
     run.add_argument("--json", action="store_true", help="print one JSON object")
-    run.add_argument("--report", type=Path, metavar="DIR", help="write timeline.svg and timeline.txt here")
+    run.add_argument("--report", type=Path, metavar="DIR", help="write timeline.svg, timeline.txt and result.json here")
     run.set_defaults(func=func)
+
+    compare = verbs.add_parser("compare", help="two reports of `lab run --report` side by side")
+    compare.add_argument("dirs", nargs=2, type=Path, metavar="DIR")
+    compare.set_defaults(func=func)
 
     from arbiter.lab.bench import TARGETS  # noqa: PLC0415
 
     bench = verbs.add_parser("bench", help="run a benchmark and print its figures")
-    bench.add_argument("target", choices=sorted(TARGETS), metavar="TARGET", help=", ".join(sorted(TARGETS)))
+    bench.add_argument(
+        "target",
+        nargs="?",
+        choices=sorted(TARGETS),
+        metavar="TARGET",
+        help=f"{', '.join(sorted(TARGETS))} (default: scenarios, keepalived alone beside the arbiter)",
+    )
+    bench.add_argument("--runs", type=int, default=5, help="scenarios: runs per power-off figure (medians)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--seconds", type=float, default=None, help="measurement length (default: the goal's)")
     bench.add_argument("--instances", type=int, default=10_000, help="lease: VRRP instances renewed each second")
@@ -65,6 +77,7 @@ def add_lab_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
     up.add_argument("--nodes", type=int, choices=(2, 3), default=2)
     up.add_argument("--advert-int", type=float, default=1.0)
     up.add_argument("--vrrp-version", type=int, choices=(2, 3), default=2)
+    up.add_argument("--arbiter", action="store_true", help="run the arbiter's agent on every node")
     up.set_defaults(func=func)
 
     status = verbs.add_parser("status", help="who holds each VIP in a running lab")
@@ -112,11 +125,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         for s in scenarios.SCENARIOS.values():
             print(f"{s.name:20} {s.summary}")
         return 0
+    if verb == "compare":
+        from arbiter.lab.compare import compare  # noqa: PLC0415
+
+        print(compare(args.dirs[0], args.dirs[1]))
+        return 0
     lab_mod.require_root()
     if verb == "bench":
         from arbiter.lab import bench  # noqa: PLC0415
 
-        target = bench.load(args.target)
+        target = bench.load(args.target or bench.DEFAULT)
         result = target.run(args)
         print(json.dumps(result) if args.json else target.render(result))
         return 0
@@ -130,15 +148,20 @@ def _dispatch(args: argparse.Namespace) -> int:
             seed=args.seed,
             advert_int=args.advert_int,
             vrrp_version=args.vrrp_version,
+            arbiter=args.arbiter,
             report_dir=args.report,
         )
+        if args.report is not None:
+            (args.report / "result.json").write_text(json.dumps(result, indent=1) + "\n")
         if args.json:
             print(json.dumps(result))
         else:
             print(format_result(result))
         return 0
     if verb == "up":
-        spec = topology.LabSpec(nodes=args.nodes, advert_int=args.advert_int, vrrp_version=args.vrrp_version)
+        spec = topology.LabSpec(
+            nodes=args.nodes, advert_int=args.advert_int, vrrp_version=args.vrrp_version, arbiter=args.arbiter
+        )
         with lab_mod.Lab(spec) as lab:
             print(f"lab {lab.plan.prefix} is up (state in {lab.plan.dir}); Ctrl-C tears it down", flush=True)
             with contextlib.suppress(KeyboardInterrupt):
@@ -231,8 +254,15 @@ def format_result(result: dict[str, Any]) -> str:
         f"failover_ms     {result['failover_ms']}",
         f"arp_flaps       {result['arp_flaps']}",
         f"holders at end  {' '.join(result['holders_at_end']) or 'nobody'}",
-        "violations      " + ("; ".join(result["violations"]) or "none"),
     ]
+    if result["arbiter"]:
+        keep = result.get("fence_before_keep")
+        lines += [
+            f"released by     {result.get('released_by') or '-'}",
+            f"fence_ms        {result.get('fence_ms')}",
+            "fence before keep " + ("-" if keep is None else "yes" if keep else "NO"),
+        ]
+    lines += ["violations      " + ("; ".join(result["violations"]) or "none")]
     if "report" in result:
         lines.append("report          " + " ".join(result["report"]))
     return "\n".join(lines)

@@ -1,4 +1,6 @@
-"""`keepalived-arbiter lab bench TARGET`: benchmarks that print figures (JSON with --json).
+"""`keepalived-arbiter lab bench [TARGET]`: benchmarks that print figures (JSON with --json).
+
+Without a TARGET: `scenarios`, issue 6's goals with keepalived alone beside the arbiter in one run.
 
 One module per target, each with `run(args) -> dict` (the figures, JSON-serialisable) and `render(dict) -> str`
 (the same figures for a terminal). Targets are looked up by name so `--help` stays light.
@@ -14,7 +16,9 @@ TARGETS = {
     "lease": "lease renewals for many instances on one Redis, beside raw SET throughput",
     "heartbeat": "CPU and RSS of one agent sending/receiving heartbeats at 10 Hz on three media",
     "fence": "fence → confirmed OFF on one ipmi_sim: our IPMI driver (pyghmi) beside fence_ipmilan",
+    "scenarios": "lab scenarios, keepalived alone beside the arbiter: dual master, ARP flaps, failover, goals",
 }
+DEFAULT = "scenarios"
 
 
 class Bench(Protocol):
