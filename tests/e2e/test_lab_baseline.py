@@ -53,8 +53,9 @@ def test_hb_cut_keepalived_alone_splits_too() -> None:
     assert r["dual_until_heal"]
 
 
-def test_isolate_keepalived_alone_both_hold() -> None:
-    r = _run("isolate")
+@pytest.mark.parametrize("name", ["isolate", "pause-agent-isolate"])  # alone, the second is the first: no agent
+def test_isolate_keepalived_alone_both_hold(name: str) -> None:
+    r = _run(name)
     assert r["dual_master_ms"] > 0
 
 
@@ -110,7 +111,7 @@ def test_dual_instance_both_vips_split() -> None:
 
 def test_every_scenario_has_a_test() -> None:
     covered = {
-        "vrrp-cut", "hb-cut", "isolate", "power-off", "keepalived-crash", "pause-keepalived", "serial-cut",
+        "vrrp-cut", "hb-cut", "isolate", "pause-agent-isolate", "power-off", "keepalived-crash", "pause-keepalived", "serial-cut",
         "redis-restart-empty", "reference-lost", "nopreempt-return", "dual-instance",
     }  # fmt: skip
     assert covered == set(SCENARIOS)
