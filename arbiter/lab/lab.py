@@ -177,17 +177,43 @@ class Lab:
             pid_file = Path(node.dir, agentconf.AGENT_PID)
             if not self.agent_running(node.name):
                 return False
-            started = pid_file.stat().st_mtime
-            for name in topology.instance_names(self.plan):
-                gate = topology.gate_path(node, name)
-                if gate.read_text().strip() != "0" or gate.stat().st_mtime < started:
-                    return False
+            try:
+                started = pid_file.stat().st_mtime
+                for name in topology.instance_names(self.plan):
+                    gate = topology.gate_path(node, name)
+                    if gate.read_text().strip() != "0" or gate.stat().st_mtime < started:
+                        return False
+            except OSError:  # a gate between the agent's rename and our read, or before keepalived wrote it
+                return False
         return True
 
     def wait_agents_ready(self, timeout: float) -> float:
         start = time.monotonic()
-        topology.wait_for(self.agents_ready, timeout, "every agent to open its gates (see agent.log in each node dir)")
+        while not self.agents_ready():
+            # The lab directory goes with the lab: say here what the agents said.
+            dead = [
+                n.name
+                for n in self.plan.nodes
+                if topology.node_powered(n) and self.agent_pid(n.name) is not None and not self.agent_running(n.name)
+            ]
+            if dead:
+                raise LabError(f"the agent of node {', '.join(dead)} exited; {self.agent_log_tails()}")
+            if time.monotonic() - start > timeout:
+                raise LabError(f"no agent opened its gates within {timeout:g}s; {self.agent_log_tails()}")
+            time.sleep(0.05)
         return time.monotonic() - start
+
+    def agent_log_tails(self, lines: int = 4) -> str:
+        tails = []
+        for node in self.plan.nodes:
+            gates = " ".join(
+                f"{name}={_read(topology.gate_path(node, name)) or 'absent'}"
+                for name in topology.instance_names(self.plan)
+            )
+            running = "running" if self.agent_running(node.name) else "not running"
+            log = _read(Path(node.dir, agentconf.AGENT_LOG)).splitlines()[-lines:]
+            tails.append(f"node {node.name}: agent {running}, gates {gates}, agent.log ends: {' | '.join(log)}")
+        return "; ".join(tails)
 
     def agent_records(self) -> dict[str, list[AgentRecord]]:
         """Every decision and fence line of every node's agent.log so far, per node, in time order."""
@@ -236,6 +262,13 @@ def bmc_spec(plan: LabPlan, name: str) -> BmcSpec:
         power_off_cmd=[plan.python, "-m", "arbiter.lab.power", plan.dir, "off", node.name],
         power_on_cmd=[plan.python, "-m", "arbiter.lab.power", plan.dir, "on", node.name],
     )
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def _sigterm_to_exit(signum: int, frame: FrameType | None) -> None:
