@@ -109,6 +109,8 @@ class NotifyServer:
         # 0755: keepalived's hook (root) and the group's members must be able to reach the socket inside.
         self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         await self._clear_stale()
+        # Bound with the process umask and narrowed just after: in that instant a connection is still subject
+        # to the uid check below, so the window cannot deliver a privileged request.
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_LINE)
         try:
             if gid is not None:

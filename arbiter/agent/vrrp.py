@@ -11,8 +11,10 @@ A raw socket sees a packet after the host firewall's input chain, as keepalived'
 adverts are delivered even while keepalived is stopped; unicast adverts need nothing. IPv6 (VRRPv3 over IPv6)
 is not covered: keepalived's IPv6 instances would need an AF_INET6 socket of their own.
 
-Malformed or foreign packets never raise: each is counted in `refused` under a reason. Packets from this host's
-own addresses (multicast looped back to local sockets) are counted in `own` and otherwise ignored.
+VRRPv2's simple password (auth type 1) is not compared: the question here is whether the peer's adverts cross
+the path, and keepalived logs a mismatch itself. Malformed or foreign packets never raise: each is counted in
+`refused` under a reason. Packets from this host's own addresses (multicast looped back to local sockets) are
+counted in `own` and otherwise ignored.
 """
 
 from __future__ import annotations
