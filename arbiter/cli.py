@@ -83,6 +83,37 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return lab_cli.dispatch(args)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """The agent. Decisions go to stdout as JSON lines, the libraries' own messages to stderr."""
+    import asyncio  # noqa: PLC0415 - only the agent and `fence` run an event loop
+    import signal  # noqa: PLC0415
+
+    try:
+        cfg = _load_checked(args.config, offline=False)
+    except config_mod.ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+
+    from arbiter.agent.daemon import Agent  # noqa: PLC0415
+
+    async def main() -> None:
+        agent = Agent(cfg)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.stop)
+        await agent.run()
+
+    try:
+        asyncio.run(main())
+    except Exception as exc:  # a start-up failure (key file, token file, socket): one line, not a traceback
+        print(f"keepalived-arbiter run: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return EXIT_OK
+
+
 FENCE_ACTIONS = ("status", "check", "off", "on")
 
 
@@ -176,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp = policy_sub.add_parser("explain", help="print the rules with this config's timings")
     with_config(exp)
     exp.set_defaults(func=cmd_policy_explain)
+
+    agent = sub.add_parser("run", help="run the agent (the per-node daemon) in the foreground")
+    with_config(agent)
+    agent.set_defaults(func=cmd_run)
 
     fence = sub.add_parser(
         "fence",

@@ -1,0 +1,414 @@
+"""The per-node agent: evidence in, `decide()` per instance, actions out — one asyncio process.
+
+What runs, each on its own schedule and none able to block the decision loop:
+- heartbeats (`HeartbeatService`: send/receive loops on monotonic deadlines), reference rounds, lease
+  renew/read every `lease.renew_ms` (renewals of the instances held here batched in one script call);
+- keepalived's state as it arrives: the VIP appearing or going (netlink), the notify hook (Unix socket);
+- VRRP adverts on each instance's interface (raw socket, after the host firewall);
+- the decision loop: every heartbeat interval, and at once when an event arrives (a VIP appearing here must
+  close a gate within milliseconds). Each cycle returns its reason; decisions are logged as JSON lines.
+- actions run as tasks: gate writes are synchronous and immediate (atomic file replace); lease acquire/release,
+  fences, power reads and gratuitous ARP are tasks whose results feed the next cycle.
+
+Start-up: every gate is written closed before anything else (S0), so a restarted agent never leaves a stale
+open gate behind while it gathers its first evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import random
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from typing import Any
+
+from arbiter.agent import arp
+from arbiter.agent.gate import GateFile
+from arbiter.agent.netlink import VipWatch
+from arbiter.agent.notify import NotifyServer
+from arbiter.agent.vrrp import AdvertListener
+from arbiter.config import Config
+from arbiter.evidence.heartbeat import HeartbeatService, InstanceReport, Snapshot
+from arbiter.evidence.lease import LeaseStore
+from arbiter.evidence.reference import ReferenceQuorum
+from arbiter.evidence.ticks import deadline_ticks
+from arbiter.model import (
+    AcquireLease,
+    Alert,
+    Decision,
+    Evidence,
+    Fence,
+    FenceOutcome,
+    FenceResult,
+    Gate,
+    LeaseStatus,
+    LeaseView,
+    PeerView,
+    PolicyConfig,
+    PolicyState,
+    Power,
+    ReleaseLease,
+    SendGarp,
+    VrrpState,
+)
+from arbiter.policy import decide
+from fencers.orchestration import FenceAttempt, Orchestrator
+
+log = logging.getLogger(__name__)
+POWER_READ_INTERVAL = 1.0  # how often a fenced peer's BMC is re-read (it may be powered on by hand)
+
+
+class Agent:
+    def __init__(self, cfg: Config, *, out: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.cfg = cfg
+        self.node = cfg.node.name
+        self.peers = [p.name for p in cfg.peer]
+        self.instances = {i.name: i for i in cfg.instance}
+        self.gates = {name: GateFile(i.track_file) for name, i in self.instances.items()}
+        drawn = random.randint(0, cfg.fencing.random_delay_ms)
+        self.policy_cfg = {name: PolicyConfig.from_config(cfg, name, drawn) for name in self.instances}
+        self.state: dict[str, PolicyState] = {}
+        self.kstate = dict.fromkeys(self.instances, VrrpState.UNKNOWN)
+        self.kprio = {name: i.priority for name, i in self.instances.items()}
+        self.lease_views = {name: LeaseView(LeaseStatus.PENDING) for name in self.instances}
+        self.fence_results: dict[str, FenceResult] = {}
+        self.power: dict[str, tuple[Power, float]] = {}
+        self.last: dict[str, Decision] = {}
+        self._out = out or _print_json
+        self._wake = asyncio.Event()
+        self._trigger: tuple[str, float] | None = None  # what woke the loop, and when (decision latency)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._busy: set[str] = set()  # names of one-at-a-time jobs in flight: "lease:VI_1", "fence:node-b"
+        self._stopping = asyncio.Event()
+        # The policy already waited the race delay before asking for a token-less fence (rule D3).
+        self.orchestrator = Orchestrator.from_config(cfg, drawn_delay_ms=drawn, on_event=self._fence_event)
+        self.orchestrator.race_delay = 0.0
+        self.store = LeaseStore.from_config(cfg)
+        self.leases = {name: self.store.lease(name) for name in self.instances}
+        self.reference = ReferenceQuorum.from_config(cfg.reference)
+        self.heartbeats = HeartbeatService.from_config(cfg, self.snapshot)
+        self.vips = VipWatch(
+            {name: (i.interface, [str(v.ip) for v in i.vip]) for name, i in self.instances.items()},
+            on_change=self._vip_changed,
+        )
+        peer_ips = {str(a): p.name for p in cfg.peer for a in p.heartbeat_addresses}
+        by_interface: dict[str, dict[int | None, str]] = {}
+        for name, inst in self.instances.items():
+            by_interface.setdefault(inst.interface, {})[inst.virtual_router_id] = name
+        self.adverts = {
+            iface: AdvertListener(iface, vrids, peer_ips, on_advert=self._advert)
+            for iface, vrids in by_interface.items()
+        }
+        self.notify = NotifyServer(cfg.api.socket, on_event=self._notified, group=cfg.api.group)
+
+    # --- start and stop -----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        for gate in self.gates.values():
+            gate.write(Gate.CLOSED)  # S0: before anything else
+        tokens = self.store.tokens
+        self.state = {name: PolicyState(highest_token=tokens.highest(name)) for name in self.instances}
+        self._emit({"event": "start", "node": self.node, "instances": list(self.instances), "gates": "closed"})
+        await self.notify.start()
+        await self.vips.start()
+        for listener in self.adverts.values():
+            listener.start()
+        await self.heartbeats.start()
+        loops = [
+            self._decision_loop(),
+            self._lease_loop(),
+            self.reference.run(lambda r, c: self._wake_up("reference")),
+            self._power_loop(),
+            self._medium_loop(),
+        ]
+        for peer in self.peers:  # starts each IPMI worker now: the first fence must not pay for it
+            self._spawn(f"power:{peer}", self._read_power(peer))
+        runners = [asyncio.ensure_future(loop) for loop in loops]
+        try:
+            await self._stopping.wait()
+        finally:
+            for task in [*runners, *self._tasks]:
+                task.cancel()
+            await asyncio.gather(*runners, *self._tasks, return_exceptions=True)
+            await self.shutdown()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def shutdown(self) -> None:
+        # Closed, not left open: without the agent nothing keeps this node from a second master.
+        for gate in self.gates.values():
+            with contextlib.suppress(OSError):
+                gate.write(Gate.CLOSED)
+        for closer in (self.heartbeats.stop(), self.notify.stop(), self.store.close()):
+            with contextlib.suppress(Exception):
+                await closer
+        self.vips.stop()
+        for listener in self.adverts.values():
+            listener.stop()
+        self._emit({"event": "stop", "node": self.node, "gates": "closed"})
+
+    # --- the decision -------------------------------------------------------------------------------------
+
+    async def _decision_loop(self) -> None:
+        interval = self.cfg.heartbeat.interval_ms / 1000
+        ticker = deadline_ticks(interval)
+        tick = asyncio.ensure_future(anext(ticker))
+        while True:
+            waker = asyncio.ensure_future(self._wake.wait())
+            await asyncio.wait({tick, waker}, return_when=asyncio.FIRST_COMPLETED)
+            if tick.done():
+                tick = asyncio.ensure_future(anext(ticker))
+            waker.cancel()
+            self._wake.clear()
+            self.run_cycle()
+
+    def run_cycle(self) -> str:
+        """One decision per instance; returns the reasons (Patroni's run_cycle: the log says why)."""
+        now = time.monotonic()
+        trigger, self._trigger = self._trigger, None
+        reasons = []
+        for name in self.instances:
+            decision = decide(self.state[name], self.evidence(name, now), self.policy_cfg[name], now)
+            self.state[name] = decision.state
+            changed = self.gates[name].write(decision.gate)
+            written = time.monotonic()
+            self._act(name, decision)
+            previous = self.last.get(name)
+            self.last[name] = decision
+            if (
+                previous is None
+                or changed
+                or decision.actions
+                or (previous.rule, previous.gate)
+                != (
+                    decision.rule,
+                    decision.gate,
+                )
+            ):
+                line: dict[str, Any] = {
+                    "event": "decision",
+                    "node": self.node,
+                    "instance": name,
+                    "rule": decision.rule,
+                    "gate": decision.gate.value,
+                    "reason": decision.reason,
+                    "state": self.kstate[name].value,
+                    "lease": self.lease_views[name].status.value,
+                }
+                if decision.actions:
+                    line["actions"] = [type(a).__name__ for a in decision.actions]
+                if trigger is not None and changed:
+                    line["trigger"] = trigger[0]
+                    line["latency_ms"] = round((written - trigger[1]) * 1000, 3)
+                self._emit(line)
+            reasons.append(f"{name}: {decision.reason}")
+        return "; ".join(reasons)
+
+    def evidence(self, name: str, now: float) -> Evidence:
+        return Evidence(
+            instance=name,
+            state=self.kstate[name],
+            vip_present=self.vips.present(name),
+            priority=self.kprio[name],
+            reference_quorate=self.reference.quorate,
+            lease=self.lease_views[name],
+            peers=tuple(self.peer_view(peer, name) for peer in self.peers),
+        )
+
+    def peer_view(self, peer: str, name: str) -> PeerView:
+        view = self.heartbeats.peer_view(peer, name)
+        listener = self.adverts.get(self.instances[name].interface)
+        power, power_at = self.power.get(peer, (Power.UNKNOWN, None))
+        return replace(
+            view,
+            adverts_at=listener.last_advert(name, peer) if listener is not None else None,
+            fence=self.fence_results.get(peer),
+            power=power,
+            power_at=power_at,
+        )
+
+    def snapshot(self) -> Snapshot:
+        """What the next heartbeat frame says about this node."""
+        reports = []
+        for name in self.instances:
+            view = self.lease_views[name]
+            reports.append(
+                InstanceReport(
+                    name=name,
+                    state=self.kstate[name],
+                    vip_present=self.vips.present(name),
+                    priority=self.kprio[name],
+                    lease_holder=view.holder,
+                    lease_token=view.token,
+                )
+            )
+        highest = max([s.highest_token for s in self.state.values()] or [0])
+        return Snapshot(tuple(reports), self.reference.quorate, highest)
+
+    # --- actions ------------------------------------------------------------------------------------------
+
+    def _act(self, name: str, decision: Decision) -> None:
+        inst = self.instances[name]
+        for action in decision.actions:
+            if isinstance(action, AcquireLease):
+                acquire = functools.partial(self.leases[name].acquire, action.seed)
+                self._spawn(f"lease:{name}", self._lease_call(name, acquire))
+            elif isinstance(action, ReleaseLease):
+                self._spawn(f"lease:{name}", self._lease_call(name, self.leases[name].release))
+            elif isinstance(action, Fence):
+                self.fence_results[action.peer] = FenceResult(FenceOutcome.RUNNING, time.monotonic())
+                self._spawn(f"fence:{action.peer}", self._fence(action))
+            elif isinstance(action, SendGarp):
+                for vip in inst.vip:
+                    self._spawn(f"garp:{vip.ip}", asyncio.to_thread(arp.send_garp, inst.interface, str(vip.ip), 2))
+            elif isinstance(action, Alert):
+                self._emit(
+                    {
+                        "event": "alert",
+                        "node": self.node,
+                        "instance": name,
+                        "kind": action.kind,
+                        "detail": action.detail,
+                    }
+                )
+
+    async def _lease_call(self, name: str, call: Callable[[], Coroutine[Any, Any, LeaseView]]) -> None:
+        self.lease_views[name] = await call()
+        self._wake_up("lease")
+
+    async def _fence(self, action: Fence) -> None:
+        peer = action.peer
+        report = await self.orchestrator.fence(
+            peer, token=action.token, why=action.why, still_wanted=lambda: self.heartbeats.alive(peer) is not True
+        )
+        outcome = FenceOutcome.OFF if report.off else FenceOutcome.FAILED
+        self.fence_results[peer] = FenceResult(outcome, time.monotonic(), report.proof or report.reason)
+        if report.off:
+            self.power[peer] = (Power.OFF, time.monotonic())
+        self._emit(
+            {
+                "event": "fence",
+                "node": self.node,
+                "peer": peer,
+                "token": action.token,
+                "outcome": outcome.value,
+                "proof": report.proof,
+                "reason": report.reason,
+            }
+        )
+        self._wake_up("fence")
+
+    def _fence_event(self, attempt: FenceAttempt) -> None:
+        self._emit(
+            {
+                "event": "fence-attempt",
+                "node": self.node,
+                "peer": attempt.node,
+                "level": attempt.level,
+                "driver": attempt.driver,
+                "device": attempt.device,
+                "token": attempt.token,
+                "duration_ms": round(attempt.duration * 1000, 1),
+                "result": attempt.result,
+                "proof": attempt.proof,
+                "detail": attempt.detail,
+            }
+        )
+
+    # --- evidence loops -----------------------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        async for _ in deadline_ticks(self.cfg.lease.renew_ms / 1000):
+            held = [n for n in self.instances if self.lease_views[n].status is LeaseStatus.MINE]
+            others = [n for n in self.instances if n not in held and f"lease:{n}" not in self._busy]
+            views = await self.store.renew_many([self.leases[n] for n in held])
+            for name, view in zip(held, views, strict=True):
+                self.lease_views[name] = view
+            for name, view in zip(others, await asyncio.gather(*(self.leases[n].read() for n in others)), strict=True):
+                self.lease_views[name] = view
+            self._wake_up("lease")
+
+    async def _power_loop(self) -> None:
+        """Re-read the BMC of every peer this node counts as fenced OFF: an operator may power it on."""
+        async for _ in deadline_ticks(POWER_READ_INTERVAL):
+            fenced = {peer for state in self.state.values() for peer in state.fenced_off}
+            for peer in fenced:
+                self._spawn(f"power:{peer}", self._read_power(peer))
+
+    async def _read_power(self, peer: str) -> None:
+        with contextlib.suppress(Exception):  # a broken device reads UNKNOWN, never stops the agent
+            power, _device = await self.orchestrator.status(peer)
+            self.power[peer] = (power, time.monotonic())
+
+    async def _medium_loop(self) -> None:
+        while True:
+            event = await self.heartbeats.events.get()
+            self._emit(
+                {"event": "medium", "node": self.node, "peer": event.peer, "medium": event.medium, "up": event.up}
+            )
+            if event.up:
+                self.orchestrator.came_back(event.peer)
+            self._wake_up("medium")
+
+    # --- keepalived's state as it arrives -----------------------------------------------------------------
+
+    def _vip_changed(self, name: str, present: bool, at: float) -> None:
+        # Only keepalived adds the VIP: its appearance means MASTER, before the notify hook can say so.
+        if present:
+            self.kstate[name] = VrrpState.MASTER
+        elif self.kstate[name] is VrrpState.MASTER:
+            self.kstate[name] = VrrpState.BACKUP
+        self._wake_up("vip", at)
+        self.heartbeats.send_now()
+
+    def _notified(self, kind: str, name: str, state: VrrpState, priority: int | None, at: float) -> None:
+        if kind != "INSTANCE" or name not in self.instances:
+            return
+        self.kstate[name] = state
+        if priority is not None:
+            self.kprio[name] = priority
+        self._wake_up("notify", at)
+        self.heartbeats.send_now()
+
+    def _advert(self, name: str, peer: str, priority: int, at: float) -> None:
+        pass  # read each cycle through last_advert(); no wake-up: adverts arrive every advert_int anyway
+
+    # --- plumbing -----------------------------------------------------------------------------------------
+
+    def _wake_up(self, why: str, at: float | None = None) -> None:
+        if self._trigger is None:
+            self._trigger = (why, at if at is not None else time.monotonic())
+        self._wake.set()
+
+    def _spawn(self, key: str, job: Coroutine[Any, Any, Any]) -> None:
+        """Start `job` unless a job with the same key is still running (one lease call, one fence at a time)."""
+        if key in self._busy:
+            job.close()
+            return
+        self._busy.add(key)
+        task = asyncio.ensure_future(job)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._busy.discard(key)
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("%s failed: %r", key, t.exception())
+
+        task.add_done_callback(done)
+
+    def _emit(self, line: dict[str, Any]) -> None:
+        line = {"ts": round(time.time(), 3), "mono": round(time.monotonic(), 4), **line}
+        self._out(line)
+
+
+def _print_json(line: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
