@@ -117,6 +117,9 @@ class Agent:
         self._emit({"event": "start", "node": self.node, "instances": list(self.instances), "gates": "closed"})
         await self.notify.start()
         await self.vips.start()
+        for name in self.instances:  # a VIP already up at start: keepalived is MASTER (no event fires for it)
+            if self.vips.present(name):
+                self.kstate[name] = VrrpState.MASTER
         for listener in self.adverts.values():
             listener.start()
         await self.heartbeats.start()
