@@ -1,4 +1,7 @@
-"""The agent daemon's edges to the local node: everything it reads from or writes to keepalived and the NIC.
+"""The agent: `daemon` (the per-node loop: evidence, `decide`, actions) and its edges to the local node —
+everything it reads from or writes to keepalived and the NIC.
+
+- `daemon`: `Agent`, run by `keepalived-arbiter run`; logs one JSON line per decision that changes something.
 
 - `gate`: the track_file keepalived watches (the veto), written atomically.
 - `netlink`: the VIPs appearing and disappearing on their interfaces (pyroute2 netlink events).
