@@ -31,7 +31,7 @@ from typing import Any
 from arbiter.agent import arp
 from arbiter.agent.gate import GateFile
 from arbiter.agent.netlink import VipWatch
-from arbiter.agent.notify import NotifyServer
+from arbiter.agent.notify import NotifyFifo, NotifyServer
 from arbiter.agent.vrrp import AdvertListener
 from arbiter.config import Config
 from arbiter.evidence.heartbeat import HeartbeatService, InstanceReport, Snapshot
@@ -62,6 +62,8 @@ from fencers.orchestration import FenceAttempt, Orchestrator
 
 log = logging.getLogger(__name__)
 POWER_READ_INTERVAL = 1.0  # how often a fenced peer's BMC is re-read (it may be powered on by hand)
+ARP_PROBE_INTERVAL = 1.0  # housekeeping: heartbeats carry the peer's VIP state every cycle already
+ARP_PROBE_TIMEOUT = 0.2
 
 
 class Agent:
@@ -106,6 +108,9 @@ class Agent:
             for iface, vrids in by_interface.items()
         }
         self.notify = NotifyServer(cfg.api.socket, on_event=self._notified, group=cfg.api.group)
+        self.fifo = NotifyFifo(cfg.api.notify_fifo, self._notified) if cfg.api.notify_fifo is not None else None
+        # Another MAC answering ARP for a VIP held here: instance → (MACs, when seen).
+        self.arp_claims: dict[str, tuple[frozenset[str], float]] = {}
 
     # --- start and stop -----------------------------------------------------------------------------------
 
@@ -122,6 +127,8 @@ class Agent:
                 self.kstate[name] = VrrpState.MASTER
         for listener in self.adverts.values():
             listener.start()
+        if self.fifo is not None:
+            self.fifo.start()
         await self.heartbeats.start()
         loops = [
             self._decision_loop(),
@@ -129,6 +136,7 @@ class Agent:
             self.reference.run(lambda r, c: self._wake_up("reference")),
             self._power_loop(),
             self._medium_loop(),
+            self._arp_loop(),
         ]
         for peer in self.peers:  # starts each IPMI worker now: the first fence must not pay for it
             self._spawn(f"power:{peer}", self._read_power(peer))
@@ -153,6 +161,8 @@ class Agent:
             with contextlib.suppress(Exception):
                 await closer
         self.vips.stop()
+        if self.fifo is not None:
+            self.fifo.stop()
         for listener in self.adverts.values():
             listener.stop()
         self._emit({"event": "stop", "node": self.node, "gates": "closed"})
@@ -349,6 +359,25 @@ class Agent:
         with contextlib.suppress(Exception):  # a broken device reads UNKNOWN, never stops the agent
             power, _device = await self.orchestrator.status(peer)
             self.power[peer] = (power, time.monotonic())
+
+    async def _arp_loop(self) -> None:
+        """While a VIP is up here, ask who else answers ARP for it: another MAC is a split brain on the wire."""
+        async for _ in deadline_ticks(ARP_PROBE_INTERVAL):
+            for name, inst in self.instances.items():
+                if not self.vips.present(name):
+                    self.arp_claims.pop(name, None)
+                    continue
+                macs: set[str] = set()
+                for vip in inst.vip:
+                    with contextlib.suppress(OSError):
+                        macs |= await arp.probe(inst.interface, str(vip.ip), ARP_PROBE_TIMEOUT)
+                if macs and frozenset(macs) != self.arp_claims.get(name, (frozenset(), 0.0))[0]:
+                    seen = {"instance": name, "via": "arp", "macs": sorted(macs)}
+                    self._emit({"event": "split-brain", "node": self.node, **seen})
+                if macs:
+                    self.arp_claims[name] = (frozenset(macs), time.monotonic())
+                else:
+                    self.arp_claims.pop(name, None)
 
     async def _medium_loop(self) -> None:
         while True:
