@@ -195,16 +195,9 @@ class Agent:
             self._act(name, decision)
             previous = self.last.get(name)
             self.last[name] = decision
-            if (
-                previous is None
-                or changed
-                or decision.actions
-                or (previous.rule, previous.gate)
-                != (
-                    decision.rule,
-                    decision.gate,
-                )
-            ):
+            vip_event = trigger is not None and trigger[0] == "vip"
+            moved = previous is None or (previous.rule, previous.gate) != (decision.rule, decision.gate)
+            if vip_event or moved or changed or decision.actions:
                 line: dict[str, Any] = {
                     "event": "decision",
                     "node": self.node,
@@ -217,7 +210,8 @@ class Agent:
                 }
                 if decision.actions:
                     line["actions"] = [type(a).__name__ for a in decision.actions]
-                if trigger is not None and changed:
+                # Decision latency: the event that woke this cycle → this gate written (or confirmed unchanged).
+                if trigger is not None and (changed or vip_event):
                     line["trigger"] = trigger[0]
                     line["latency_ms"] = round((written - trigger[1]) * 1000, 3)
                 self._emit(line)
