@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +26,7 @@ from arbiter.lab.events import DECISION, FENCE, GATE, Event
 
 MONO_KEYS = ("mono", "monotonic", "t_mono")
 WALL_KEYS = ("time", "ts", "timestamp", "t")
-CONFIRMED = ("off", "already_off", "already-off", "already off", "confirmed")
+CONFIRMED = ("off", "already-off", "confirmed")
 
 
 @dataclass(frozen=True)
@@ -93,35 +93,42 @@ def _gate(value: object) -> str:
 
 
 def _fence_of(obj: Mapping[str, Any]) -> tuple[str, str, str]:
-    """(target, state, detail) when the line is about fencing, else ("", "", "")."""
-    kind = " ".join(_text(obj.get(k)) for k in ("event", "kind", "type", "msg", "message")).lower()
-    fence = obj.get("fence")
-    if "fence" in kind or fence is not None:
-        info: Mapping[str, Any] = fence if isinstance(fence, Mapping) else obj
-        target = _text(info.get("peer") or info.get("target") or info.get("node_fenced") or fence or "")
-        outcome = _text(info.get("outcome") or info.get("result") or info.get("power") or info.get("status")).lower()
-        if not outcome:
+    """(target, state, detail) when the line is about fencing, else ("", "", "").
+
+    `event: fence-attempt` (one level tried: `result`) is an "attempt"; `event: fence` with an `outcome` is the
+    fence's end: "confirmed" when the outcome is off (or already off), else "failed"; a decision whose actions
+    fence a peer is "requested" (its target may be unnamed: see `timeline_events`)."""
+    kind = " ".join(_text(obj.get(k)) for k in ("event", "kind", "type")).lower()
+    if "fence" in kind:
+        target = lab_node(_text(obj.get("peer") or obj.get("target")))
+        if "attempt" in kind:
+            result = _text(obj.get("result") or obj.get("outcome"))
+            parts = [
+                f"level {_text(obj.get('level'))}" if obj.get("level") is not None else "",
+                _text(obj.get("device") or obj.get("driver")),
+                result,
+            ]
+            if obj.get("duration_ms") is not None:
+                parts.append(f"{_text(obj.get('duration_ms'))} ms")
+            return target, "attempt", " ".join(p for p in parts if p)
+        outcome = _text(obj.get("outcome") or obj.get("result")).lower()
+        if not outcome or outcome in ("requested", "started", "dispatched"):
             state = "requested"
-        elif any(outcome.endswith(word) or outcome == word for word in CONFIRMED):
-            state = "confirmed"
         else:
-            state = "failed" if outcome not in ("requested", "started", "dispatched") else "requested"
-        detail = " ".join(
-            f"{k}={_text(v)}" for k, v in info.items() if k not in MONO_KEYS + WALL_KEYS and k != "peer" and v
-        )
-        return lab_node(target) if isinstance(target, str) else "", state, detail
+            state = "confirmed" if outcome.replace("_", "-") in CONFIRMED else "failed"
+        proof = _text(obj.get("proof") or obj.get("reason"))
+        return target, state, "; ".join(x for x in (outcome, proof) if x)
     for action in obj.get("actions") or ():
         text = _text(action)
-        if "fence" in text.lower():
-            target = ""
-            if isinstance(action, Mapping):
-                target = _text(action.get("peer") or action.get("target"))
-            else:
-                for word in text.replace("(", " ").replace(",", " ").replace("=", " ").replace("'", " ").split():
-                    if word.startswith("node-"):
-                        target = word
-                        break
-            return lab_node(target), "requested", text
+        if "fence" not in text.lower():
+            continue
+        target = ""
+        if isinstance(action, Mapping):
+            target = _text(action.get("peer") or action.get("target"))
+        else:
+            words = text.replace("(", " ").replace(",", " ").replace("=", " ").replace("'", " ").split()
+            target = next((w for w in words if w.startswith("node-")), "")
+        return lab_node(target), "requested", _text(obj.get("rule"))
     return "", "", ""
 
 
@@ -172,8 +179,9 @@ def _why(record: AgentRecord) -> str:
     return f"{record.rule}: {record.reason}" if record.rule else record.reason
 
 
-def timeline_events(records: Iterable[AgentRecord]) -> list[Event]:
-    """The changes in `records` (any number of nodes) as timeline events, in time order."""
+def timeline_events(records: Iterable[AgentRecord], nodes: Sequence[str] = ()) -> list[Event]:
+    """The changes in `records` (any number of nodes) as timeline events, in time order. A fence requested
+    without naming its target is put on the one other node of `nodes` (two-node labs), else on "?"."""
     events: list[Event] = []
     last: dict[tuple[str, str], tuple[str, str]] = {}
     pending: set[tuple[str, str]] = set()  # (fencer, target) with a request shown and no result yet
@@ -187,13 +195,15 @@ def timeline_events(records: Iterable[AgentRecord]) -> list[Event]:
                 events.append(Event(r.t, DECISION, r.node, f"{r.instance} {r.gate} {_why(r)}".strip()))
             last[key] = (r.gate, r.rule)
         if r.fence_state:
-            request = (r.node, r.fence_target)
+            others = [n for n in nodes if n != r.node]
+            target = r.fence_target or (others[0] if len(others) == 1 else "")
+            request = (r.node, target)
             if r.fence_state == "requested":
                 if request in pending:
                     continue  # the same request, decided again every cycle until its result
                 pending.add(request)
-            else:
+            elif r.fence_state != "attempt":
                 pending.discard(request)
             detail = f"by {r.node}: {r.fence_state}" + (f" ({r.fence_detail})" if r.fence_detail else "")
-            events.append(Event(r.t, FENCE, r.fence_target or "?", detail))
+            events.append(Event(r.t, FENCE, target or "?", detail))
     return events

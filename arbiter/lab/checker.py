@@ -5,7 +5,10 @@ Conventions (all times are the events' own clock, `time.monotonic()` seconds, ab
 - A node holds the VIP from its VIP_ADD to its next VIP_DEL (repeated ADDs or DELs change nothing). Hold
   intervals still open at `end_at` are closed there; events after `end_at` are ignored. Events may arrive in
   any order: they are sorted by time first (stably, so equal times keep their recorded order).
-- The window starts at the earliest event of any kind (or `end_at` when there are none).
+- The window starts at `judged_from` when given (the moment the scenario saw the cluster converged: what came
+  before, e.g. a preemption while the nodes started, is on the timeline but not judged), else at the earliest
+  event of any kind (or `end_at` when there are none). Dual periods are clipped to the window; ARP flaps count
+  from the client's last answer before it.
 - The client's answer for the VIP is the `node` of the latest ARP event for it ("" = no reply, "?" = a MAC the
   recorder could not name); ARP details read `"<vip> <first-mac or -> <all-macs comma-separated or ->"`.
 - `arp_flaps` counts changes of the client's first-answer node between two *different non-empty* answers after
@@ -29,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from arbiter.lab.events import ARP, FENCE, GATE, VIP_ADD, VIP_DEL, Event
+from arbiter.lab.events import ARP, FENCE, GATE, POWER, VIP_ADD, VIP_DEL, Event
 
 Interval = tuple[float, float]
 
@@ -257,13 +260,17 @@ def release(
     stepdown_at = next((e.t for e in ordered if e.kind == GATE and " closed" in e.detail), None)
     holders_end = _holders_at_end(intervals, end_at)
     released_by: str | None = None
-    if owner not in holders_end:
-        ended = max((e for _, e in intervals.get(owner, [])), default=None)
-        if stepdown_at is not None and ended is not None and stepdown_at <= ended:
+    ended = max((e for _, e in intervals.get(owner, [])), default=None)
+    if owner not in holders_end and ended is not None:
+        # The power log is written once the node's addresses are gone: its line follows the VIP's removal.
+        powered_off = any(e.kind == POWER and e.detail == "off" and abs(e.t - ended) < 1.0 for e in ordered)
+        if stepdown_at is not None and stepdown_at <= ended:
             released_by = "step-down"
-        elif fence_at is not None:
+        elif any(e.t <= ended for e in fences):
             released_by = "fence"
-        elif ended is not None:
+        elif powered_off:
+            released_by = "power-off"
+        else:
             released_by = "keepalived"
     survivors = [n for n in holders_end if n != owner]
     keep: bool | None = None
@@ -282,14 +289,19 @@ def judge(
     heal_at: float | None,
     end_at: float,
     owner_at_fault: str | None = None,
+    judged_from: float | None = None,
 ) -> Verdict:
     """Judge one VIP over the recorded window ending at `end_at` (see the module docstring for definitions)."""
     intervals = hold_intervals(events, nodes, vip, end_at)
-    window_start = min((e.t for e in events), default=end_at)
-    periods = dual_periods(intervals)
+    window_start = min((e.t for e in events), default=end_at) if judged_from is None else judged_from
+    periods = [
+        DualPeriod(max(p.start, window_start), p.end, p.nodes) for p in dual_periods(intervals) if p.end > window_start
+    ]
     dual_s = sum(p.end - p.start for p in periods)
     no_master_s = _no_master_seconds(intervals, fault_at if fault_at is not None else window_start, end_at)
     answers = [a for a in arp_answers(events, vip) if a.t <= end_at]
+    before = [a for a in answers if a.t < window_start]
+    answers = before[-1:] + [a for a in answers if a.t >= window_start]
 
     failover_s: float | None = None
     if fault_at is not None:

@@ -226,7 +226,8 @@ class Lab:
         """Put the agents' decisions (gate changes, rule changes, fences) and the BMCs' power changes on the
         timeline. Call once, at the end of a run: the agents' logs and the power log are read back whole."""
         records = self.agent_records()
-        events: list[Event] = agentlog.timeline_events(r for rs in records.values() for r in rs)
+        nodes = [n.name for n in self.plan.nodes]
+        events: list[Event] = agentlog.timeline_events((r for rs in records.values() for r in rs), nodes)
         for t, state, node in topology.read_power_log(self.plan):
             events.append(Event(t, POWER, node, state))
         for e in events:

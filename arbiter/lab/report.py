@@ -30,7 +30,7 @@ STATE_COLOURS = {
     "STOP": "#555555",
 }
 OTHER_STATE = "#dddddd"
-GATE_COLOURS = {"open": "#98df8a", "closed": "#ff9f1c"}
+GATE_COLOURS = {"open": "#98df8a", "closed": "#ffbb78"}
 FENCE_COLOUR = "#6a3d9a"
 POWER_COLOUR = "#000000"
 NO_REPLY = "#f0f0f0"

@@ -11,6 +11,7 @@ agents' decisions and fences on its timeline and the checker's verdict on how th
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -37,6 +38,7 @@ class Phase:
     owners: dict[str, str | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)  # scenario-specific figures for the result
+    converged_at: float | None = None  # the checker judges from here on
 
 
 # The lab's lease TTL (agentconf writes ttl_ms = 3000): an isolated master lets go, or is fenced, within it.
@@ -84,6 +86,8 @@ def _converge(lab: Lab, timing: Timing, phase: Phase) -> None:
         owner = lab.plan.nodes[i].name
         lab.wait_holders(vip, [owner], timing.master_down + 8)
         phase.owners[vip] = owner
+    phase.converged_at = time.monotonic()
+    lab.timeline.add(NOTE, "", "converged: judged from here", t=phase.converged_at)
     time.sleep(max(timing.advert_int, 0.3))
 
 
@@ -294,7 +298,9 @@ def run_scenario(
         events = lab.timeline.sorted()
         nodes = [n.name for n in lab.plan.nodes]
         verdicts: dict[str, Verdict] = {
-            vip: judge(events, nodes, vip, phase.fault_at, phase.heal_at, end_at, phase.owners.get(vip))
+            vip: judge(
+                events, nodes, vip, phase.fault_at, phase.heal_at, end_at, phase.owners.get(vip), phase.converged_at
+            )
             for vip in lab.plan.vips
         }
         result = _result(name, seed, spec, lab, verdicts, end_at)
@@ -311,8 +317,21 @@ def run_scenario(
             paths = write_report(
                 report_dir, events, lab.timeline.t0, nodes, list(lab.plan.vips), verdicts, _title(name, spec)
             )
-            result["report"] = [str(p) for p in paths]
+            result["report"] = [str(p) for p in paths] + [str(p) for p in _copy_logs(lab, report_dir)]
     return result
+
+
+def _copy_logs(lab: Lab, report_dir: Path) -> list[Path]:
+    """Each node's agent.log and keepalived.log beside the picture: the lab directory goes with the lab."""
+    copied = []
+    for node in lab.plan.nodes:
+        for name in ("agent.log", "keepalived.log"):
+            source = Path(node.dir, name)
+            if source.exists():
+                target = report_dir / f"{name.removesuffix('.log')}-{node.name}.log"
+                shutil.copyfile(source, target)
+                copied.append(target)
+    return copied
 
 
 def _since(t: float | None, fault_at: float | None) -> float | None:
@@ -326,7 +345,7 @@ def _agents(records: dict[str, list[AgentRecord]], up: dict[str, bool], t0: floa
 
     out: dict[str, Any] = {}
     for node, mine in records.items():
-        events = timeline_events(mine)
+        events = timeline_events(mine, list(records))
         out[node] = {
             "running_at_end": up.get(node),
             "decisions": sum(1 for r in mine if r.gate),

@@ -16,7 +16,7 @@ from arbiter.lab import agentconf, agentlog, topology
 from arbiter.lab.bench import scenarios as bench
 from arbiter.lab.checker import judge
 from arbiter.lab.compare import compare
-from arbiter.lab.events import DECISION, FAULT, FENCE, GATE, VIP_ADD, VIP_DEL, Event
+from arbiter.lab.events import DECISION, FAULT, FENCE, GATE, POWER, VIP_ADD, VIP_DEL, Event
 from arbiter.lab.topology import LabSpec, make_plan
 
 VIP = "10.0.0.100"
@@ -121,6 +121,33 @@ def test_agent_log_lines_become_changes_on_the_timeline() -> None:
     assert events[4].detail.startswith("by b: confirmed")
 
 
+# Lines as the daemon writes them (from a lab run's agent.log; the proofs shortened).
+PROOF = "status OFF read from ipmi 10.0.9.21:623 before any power-off"
+DAEMON_LOG = "\n".join(
+    [
+        line(ts=1795631777.873, mono=11401.4255, event="decision", node="node-b", instance="VI_1", rule="H1",
+             gate="open", reason="holding the VIP with the lease (token 17)", state="MASTER", lease="mine",
+             actions=["Fence"]),
+        "INFO fencers.orchestration: fence node-a level 1 ipmi (ipmi 10.0.9.21:623): already-off in 0.018s",
+        line(ts=1795631777.891, mono=11401.4436, event="fence-attempt", node="node-b", peer="node-a", level=1,
+             driver="ipmi", device="ipmi 10.0.9.21:623", token=17, duration_ms=17.9, result="already-off",
+             proof=PROOF, detail=""),
+        line(ts=1795631777.891, mono=11401.4437, event="fence", node="node-b", peer="node-a", token=17,
+             outcome="off", proof=PROOF, reason="node-a is off"),
+        line(ts=1795631778.1, mono=11401.6, event="medium", node="node-b", peer="node-a", medium="udp:eth0", up=False),
+    ]
+)  # fmt: skip
+
+
+def test_the_daemons_fence_lines() -> None:
+    records = agentlog.parse_log(DAEMON_LOG, "b", wall_minus_mono=0.0)
+    events = agentlog.timeline_events(records, ["a", "b"])
+    fences = [(e.node, e.detail.split(" (")[0]) for e in events if e.kind == FENCE]
+    assert fences == [("a", "by b: requested"), ("a", "by b: attempt"), ("a", "by b: confirmed")]
+    assert "level 1 ipmi 10.0.9.21:623 already-off 17.9 ms" in events[2].detail
+    assert events[0].t == 11401.4255  # the monotonic stamp, not the wall clock
+
+
 def test_wall_clock_stamps_move_onto_the_monotonic_clock() -> None:
     epoch = line(time=1_700_000_010.5, instance="VI_1", rule="B2", reason="", gate="open")
     iso = line(ts="2023-11-14T22:13:30.500000+00:00", instance="VI_1", rule="B2", reason="", gate=1)
@@ -153,6 +180,12 @@ def test_fence_before_keep_when_the_overlap_ends_with_the_fence() -> None:
     v = judge(fenced_history(9.5), ["a", "b"], VIP, 5.0, None, 20.0, "a")
     assert (v.fence_before_keep, v.released_by, v.fence_at) == (True, "fence", 9.5)
     assert v.dual_master_ms == pytest.approx(900)
+
+
+def test_a_power_off_without_a_fence_request_before_it() -> None:
+    power_off = [Event(1.0, VIP_ADD, "a", VIP), Event(5.0, VIP_DEL, "a", VIP), Event(5.01, POWER, "a", "off")]
+    v = judge([*power_off, Event(8.5, VIP_ADD, "b", VIP)], ["a", "b"], VIP, 4.9, None, 20.0, "a")
+    assert v.released_by == "power-off"
 
 
 def test_no_fence_before_keep_when_the_old_master_outlives_the_confirmation() -> None:
