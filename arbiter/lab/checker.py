@@ -18,6 +18,9 @@ Conventions (all times are the events' own clock, `time.monotonic()` seconds, ab
 - `failover_ms` runs from `fault_at` to the first moment at which one node that did not hold the VIP at the
   fault (or is not `owner_at_fault`, when given) holds it *and* is the client's first ARP answer. When the
   history has no ARP event for the VIP at all (no client was watching), holding alone decides.
+- `settled_ms` runs from `fault_at` to the start of the final hold of the node that alone holds the VIP at the
+  end, when that is not the owner at the fault: the failover that stuck (equal to `failover_ms` unless the
+  successor took the VIP, lost it and took it again).
 - With the arbiter (GATE and FENCE events from the agents): `fence_at` is the first fence of the owner at the
   fault confirmed OFF after the fault; `stepdown_at` the first time the owner's own agent closed a gate after
   the fault; `released_by` says what ended the owner's last hold ("step-down" when its gate closed before the
@@ -69,6 +72,7 @@ class Verdict:
     violations: list[str]
     intervals: dict[str, list[Interval]] = field(default_factory=dict)  # absolute monotonic seconds
     dual_periods: list[DualPeriod] = field(default_factory=list)
+    settled_ms: float | None = None
     fence_at: float | None = None
     stepdown_at: float | None = None
     released_by: str | None = None
@@ -315,6 +319,10 @@ def judge(
         at_fault = _holders_at(intervals, fault_at)
         owner = at_fault[0] if len(at_fault) == 1 else None
     released = release(events, intervals, periods, owner, fault_at, end_at)
+    settled_s: float | None = None
+    if fault_at is not None and len(holders_end) == 1 and holders_end[0] != owner:
+        last_start = max(s for s, e in intervals[holders_end[0]] if e >= end_at)
+        settled_s = max(last_start, fault_at) - fault_at
     until = heal_at if heal_at is not None else end_at
     dual_until_heal = fault_at is not None and any(p.start >= fault_at and p.end >= until for p in periods)
 
@@ -352,6 +360,7 @@ def judge(
         violations=violations,
         intervals=intervals,
         dual_periods=periods,
+        settled_ms=None if settled_s is None else settled_s * 1000.0,
         fence_at=released.fence_at,
         stepdown_at=released.stepdown_at,
         released_by=released.released_by,

@@ -252,6 +252,7 @@ def format_result(result: dict[str, Any]) -> str:
         f"dual_master_ms  {result['dual_master_ms']}",
         f"no_master_ms    {result['no_master_ms']}",
         f"failover_ms     {result['failover_ms']}",
+        f"settled_ms      {result.get('settled_ms')}",
         f"arp_flaps       {result['arp_flaps']}",
         f"holders at end  {' '.join(result['holders_at_end']) or 'nobody'}",
     ]

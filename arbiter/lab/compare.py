@@ -19,6 +19,7 @@ FIGURES = (
     ("dual_master_ms", "dual master (ms)"),
     ("arp_flaps", "ARP flaps"),
     ("failover_ms", "failover (ms)"),
+    ("settled_ms", "failover that stuck (ms)"),
     ("no_master_ms", "no master (ms)"),
     ("holders_at_end", "holders at end"),
     ("released_by", "old master released by"),

@@ -390,6 +390,7 @@ def _result(
         "dual_master_ms": round(first.dual_master_ms, 1),
         "no_master_ms": round(first.no_master_ms, 1),
         "failover_ms": None if first.failover_ms is None else round(first.failover_ms, 1),
+        "settled_ms": None if first.settled_ms is None else round(first.settled_ms, 1),
         "arp_flaps": first.arp_flaps,
         "violations": [v for verdict in verdicts.values() for v in verdict.violations],
         "holders_at_end": first.holders_at_end,

@@ -219,6 +219,7 @@ def run(
         "dual_master_ms": dual,
         "arp_flaps": flaps,
         "failover_ms": failover,
+        "settled_ms": failover,
         "holders_at_end": holders,
         "violations": [],
         "released_by": kw.get("released_by"),
@@ -294,3 +295,15 @@ def test_compare_prints_both_runs_side_by_side(tmp_path: Path) -> None:
     figures = next(x for x in text.splitlines() if x.startswith("dual master (ms)")).split()
     assert figures[-2:] == ["5014.9", "0"]
     assert any("  -5.000 vip-add" in x and x.count("vip-add") == 2 for x in text.splitlines())
+
+
+def test_the_table_renders_every_case_and_goal() -> None:
+    rows = {"vrrp-cut v2/1s": row([run(["a"], dual=5000, flaps=2)], [run(["a"])])}
+    for figures in rows.values():
+        figures["failover_ratio"] = figures["settled_ratio"] = None
+    judged = bench.goals(rows, 3600)
+    text = bench.render(
+        {"runs_per_power_off": 5, "rows": rows, "goals": [g.as_dict() for g in judged], "duration_s": 1.0}
+    )
+    assert "vrrp-cut v2/1s" in text and "5000" in text
+    assert "met          vrrp-cut" in text and "not measured agent" in text

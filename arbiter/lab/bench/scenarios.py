@@ -7,8 +7,10 @@ then with the arbiter's agent on every node, with the same seeds:
     vrrp-cut, hb-cut, isolate, pause-agent-isolate, reference-lost, redis-restart-empty   advert_int 1, VRRPv2
     power-off × RUNS (default 5)                                       advert_int 1 VRRPv2 and 0.1 VRRPv3
 
-Per case and side: dual_master_ms, arp_flaps, failover_ms (medians over the runs), the holders at the end, and
-violations; the power-off rows add the ratio of the medians arbiter/alone. The goals of issue 6 item 6 are
+Per case and side: dual_master_ms, arp_flaps, failover_ms and settled_ms (the failover that stuck: a successor
+that takes the VIP, loses it and takes it again has failed over only the last time) as medians over the runs,
+the holders at the end, and violations; the ratios are of the medians, arbiter/alone. The power-off goal needs
+both ratios within 1.10. The goals of issue 6 item 6 are
 judged from these figures (`goals`). Decision latency and the hook's wall time are measured by the agent's
 own benchmark: they appear here as "not measured", never as a number this bench did not measure.
 
@@ -100,6 +102,7 @@ def reduce_run(result: dict[str, Any]) -> dict[str, Any]:
         "dual_master_ms": result["dual_master_ms"],
         "arp_flaps": result["arp_flaps"],
         "failover_ms": result["failover_ms"],
+        "settled_ms": result.get("settled_ms"),
         "holders_at_end": result["holders_at_end"],
         "violations": result["violations"],
         "released_by": result.get("released_by"),
@@ -137,6 +140,8 @@ def summarise(runs: Sequence[dict[str, Any]], errors: Sequence[str] = ()) -> dic
         "arp_flaps_max": max((r["arp_flaps"] for r in runs), default=None),
         "failover_ms": _median([r["failover_ms"] for r in runs]),
         "failover_ms_all": [r["failover_ms"] for r in runs],
+        "settled_ms": _median([r["settled_ms"] for r in runs]),
+        "settled_ms_all": [r["settled_ms"] for r in runs],
         "holders_at_end": holders_text(runs) if runs else "-",
         "violations": sum(len(r["violations"]) for r in runs),
         "released_by": sorted({str(r["released_by"]) for r in runs if r["released_by"]}),
@@ -217,12 +222,14 @@ def goals(rows: dict[str, dict[str, Any]], master_down_ms: float) -> list[Goal]:
             out.append(Goal(f"power-off {timing}", "failover ≤ 1.10 × keepalived alone (medians)", None, "-"))
             continue
         r = ratio(row["arbiter"]["failover_ms"], row["alone"]["failover_ms"])
+        stuck = ratio(row["arbiter"]["settled_ms"], row["alone"]["settled_ms"])
         out.append(
             Goal(
                 f"power-off {timing}",
                 f"failover ≤ {POWER_OFF_RATIO:.2f} × keepalived alone (medians)",
-                None if r is None else r <= POWER_OFF_RATIO,
-                f"{row['arbiter']['failover_ms']} / {row['alone']['failover_ms']} = {r}",
+                None if r is None or stuck is None else r <= POWER_OFF_RATIO and stuck <= POWER_OFF_RATIO,
+                f"failover {row['arbiter']['failover_ms']} / {row['alone']['failover_ms']} = {r}; "
+                f"stuck {row['arbiter']['settled_ms']} / {row['alone']['settled_ms']} = {stuck}",
             )
         )
 
@@ -316,9 +323,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "alone": _run_side(case, False, run_scenario, progress),
             "arbiter": _run_side(case, True, run_scenario, progress),
         }
-        rows[case.key]["failover_ratio"] = ratio(
-            rows[case.key]["arbiter"]["failover_ms"], rows[case.key]["alone"]["failover_ms"]
-        )
+        for figure in ("failover_ms", "settled_ms"):
+            rows[case.key][f"{figure.removesuffix('_ms')}_ratio"] = ratio(
+                rows[case.key]["arbiter"][figure], rows[case.key]["alone"][figure]
+            )
     master_down_ms = Timing.of(LabSpec()).master_down * 1000
     judged = goals(rows, master_down_ms)
     return {
@@ -343,26 +351,28 @@ def _fmt(value: object) -> str:
 
 
 def render(result: dict[str, Any]) -> str:
-    head = (
-        f"{'case':28} {'dual_master_ms':>17} {'arp_flaps':>11} {'failover_ms (median)':>27} "
-        f"{'holders at end':>17} {'violations':>11}"
-    )
-    sub = f"{'':28} {'alone':>8} {'arbiter':>8} {'alone':>5} {'arb':>5} {'alone':>8} {'arbiter':>8} {'ratio':>9} "
-    sub += f"{'alone':>8} {'arbiter':>8} {'alone':>5} {'arb':>5}"
+    columns = [
+        ("dual_master_ms", "dual_master_ms", 8),
+        ("arp_flaps", "arp_flaps", 5),
+        ("failover_ms", "failover_ms", 8),
+        ("settled_ms", "stuck_ms", 8),
+        ("holders_at_end", "holders", 7),
+        ("violations", "viol.", 5),
+    ]
+    head = f"{'case':24}" + "".join(f" {title:^{2 * w + 1}}" for _, title, w in columns) + f" {'ratio':>13}"
+    sub = f"{'':24}" + "".join(f" {'alone':>{w}} {'arb.':>{w}}" for _, _, w in columns) + f" {'fail.':>6} {'stuck':>6}"
     lines = [
-        f"keepalived alone beside keepalived + arbiter; power-off: {result['runs_per_power_off']} runs each, others 1",
+        f"keepalived alone beside keepalived + arbiter (medians; power-off: {result['runs_per_power_off']} runs "
+        "per side and timing, others 1)",
         "",
         head,
         sub,
     ]
     for key, row in result["rows"].items():
         al, ar = row["alone"], row["arbiter"]
-        lines.append(
-            f"{key:28} {_fmt(al['dual_master_ms']):>8} {_fmt(ar['dual_master_ms']):>8} "
-            f"{_fmt(al['arp_flaps']):>5} {_fmt(ar['arp_flaps']):>5} "
-            f"{_fmt(al['failover_ms']):>8} {_fmt(ar['failover_ms']):>8} {_fmt(row['failover_ratio']):>9} "
-            f"{al['holders_at_end']:>8} {ar['holders_at_end']:>8} {al['violations']:>5} {ar['violations']:>5}"
-        )
+        cells = "".join(f" {_fmt(al[k]):>{w}} {_fmt(ar[k]):>{w}}" for k, _, w in columns)
+        ratios = f" {_fmt(row.get('failover_ratio')):>6} {_fmt(row.get('settled_ratio')):>6}"
+        lines.append(f"{key:24}{cells}{ratios}")
         for side in ("alone", "arbiter"):
             for error in row[side]["errors"]:
                 lines.append(f"    {side}: {error}")
