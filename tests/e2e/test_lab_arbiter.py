@@ -1,0 +1,106 @@
+"""The arbiter on real keepalived: every scenario of issue 6 with an agent on every node, judged on the goals
+that are not timings (0 dual master where promised, who ends with the VIP, fencing before keeping the VIP, no
+violations). The timings live in `keepalived-arbiter lab bench`.
+
+Each test builds its own lab (keepalived, the agents, redis, sshd, ipmi_sim BMCs, socat cables in namespaces it
+creates) and checks afterwards that nothing of it is left.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from arbiter.lab import netns
+from arbiter.lab.bench.scenarios import transitions_after_fault
+from arbiter.lab.scenarios import run_scenario
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root"),
+    pytest.mark.skipif(shutil.which("keepalived") is None, reason="keepalived is not installed"),
+]
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers() -> Iterator[None]:
+    before = set(netns.list_namespaces())
+    yield
+    left = set(netns.list_namespaces()) - before
+    assert not left, f"lab namespaces left behind: {sorted(left)}"
+
+
+def _run(name: str, **kw: Any) -> dict[str, Any]:
+    result = run_scenario(name, seed=1, arbiter=True, **kw)
+    assert result["scenario"] == name
+    assert result["arbiter"] is True
+    assert all(figures["decisions"] for figures in result["agents"].values()), result["agents"]
+    return result
+
+
+def _not_about_overlap(violations: list[str]) -> list[str]:
+    """Violations other than the dual-master figures (bounded overlaps are a timing goal, in the bench)."""
+    return [v for v in violations if "dual master" not in v]
+
+
+def _kinds(result: dict[str, Any], kind: str, node: str) -> list[dict[str, Any]]:
+    return [e for e in result["timeline"] if e["kind"] == kind and e["node"] == node]
+
+
+@pytest.mark.parametrize("name", ["vrrp-cut", "hb-cut"])
+def test_a_cut_vrrp_path_never_makes_a_second_master(name: str) -> None:
+    r = _run(name)
+    assert r["dual_master_ms"] == 0
+    assert r["arp_flaps"] == 0
+    assert r["holders_at_end"] == ["a"]
+    assert r["violations"] == []
+    # The backup's gate closed during the cut: the arbiter, not luck, kept it from taking the VIP.
+    assert any("closed" in e["detail"] for e in _kinds(r, "gate", "b")), r["agents"]["b"]
+
+
+def test_isolate_the_cut_off_master_lets_go_with_a_proof() -> None:
+    r = _run("isolate")
+    assert r["holders_at_end"] == ["b"]
+    assert r["released_by"] in ("fence", "step-down"), r["released_by"]
+    assert _not_about_overlap(r["violations"]) == []
+
+
+def test_pause_agent_isolate_b_fences_a_before_it_keeps_the_vip() -> None:
+    r = _run("pause-agent-isolate")
+    assert r["holders_at_end"] == ["b"]
+    assert r["released_by"] == "fence"
+    assert r["fence_before_keep"] is True
+    assert any("confirmed" in e["detail"] for e in _kinds(r, "fence", "a"))
+    assert [e["detail"] for e in _kinds(r, "power", "a")] == ["off"]
+    assert _not_about_overlap(r["violations"]) == []
+
+
+@pytest.mark.parametrize(("advert_int", "version"), [(1.0, 2), (0.1, 3)], ids=["v2-1s", "v3-0.1s"])
+def test_power_off_the_backup_takes_over(advert_int: float, version: int) -> None:
+    r = _run("power-off", advert_int=advert_int, vrrp_version=version)
+    assert r["holders_at_end"] == ["b"]
+    assert r["dual_master_ms"] == 0
+    assert r["failover_ms"] is not None
+    assert r["violations"] == []
+
+
+def test_reference_lost_on_the_master_the_backup_takes_the_vip() -> None:
+    r = _run("reference-lost")
+    assert r["holders_at_end"] == ["b"]
+    assert r["released_by"] == "step-down"
+    assert r["dual_master_ms"] == 0
+    assert r["violations"] == []
+
+
+def test_redis_restart_empty_changes_nothing_and_tokens_still_rise() -> None:
+    r = _run("redis-restart-empty")
+    assert r["holders_at_end"] == ["a"]
+    assert transitions_after_fault(r["timeline"]) == 0
+    tokens = r["tokens"]
+    assert tokens["before"] is not None and tokens["after"] is not None
+    assert tokens["after"] > tokens["before"]
+    assert r["violations"] == []
