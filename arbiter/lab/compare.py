@@ -64,7 +64,7 @@ def timeline_lines(result: dict[str, Any]) -> list[str]:
     t_fault = _fault_t(result)
     lines = []
     for e in result.get("timeline", []):
-        line = f"{float(e['t']) - t_fault:+8.3f} {e['kind']:9} {e['node'] or '-':2} {e['detail']}"
+        line = f"{float(e['t']) - t_fault:+8.3f} {e['kind']:10} {e['node'] or '-':2} {e['detail']}"
         lines.append(line if len(line) <= COLUMN else line[: COLUMN - 1] + "…")
     return lines
 

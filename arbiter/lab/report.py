@@ -184,7 +184,7 @@ def render_svg(
             mine = [e for e in states if e.detail.split()[0] == inst]
             for i, e in enumerate(mine):
                 state = e.detail.split()[1] if len(e.detail.split()) > 1 else "?"
-                s_end = mine[i + 1].t if i + 1 < len(mine) else end_abs
+                s_end = _until(mine[i + 1].t if i + 1 < len(mine) else end_abs, e.t, events, node)
                 x1, x2 = x_of(e.t), x_of(s_end)
                 tip = f"{node} {inst} {state} from {e.t - t0:.3f} s to {s_end - t0:.3f} s"
                 svg.rect(
@@ -364,7 +364,7 @@ def _gate_rows(
         mine = [e for e in gates if e.detail.split()[0] == inst]
         for i, e in enumerate(mine):
             gate = e.detail.split()[1]
-            g_end = mine[i + 1].t if i + 1 < len(mine) else end_abs
+            g_end = _until(mine[i + 1].t if i + 1 < len(mine) else end_abs, e.t, events, node)
             x1, x2 = x_of(e.t), x_of(g_end)
             tip = f"{node} {inst} gate {e.detail.split(' ', 1)[1]} from {e.t - t0:.3f} s"
             svg.rect(x1, y + 3, x2 - x1, ROW - 6, GATE_COLOURS.get(gate, OTHER_STATE), tip=tip, class_="gate")
@@ -376,12 +376,22 @@ def _gate_rows(
     marks = [e for e in events if e.kind in (FENCE, POWER) and e.node == node]
     if marks:
         svg.text(LEFT - 8, y + 13, "fence / power", text_anchor="end", fill="#555")
+        free_from = 0.0  # labels never overlap: one that would is left to the mark's tooltip
         for e in marks:
             colour = FENCE_COLOUR if e.kind == FENCE else POWER_COLOUR
             label = f"fence {e.detail}" if e.kind == FENCE else f"power {e.detail}"
             tip = f"{e.t - t0:.3f} s {node}: {label}"
             svg.rect(x_of(e.t) - 1.5, y + 1, 3, ROW - 2, colour, tip=tip, class_=e.kind)
             short = label.split(" (")[0]
-            svg.text(x_of(e.t) + 3, y + 13, short, font_size="9", fill=colour)
+            if x_of(e.t) + 3 >= free_from:
+                svg.text(x_of(e.t) + 3, y + 13, short, font_size="9", fill=colour)
+                free_from = x_of(e.t) + 3 + CHAR_W * 0.85 * len(short) + 6
         y += ROW + ROW_GAP
     return y
+
+
+def _until(end: float, start: float, events: Sequence[Event], node: str) -> float:
+    """A state drawn from `start` ends at `end`, or earlier when the node's BMC powered it off in between (a
+    killed keepalived or agent reports nothing more)."""
+    offs = [e.t for e in events if e.kind == POWER and e.node == node and e.detail == "off" and start < e.t < end]
+    return min(offs, default=end)
