@@ -111,7 +111,7 @@ def test_dual_instance_both_vips_split() -> None:
 
 def test_every_scenario_has_a_test() -> None:
     covered = {
-        "vrrp-cut", "hb-cut", "isolate", "pause-agent-isolate", "power-off", "keepalived-crash", "pause-keepalived", "serial-cut",
-        "redis-restart-empty", "reference-lost", "nopreempt-return", "dual-instance",
+        "vrrp-cut", "hb-cut", "isolate", "pause-agent-isolate", "power-off", "keepalived-crash", "pause-keepalived",
+        "serial-cut", "redis-restart-empty", "reference-lost", "nopreempt-return", "dual-instance",
     }  # fmt: skip
     assert covered == set(SCENARIOS)
