@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from arbiter.lab.events import ARP, FENCE, GATE, POWER, VIP_ADD, VIP_DEL, Event
 
 Interval = tuple[float, float]
+STEPDOWN_LOG_SLACK = 0.25  # seconds: a gate closed this long after the VIP left still explains its leaving
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,8 @@ def release(
     if owner not in holders_end and ended is not None:
         # The power log is written once the node's addresses are gone: its line follows the VIP's removal.
         powered_off = any(e.kind == POWER and e.detail == "off" and abs(e.t - ended) < 1.0 for e in ordered)
-        if stepdown_at is not None and stepdown_at <= ended:
+        # The agent logs a decision after writing its gate; keepalived may drop the VIP before that line's stamp.
+        if stepdown_at is not None and stepdown_at <= ended + STEPDOWN_LOG_SLACK:
             released_by = "step-down"
         elif any(e.t <= ended for e in fences):
             released_by = "fence"
