@@ -16,6 +16,9 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 |     | store answered or a peer was heard (a node started cut off stays)    |        |                         |
 | Q1  | reference quorum lost here while a live peer reaches it, or no peer  | closed | release lease if mine   |
 |     | is heard at all (lost everywhere = not a local fault: go on)         |        |                         |
+| L4  | holding, lease held by a peer whose BMC read OFF after its newest    | open   |                         |
+|     | heartbeat (dead: its lease is not in use; failover at keepalived's   |        |                         |
+|     | speed, the lease is taken when it runs out)                          |        |                         |
 | L1  | holding, lease held by a peer that is not confirmed BACKUP           | closed |                         |
 | L2  | holding, lease held by a peer that confirms BACKUP (handover)        | open   | acquire (when released) |
 | L3  | not holding, lease renewed by its holder after its adverts stopped   | closed |                         |
@@ -84,6 +87,7 @@ RULES: dict[str, str] = {
     "L1": "holding while the lease is held by a peer: gate closed",
     "L2": "holding while the lease holder confirms BACKUP (handover): open, acquiring when released",
     "L3": "backup, lease renewed by its holder after its adverts stopped (VRRP cut): gate closed",
+    "L4": "holding, lease held by a peer whose BMC read OFF after its last heartbeat: open (the holder is dead)",
     "V1": "backup, peer says MASTER but its adverts stopped (VRRP cut): gate closed before master-down",
     "D1": "dual master, lease mine: keep the VIP, the peer must step down (fenced if it does not)",
     "D2": "dual master, the peer reports holding the lease: gate closed",
@@ -203,9 +207,18 @@ def _confirms_backup(state: PolicyState, peer: PeerView) -> bool:
 
 
 def _still_off(state: PolicyState, peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
-    """Fenced, and a power status read within deadtime still says OFF: proof enough for the failsafe."""
+    """Fenced (or read OFF after its last heartbeat), and a power status read within deadtime still says OFF:
+    proof enough for the failsafe."""
     fresh = peer.power_at is not None and now - peer.power_at <= cfg.deadtime
-    return peer.name in state.fenced_off and peer.power is Power.OFF and fresh
+    return (peer.name in state.fenced_off or _seen_off(peer, cfg, now)) and peer.power is Power.OFF and fresh
+
+
+def _seen_off(peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
+    """A power status read taken after the peer's newest heartbeat, within deadtime, says OFF: the peer is dead,
+    whatever its last frame said (a BMC reads OFF only when the node's power is off)."""
+    if peer.power is not Power.OFF or peer.power_at is None or now - peer.power_at > cfg.deadtime:
+        return False
+    return peer.heard_at is None or peer.power_at > peer.heard_at
 
 
 def _winner(ev: Evidence, cfg: PolicyConfig, rivals: list[PeerView]) -> str:
@@ -257,7 +270,9 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
             )
         state = replace(state, started=True)
 
-    alive = [p for p in ev.peers if p.alive]
+    # A peer whose BMC read OFF after its newest heartbeat is dead even while its deadtime runs.
+    off = {p.name for p in ev.peers if _seen_off(p, cfg, now)}
+    alive = [p for p in ev.peers if p.alive and p.name not in off]
     lease = ev.lease
     mine = lease.status is LeaseStatus.MINE
     seed = state.highest_token
@@ -276,6 +291,15 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
     if lease.status is LeaseStatus.PEER and holder_valid and lease.holder != cfg.node:
         holder = next((p for p in ev.peers if p.name == lease.holder), None)
         token = f" (token {lease.token})" if lease.token is not None else ""
+        if ev.holding and holder is not None and holder.name in off:
+            # The holder is powered off: its lease cannot be in use. Keep what keepalived took; the lease is
+            # acquired as soon as it runs out (H3), and the holder is fenced (already off) with the token (H1).
+            return out(
+                Gate.OPEN,
+                "L4",
+                f"lease held by {lease.holder}{token}, but its BMC read OFF after its last heartbeat; "
+                "keeping the VIP until the lease runs out",
+            )
         if ev.holding:
             if holder is not None and holder.alive and not holder.claims_vip:
                 actions.append(AcquireLease(seed))

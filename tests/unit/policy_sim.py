@@ -313,7 +313,9 @@ class World:
 
     def _agent(self, node: Node) -> None:
         store = self.store
-        for name in node.policy.fenced_off:  # the edge re-reads the BMC of a fenced peer
+        # The edge re-reads the BMC of a fenced peer, and of a peer whose heartbeats paused (is it dead?).
+        suspects = {name for name, heard in node.heard.items() if self.now - heard[0] > 2 * TICK}
+        for name in set(node.policy.fenced_off) | suspects:
             if name not in self.bmc_broken:
                 off = not self.nodes[name].powered
                 node.power_reads[name] = (Power.OFF if off else Power.ON, self.now)

@@ -156,6 +156,38 @@ def test_q1_reference_lost_everywhere_is_not_a_local_fault() -> None:
 # --- L1 / L2 / L3: the lease held by a peer ------------------------------------------------------------
 
 
+def dead_master(read_at: float, power: Power = Power.OFF) -> PeerView:
+    """The lease holder's last frame (0.2 s ago, still within deadtime) said MASTER with the VIP."""
+    return peer(state=M, vip_present=True, heard_at=NOW - 0.2, power=power, power_at=read_at)
+
+
+def test_l4_holder_read_off_after_its_last_heartbeat_keeps_the_vip() -> None:
+    d = run(ev(state=M, lease=theirs(token=9), peers=(dead_master(NOW - 0.05),)), prev=holding(since=NOW - 0.1))
+    assert (d.gate, d.rule) == (Gate.OPEN, "L4")
+    assert "BMC read OFF after its last heartbeat" in d.reason
+    assert not any(isinstance(a, Fence) for a in d.actions)  # never fence a valid lease holder (safety 3)
+
+
+@pytest.mark.parametrize(
+    ("holder", "why"),
+    [
+        (dead_master(NOW - 0.3), "read before its newest heartbeat"),
+        (dead_master(NOW - 1.5), "read older than deadtime"),
+        (dead_master(NOW - 0.05, power=Power.UNKNOWN), "BMC unreadable"),
+        (dead_master(NOW - 0.05, power=Power.ON), "BMC says on"),
+    ],
+)
+def test_l4_needs_a_fresh_off_read_after_the_last_heartbeat(holder: PeerView, why: str) -> None:
+    d = run(ev(state=M, lease=theirs(), peers=(holder,)), prev=holding(since=NOW - 0.1))
+    assert (d.gate, d.rule) == (Gate.CLOSED, "L1"), why
+
+
+def test_h5_failsafe_accepts_a_peer_read_off_after_its_last_heartbeat() -> None:
+    off = peer(alive=False, heard_at=NOW - 2, power=Power.OFF, power_at=NOW - 0.1)
+    d = run(ev(state=M, lease=UNKNOWN, peers=(off,)), prev=holding(since=NOW - 5))
+    assert (d.gate, d.rule) == (Gate.OPEN, "H5")
+
+
 def test_l1_holding_while_peer_holds_lease_closes_with_token_in_reason() -> None:
     d = run(ev(state=M, lease=theirs(41), peers=(peer(state=M),)), prev=holding())
     assert (d.gate, d.rule) == (Gate.CLOSED, "L1")
