@@ -186,6 +186,7 @@ class Agent:
         """One decision per instance; returns the reasons (Patroni's run_cycle: the log says why)."""
         now = time.monotonic()
         trigger, self._trigger = self._trigger, None
+        self._read_suspects(now)
         reasons = []
         for name in self.instances:
             decision = decide(self.state[name], self.evidence(name, now), self.policy_cfg[name], now)
@@ -349,10 +350,23 @@ class Agent:
             for peer in fenced:
                 self._spawn(f"power:{peer}", self._read_power(peer))
 
+    def _read_suspects(self, now: float) -> None:
+        """A peer silent for two heartbeat intervals may be dead: read its power now (a BMC status read is a few
+        ms), so a dead master's lease does not hold up the failover (rule L4). One read in flight per peer."""
+        pause = 2 * self.cfg.heartbeat.interval_ms / 1000
+        for peer in self.peers:
+            newest = self.heartbeats.newest(peer)
+            if newest is not None and now - newest.received_at > pause:
+                self._spawn(f"power:{peer}", self._read_power(peer))
+
     async def _read_power(self, peer: str) -> None:
         with contextlib.suppress(Exception):  # a broken device reads UNKNOWN, never stops the agent
             power, _device = await self.orchestrator.status(peer)
+            previous = self.power.get(peer, (Power.UNKNOWN, 0.0))[0]
             self.power[peer] = (power, time.monotonic())
+            if power is not previous:
+                self._emit({"event": "power", "node": self.node, "peer": peer, "power": power.value})
+                self._wake_up("power")
 
     async def _arp_loop(self) -> None:
         """While a VIP is up here, ask who else answers ARP for it: another MAC is a split brain on the wire."""
