@@ -16,6 +16,7 @@ TARGETS = {
     "lease": "lease renewals for many instances on one Redis, beside raw SET throughput",
     "heartbeat": "CPU and RSS of one agent sending/receiving heartbeats at 10 Hz on three media",
     "fence": "fence → confirmed OFF on one ipmi_sim: our IPMI driver (pyghmi) beside fence_ipmilan",
+    "decision": "agent decision latency on a lab node: VIP appears → gate written (p50, p99)",
     "hook": "notify hook wall time beside `-c pass` of its interpreter, against a live agent socket",
     "scenarios": "lab scenarios, keepalived alone beside the arbiter: dual master, ARP flaps, failover, goals",
 }
