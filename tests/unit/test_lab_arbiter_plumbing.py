@@ -259,6 +259,13 @@ def test_goals_are_judged_from_the_figures_and_the_agent_ones_are_not_measured()
     assert judged[("redis-restart-empty", "tokens still increasing")] is True
     agent = [g for g in bench.goals(rows, 3600) if g.case == "agent"]
     assert agent and all(g.met is None and "not measured" in g.figure for g in agent)
+    measured = {
+        "decision": {"samples": 100, "p50_ms": 3.4, "p99_ms": 25.0},
+        "hook": {"hook_ms_median": 20.7, "pass_ms_median": 18.5, "ratio": 1.12, "rounds": 100},
+    }
+    judged_agent = [(g.met, g.figure) for g in bench.goals(rows, 3600, measured) if g.case == "agent"]
+    assert [met for met, _ in judged_agent] == [True, False, True]
+    assert judged_agent[1][1] == "p99 25.0 ms (100 VIP appearances on node b)"
 
 
 def test_holders_text_counts_different_endings() -> None:

@@ -171,7 +171,7 @@ def _all_ended_with(runs: dict[str, Any], holders: str) -> bool:
     return bool(runs["runs"]) and runs["holders_at_end"] == holders and not runs["errors"]
 
 
-def goals(rows: dict[str, dict[str, Any]], master_down_ms: float) -> list[Goal]:
+def goals(rows: dict[str, dict[str, Any]], master_down_ms: float, agent: dict[str, Any] | None = None) -> list[Goal]:
     """Issue 6 item 6, judged from the summaries (`rows[case key] = {"alone": ..., "arbiter": ...}`)."""
     out: list[Goal] = []
 
@@ -275,8 +275,21 @@ def goals(rows: dict[str, dict[str, Any]], master_down_ms: float) -> list[Goal]:
         )
         out.append(Goal("redis-restart-empty", "tokens still increasing", rising, f"tokens {tokens}"))
 
-    for key, what in ELSEWHERE.items():
-        out.append(Goal("agent", what, None, f"{key}: {NOT_MEASURED} (agent benchmark)"))
+    decision, hook = (agent or {}).get("decision"), (agent or {}).get("hook")
+    if decision is None:
+        for key in ("decision_latency_p50_ms", "decision_latency_p99_ms"):
+            out.append(Goal("agent", ELSEWHERE[key], None, f"{key}: {NOT_MEASURED}"))
+    else:
+        samples = f"{decision['samples']} VIP appearances on node b"
+        p50, p99 = decision["p50_ms"], decision["p99_ms"]
+        out.append(Goal("agent", ELSEWHERE["decision_latency_p50_ms"], p50 < 5.0, f"p50 {p50} ms ({samples})"))
+        out.append(Goal("agent", ELSEWHERE["decision_latency_p99_ms"], p99 < 20.0, f"p99 {p99} ms ({samples})"))
+    if hook is None:
+        out.append(Goal("agent", ELSEWHERE["hook_wall_time_ratio"], None, f"hook_wall_time_ratio: {NOT_MEASURED}"))
+    else:
+        figure = f"{hook['hook_ms_median']} / {hook['pass_ms_median']} ms = {hook['ratio']}"
+        figure += f" (medians of {hook['rounds']})"
+        out.append(Goal("agent", ELSEWHERE["hook_wall_time_ratio"], hook["ratio"] <= 1.2, figure))
     return out
 
 
@@ -328,13 +341,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 rows[case.key]["arbiter"][figure], rows[case.key]["alone"][figure]
             )
     master_down_ms = Timing.of(LabSpec()).master_down * 1000
-    judged = goals(rows, master_down_ms)
+    from arbiter.lab.bench import decision, hook  # noqa: PLC0415
+
+    agent: dict[str, Any] = {}
+    for name, measure in (("decision", decision.measure), ("hook", hook.measure)):
+        progress(f"agent: {name}")
+        try:
+            agent[name] = measure(100)
+        except (LabError, OSError, RuntimeError) as exc:  # reported as not measured, with the reason
+            agent[f"{name}_error"] = str(exc)
+    judged = goals(rows, master_down_ms, agent)
     return {
         "bench": "scenarios",
         "runs_per_power_off": runs,
         "rows": rows,
         "goals": [g.as_dict() for g in judged],
-        "not_measured": {key: NOT_MEASURED for key in ELSEWHERE},
+        "agent": agent,
         "duration_s": round(time.monotonic() - started, 1),
     }
 
