@@ -78,3 +78,17 @@ def test_fence_with_a_broken_config_is_an_error_not_off(tmp_path: Path, capsys: 
     # Exit 2 would mean "off" in fence-agents' vocabulary: a config error must be 1.
     assert main(["fence", "-c", str(broken), "node-b", "status"]) == 1
     assert "lease.ttl_ms: must exceed" in capsys.readouterr().err
+
+
+def test_run_refuses_a_config_that_does_not_fit_this_node(capsys: pytest.CaptureFixture[str]) -> None:
+    # The example names key files and interfaces this test machine does not have: refused before any IO.
+    assert main(["run", "-c", str(EXAMPLE)]) == 2
+    err = capsys.readouterr().err
+    assert "heartbeat.key_file: cannot read '/etc/keepalived-arbiter/heartbeat.key'" in err
+
+
+def test_run_refuses_an_invalid_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "a.toml"
+    broken.write_text(EXAMPLE.read_text().replace("deadtime_ms = 1000", "deadtime_ms = 300"))
+    assert main(["run", "-c", str(broken)]) == 2
+    assert "heartbeat.deadtime_ms: must exceed 2 × interval_ms = 400 (got 300)" in capsys.readouterr().err
