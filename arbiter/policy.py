@@ -43,6 +43,8 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | H6  | holding, store unreachable, lease expired, a peer silent             | closed | with a live peer:       |
 |     |                                                                      |        | fence after TTL + delay |
 | F1  | fencing a peer failed and on_failure = "close"                       | closed | retry after timeout     |
+| B3  | not holding, a peer silent on every medium last claimed the VIP:     | open   | acquire; fence it       |
+|     | fence it with the lease before keepalived's master-down fires        |        | (token)                 |
 | B1  | not holding, lease mine                                              | open   | release lease           |
 | B2  | not holding                                                          | open   |                         |
 
@@ -101,6 +103,7 @@ RULES: dict[str, str] = {
     "H6": "holding, store unreachable, lease expired, a peer silent: gate closed",
     "F1": "fencing a peer failed (on_failure = close): gate closed, fence retried",
     "B1": "backup holding a stale lease: open, lease released",
+    "B3": "backup, a silent peer last claimed the VIP: acquire the lease and fence it before master-down",
     "B2": "backup: gate open, keepalived decides",
 }
 
@@ -402,6 +405,22 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
             return out(Gate.OPEN, "H5", "failsafe: lease store unreachable, every peer confirms it is not master")
         names = ", ".join(p.name for p in ev.peers if not p.alive) or "a peer"
         return out(Gate.CLOSED, "H6", f"lease store unreachable, own lease expired and {names} silent; gate closed")
+
+    # B3 -------------------------------------------------------------------------------------------------
+    # A peer silent on every medium whose last word claimed the VIP may still hold it (its agent stuck, its
+    # keepalived master behind a cut path). Fence it with the lease before keepalived's master-down makes this
+    # node master beside it; with TTL + fence time below master-down the fence lands first.
+    settled = state.fenced_off | off
+    claimants = [p for p in ev.peers if p.alive is False and p.claims_vip and p.name not in settled]
+    if claimants:
+        names = ", ".join(p.name for p in claimants)
+        if lease_valid_mine:
+            for peer in claimants:
+                fence(peer, lease.token, "silent on every heartbeat medium; its last word claimed the VIP")
+            return out(Gate.OPEN, "B3", f"{names} silent, last seen holding the VIP: fencing with token {lease.token}")
+        if lease.status is LeaseStatus.FREE:
+            actions.append(AcquireLease(seed))
+            return out(Gate.OPEN, "B3", f"{names} silent, last seen holding the VIP: acquiring the lease to fence")
 
     # B1 / B2 --------------------------------------------------------------------------------------------
     if mine:

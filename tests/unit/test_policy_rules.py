@@ -435,6 +435,40 @@ def test_h6_store_unreachable_lease_expired_peer_silent() -> None:
 # --- B1 / B2: not holding ------------------------------------------------------------------------------
 
 
+def silent_master() -> PeerView:
+    """Silent on every medium; its last frame said MASTER with the VIP (agent stuck, keepalived master)."""
+    return peer(alive=False, heard_at=NOW - 2, state=M, vip_present=True)
+
+
+def test_b3_backup_acquires_the_free_lease_to_fence_a_silent_master() -> None:
+    d = run(ev(lease=FREE, peers=(silent_master(),)))
+    assert (d.gate, d.rule) == (Gate.OPEN, "B3")
+    assert AcquireLease(seed=0) in d.actions
+    assert not any(isinstance(a, Fence) for a in d.actions)  # not before the lease is in hand
+
+
+def test_b3_backup_fences_a_silent_master_with_the_token_before_master_down() -> None:
+    d = run(ev(lease=mine(token=12), peers=(silent_master(),)))
+    assert (d.gate, d.rule) == (Gate.OPEN, "B3")
+    assert Fence("b", 12, "silent on every heartbeat medium; its last word claimed the VIP") in d.actions
+    assert not any(isinstance(a, ReleaseLease) for a in d.actions)  # B1 must not give the lease back first
+
+
+@pytest.mark.parametrize(
+    "lease",
+    [theirs(), UNKNOWN],
+    ids=["the silent master still holds the lease", "lease store unreachable"],
+)
+def test_b3_never_fences_without_the_lease(lease: LeaseView) -> None:
+    d = run(ev(lease=lease, peers=(silent_master(),)))
+    assert not any(isinstance(a, Fence) for a in d.actions)
+
+
+def test_b3_not_for_a_silent_peer_that_last_said_backup() -> None:
+    d = run(ev(lease=FREE, peers=(peer(alive=False, heard_at=NOW - 2, state=B),)))
+    assert d.rule == "B2"
+
+
 def test_b1_backup_releases_a_stale_lease() -> None:
     d = run(ev(state=B, lease=mine()))
     assert (d.gate, d.rule) == (Gate.OPEN, "B1")
