@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 POWER_READ_INTERVAL = 1.0  # how often a fenced peer's BMC is re-read (it may be powered on by hand)
 ARP_PROBE_INTERVAL = 1.0  # housekeeping: heartbeats carry the peer's VIP state every cycle already
 ARP_PROBE_TIMEOUT = 0.2
+EXPIRY_SLACK = 0.005  # re-read a peer's lease this long after its expected expiry (Redis expires keys lazily)
 
 
 class Agent:
@@ -341,6 +342,17 @@ class Agent:
                 self.lease_views[name] = view
             for name, view in zip(others, await asyncio.gather(*(self.leases[n].read() for n in others)), strict=True):
                 self.lease_views[name] = view
+                if view.status is LeaseStatus.PEER and view.expires_at is not None:
+                    self._spawn(f"expiry:{name}", self._reread_at(name, view.expires_at))
+            self._wake_up("lease")
+
+    async def _reread_at(self, name: str, expires_at: float) -> None:
+        """Read a peer's lease again the moment it should run out, not up to renew_ms later: a backup that must
+        fence a silent master (rule B3) has until keepalived's master-down timer, and the lease TTL uses most
+        of that."""
+        await asyncio.sleep(max(0.0, expires_at - time.monotonic()) + EXPIRY_SLACK)
+        if f"lease:{name}" not in self._busy:
+            self.lease_views[name] = await self.leases[name].read()
             self._wake_up("lease")
 
     async def _power_loop(self) -> None:
