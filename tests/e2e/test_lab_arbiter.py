@@ -76,7 +76,9 @@ def test_pause_agent_isolate_b_fences_a_before_it_keeps_the_vip() -> None:
     assert r["fence_before_keep"] is True
     assert any("confirmed" in e["detail"] for e in _kinds(r, "fence", "a"))
     assert [e["detail"] for e in _kinds(r, "power", "a")] == ["off"]
-    assert _not_about_overlap(r["violations"]) == []
+    # The fence lands before keepalived's master-down makes b master (rule B3): no overlap at all.
+    assert r["dual_master_ms"] == 0
+    assert r["violations"] == []
 
 
 @pytest.mark.parametrize(("advert_int", "version"), [(1.0, 2), (0.1, 3)], ids=["v2-1s", "v3-0.1s"])
