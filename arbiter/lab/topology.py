@@ -461,10 +461,16 @@ def read_power_log(plan: LabPlan) -> list[tuple[float, str, str]]:
 def power_off_node(plan: LabPlan, name: str) -> None:
     """What pulling the plug looks like from the network: every process gone, no address, no carrier."""
     node = plan.node(name)
-    netns.kill_namespace_processes(node.netns, keep=observers(plan))
-    for dev in ("eth0", "eth1", "eth2"):
-        run(["ip", "-n", node.netns, "addr", "flush", "dev", dev], check=False)
+    # Carrier and addresses first: a real power cut takes the VIP off the wire at once. Killing keepalived
+    # first left its VIP configured for the few ms until the flush: a dual master no real power-off has.
+    devices = ("eth0", "eth1", "eth2")
+    for dev in devices:
         run(["ip", "-n", node.netns, "link", "set", dev, "down"], check=False)
+    for dev in devices:
+        run(["ip", "-n", node.netns, "addr", "flush", "dev", dev], check=False)
+    netns.kill_namespace_processes(node.netns, keep=observers(plan))
+    for dev in devices:  # anything a dying process re-added
+        run(["ip", "-n", node.netns, "addr", "flush", "dev", dev], check=False)
     Path(node.dir, "power").write_text("off\n")
     _log_power(plan, "off", name)
 
