@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,15 +21,6 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root"),
     pytest.mark.skipif(shutil.which("keepalived") is None, reason="keepalived is not installed"),
 ]
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    before = set(netns.list_namespaces())
-    with Lab(LabSpec()) as running:
-        running.wait_holders("10.0.0.100", ["a"], 10)
-        yield running
-    assert set(netns.list_namespaces()) - before == set()
 
 
 def test_fault_verbs_status_and_heal_on_a_running_lab(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,29 +9,18 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from arbiter.lab import netns, topology
 from arbiter.lab.lab import Lab
-from arbiter.lab.topology import LabSpec
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root"),
     pytest.mark.skipif(shutil.which("keepalived") is None, reason="keepalived is not installed"),
 ]
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    before = set(netns.list_namespaces())
-    with Lab(LabSpec()) as running:
-        running.wait_holders("10.0.0.100", ["a"], 10)
-        yield running
-    assert set(netns.list_namespaces()) - before == set()
 
 
 def fence(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
