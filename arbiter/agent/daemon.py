@@ -104,10 +104,7 @@ class Agent:
         by_interface: dict[str, dict[int | None, str]] = {}
         for name, inst in self.instances.items():
             by_interface.setdefault(inst.interface, {})[inst.virtual_router_id] = name
-        self.adverts = {
-            iface: AdvertListener(iface, vrids, peer_ips, on_advert=self._advert)
-            for iface, vrids in by_interface.items()
-        }
+        self.adverts = {iface: AdvertListener(iface, vrids, peer_ips) for iface, vrids in by_interface.items()}
         self.notify = NotifyServer(cfg.api.socket, on_event=self._notified, group=cfg.api.group)
         self.fifo = NotifyFifo(cfg.api.notify_fifo, self._notified) if cfg.api.notify_fifo is not None else None
         # Another MAC answering ARP for a VIP held here: instance → (MACs, when seen).
@@ -428,9 +425,6 @@ class Agent:
             self.kprio[name] = priority
         self._wake_up("notify", at)
         self.heartbeats.send_now()
-
-    def _advert(self, name: str, peer: str, priority: int, at: float) -> None:
-        pass  # read each cycle through last_advert(); no wake-up: adverts arrive every advert_int anyway
 
     # --- plumbing -----------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Shared e2e fixtures: a running two-node lab (keepalived alone) that must leave no namespace behind."""
+"""Shared e2e fixtures: every test must leave no lab namespace behind; a running two-node lab (keepalived alone)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,16 @@ from arbiter.lab.lab import Lab
 from arbiter.lab.topology import LabSpec
 
 
+@pytest.fixture(autouse=True)
+def no_leftovers() -> Iterator[None]:
+    before = set(netns.list_namespaces())
+    yield
+    left = set(netns.list_namespaces()) - before
+    assert not left, f"lab namespaces left behind: {sorted(left)}"
+
+
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    before = set(netns.list_namespaces())
     with Lab(LabSpec()) as running:
         running.wait_holders("10.0.0.100", ["a"], 10)
         yield running
-    assert set(netns.list_namespaces()) - before == set()

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from arbiter.lab import netns
 from arbiter.lab.bench.scenarios import transitions_after_fault
 from arbiter.lab.scenarios import run_scenario
 
@@ -24,14 +22,6 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root"),
     pytest.mark.skipif(shutil.which("keepalived") is None, reason="keepalived is not installed"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def no_leftovers() -> Iterator[None]:
-    before = set(netns.list_namespaces())
-    yield
-    left = set(netns.list_namespaces()) - before
-    assert not left, f"lab namespaces left behind: {sorted(left)}"
 
 
 def _run(name: str, **kw: Any) -> dict[str, Any]:
