@@ -100,10 +100,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from arbiter.agent.daemon import Agent  # noqa: PLC0415
 
     async def main() -> None:
-        agent = Agent(cfg)
+        agent = Agent(cfg, config_path=args.config)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.stop)
+        loop.add_signal_handler(signal.SIGHUP, agent.request_reload)
         await agent.run()
 
     try:
@@ -112,6 +113,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"keepalived-arbiter run: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from arbiter import statusview  # noqa: PLC0415
+
+    path = args.socket
+    if path is None:
+        # The agent's socket as configured; an operator in api.group may not be able to read the config (0600),
+        # and then the default path is the best guess (say --socket otherwise).
+        try:
+            path = config_mod.load(args.config).api.socket
+        except config_mod.ConfigError:
+            path = config_mod.ApiConfig().socket
+    if args.watch is not None and args.watch <= 0:
+        print("status: --watch needs a positive number of seconds", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        return statusview.main(path, as_json=args.json, watch=args.watch)
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 FENCE_ACTIONS = ("status", "check", "off", "on")
@@ -211,6 +232,20 @@ def build_parser() -> argparse.ArgumentParser:
     agent = sub.add_parser("run", help="run the agent (the per-node daemon) in the foreground")
     with_config(agent)
     agent.set_defaults(func=cmd_run)
+
+    status = sub.add_parser(
+        "status",
+        help="the cluster as this node's agent sees it (exit 1 if the agent cannot be asked)",
+        description="Asks the running agent over its Unix socket. --json prints the documented schema "
+        "(keepalived-arbiter.status/1); --watch repeats every SECONDS (with --json: one object per line).",
+    )
+    with_config(status)
+    status.add_argument("--socket", type=Path, help="the agent's socket (default: api.socket from the config)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--watch", type=float, nargs="?", const=2.0, metavar="SECONDS", help="refresh every SECONDS (default 2)"
+    )
+    status.set_defaults(func=cmd_status)
 
     fence = sub.add_parser(
         "fence",

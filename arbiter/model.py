@@ -82,6 +82,9 @@ class PeerView:
     # Newest power status read of this peer (BMC), if any: the edge re-reads it while the peer is fenced.
     power: Power = Power.UNKNOWN
     power_at: float | None = None
+    # The peer's newest frame said it was stopping cleanly, with every gate closed and no VIP held: its silence
+    # after that is a stop, not a failure (its gates stay closed until its agent runs again).
+    left: bool = False
 
     @property
     def claims_vip(self) -> bool:

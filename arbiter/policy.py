@@ -31,8 +31,9 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | D3  | holding, a live peer also holds, lease free or store unreachable:    | winner | winner: acquire; fence  |
 |     | higher priority, then lower name wins                                | open   | after deadtime + delay  |
 | D4  | D3's winner whose own lease expired during this hold (rule 2)        | closed |                         |
-| H1  | holding, lease mine and valid                                        | open   | fence silent peers last |
-|     |                                                                      |        | seen holding (token)    |
+| H1  | holding, lease mine and valid                                        | open   | fence silent peers      |
+|     |                                                                      |        | (token), unless a peer  |
+|     |                                                                      |        | said it left cleanly    |
 | H2  | holding, lease mine but within safety margin of expiry (renewals     | closed |                         |
 |     | failing): self-demotion before TTL − safety                          |        |                         |
 | H3  | holding, lease free (expired, or Redis restarted empty), for at most | open   | acquire (seeded)        |
@@ -374,7 +375,8 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         failed = _fence_failed(state, ev.peers)
         # A silent peer may hold the VIP even if its last word was BACKUP: its agent may be stuck while its
         # keepalived, with the gate left open, takes the VIP behind a cut VRRP path. Only fencing bounds that.
-        silent = [p for p in ev.peers if p.alive is False and p.name not in state.fenced_off]
+        # A peer that stopped cleanly (gates closed, VIPs released, then said so) is not fenced for its silence.
+        silent = [p for p in ev.peers if p.alive is False and p.name not in state.fenced_off and not p.left]
         # H1 / H2 -------------------------------------------------------------------------------------------
         if mine and lease_valid_mine:
             for peer in silent:

@@ -128,6 +128,15 @@ class Orchestrator:
 
     # --- what the agent and the CLI call ------------------------------------------------------------------
 
+    def close(self) -> None:
+        """Release every device's resources (IPMI worker processes, SSH sessions); later calls reopen them."""
+        for levels in self.levels.values():
+            for level in levels:
+                for fencer in level:
+                    close = getattr(fencer, "close", None)
+                    if close is not None:
+                        close()
+
     def came_back(self, node: str) -> None:
         """The node was heard again (or powered on): a later fence is a new one, not held down."""
         self._record(node).fenced_at = None

@@ -24,14 +24,18 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+from arbiter import config as config_mod
 from arbiter.agent import arp
 from arbiter.agent.gate import GateFile
+from arbiter.agent.metrics import AgentMetrics, loop_status
 from arbiter.agent.netlink import VipWatch
-from arbiter.agent.notify import NotifyFifo, NotifyServer
+from arbiter.agent.notify import BadRequestError, NotifyFifo, NotifyServer
+from arbiter.agent.status import build_status
 from arbiter.agent.vrrp import AdvertListener
 from arbiter.config import Config
 from arbiter.evidence.heartbeat import HeartbeatService, InstanceReport, Snapshot
@@ -58,6 +62,7 @@ from arbiter.model import (
     VrrpState,
 )
 from arbiter.policy import decide
+from fencers.base import FenceError
 from fencers.orchestration import FenceAttempt, Orchestrator
 
 log = logging.getLogger(__name__)
@@ -65,11 +70,30 @@ POWER_READ_INTERVAL = 1.0  # how often a fenced peer's BMC is re-read (it may be
 ARP_PROBE_INTERVAL = 1.0  # housekeeping: heartbeats carry the peer's VIP state every cycle already
 ARP_PROBE_TIMEOUT = 0.2
 EXPIRY_SLACK = 0.005  # re-read a peer's lease this long after its expected expiry (Redis expires keys lazily)
+LEAVE_WAIT = 3.0  # on a clean stop, how long to wait for keepalived to drop the VIPs after the gates close
+LEAVE_FRAMES = 3  # "leaving" frames sent on a clean stop (UDP may lose one)
+# What SIGHUP may change in place; anything else needs a restart (the reload is then refused as a whole).
+RELOADABLE = ("alerts", "fencing", "keepalived")
+SPLIT_BRAIN_RULES = frozenset({"D1", "D2", "D3", "D4"})  # both nodes hold the VIP, seen over a heartbeat
 
 
 class Agent:
-    def __init__(self, cfg: Config, *, out: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self, cfg: Config, *, out: Callable[[dict[str, Any]], None] | None = None, config_path: Path | None = None
+    ) -> None:
         self.cfg = cfg
+        self.config_path = config_path
+        self.started_wall = self.loaded_wall = time.time()
+        self.started_mono = time.monotonic()
+        self.reload_result: dict[str, Any] | None = None  # the last SIGHUP: {"ok", "at", "error"}
+        self.drift: dict[str, Any] | None = None  # the last keepalived.conf check
+        self.cycle_at: float | None = None  # monotonic time of the last decision cycle (the watchdog's health)
+        self.decided_at: dict[str, float] = {}  # instance → wall time its rule or gate last changed
+        self.last_fence: dict[str, dict[str, Any]] = {}  # peer → the last fence run against it
+        self.last_fence_any: dict[str, Any] | None = None
+        self.leaving = False
+        self.fingerprints: dict[str, str] = {}  # instance → this node's keepalived.conf fingerprint (drift check)
+        self.metrics = AgentMetrics()
         self.node = cfg.node.name
         self.peers = [p.name for p in cfg.peer]
         self.instances = {i.name: i for i in cfg.instance}
@@ -106,6 +130,8 @@ class Agent:
             by_interface.setdefault(inst.interface, {})[inst.virtual_router_id] = name
         self.adverts = {iface: AdvertListener(iface, vrids, peer_ips) for iface, vrids in by_interface.items()}
         self.notify = NotifyServer(cfg.api.socket, on_event=self._notified, group=cfg.api.group)
+        # Open to whoever may connect at all: the socket's mode (0600, or 0660 with api.group) is the access rule.
+        self.notify.add_verb("STATUS", self._status_verb, privileged=False)
         self.fifo = NotifyFifo(cfg.api.notify_fifo, self._notified) if cfg.api.notify_fifo is not None else None
         # Another MAC answering ARP for a VIP held here: instance → (MACs, when seen).
         self.arp_claims: dict[str, tuple[frozenset[str], float]] = {}
@@ -119,6 +145,9 @@ class Agent:
         self.state = {name: PolicyState(highest_token=tokens.highest(name)) for name in self.instances}
         self._emit({"event": "start", "node": self.node, "instances": list(self.instances), "gates": "closed"})
         await self.notify.start()
+        self.metrics.attach_status(loop_status(asyncio.get_running_loop(), self.status))
+        if self.cfg.api.metrics is not None:
+            self.metrics.serve(self.cfg.api.metrics)
         await self.vips.start()
         for name in self.instances:  # a VIP already up at start: keepalived is MASTER (no event fires for it)
             if self.vips.present(name):
@@ -155,15 +184,112 @@ class Agent:
         for gate in self.gates.values():
             with contextlib.suppress(OSError):
                 gate.write(Gate.CLOSED)
+        with contextlib.suppress(Exception):
+            await self._leave()
+        self.metrics.stop()
         for closer in (self.heartbeats.stop(), self.notify.stop(), self.store.close()):
             with contextlib.suppress(Exception):
                 await closer
         self.vips.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.orchestrator.close)
         if self.fifo is not None:
             self.fifo.stop()
         for listener in self.adverts.values():
             listener.stop()
         self._emit({"event": "stop", "node": self.node, "gates": "closed"})
+
+    async def _leave(self) -> None:
+        """A clean stop must not look like a crash: a peer that sees silence after a frame claiming a VIP fences
+        this node (H1, B3). So: wait (at most LEAVE_WAIT) until keepalived, its gates closed, has dropped the
+        VIPs; release the leases held here so the peer takes over at once; then tell the peers the truth with
+        `leaving` set. If a VIP stays up (keepalived not wired to the gate), the frames say so, and the peer
+        fences this node as it should."""
+        deadline = time.monotonic() + LEAVE_WAIT
+        while any(self.vips.present(n) for n in self.instances) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        held = [n for n in self.instances if self.lease_views[n].status is LeaseStatus.MINE]
+        if not any(self.vips.present(n) for n in self.instances):
+            async with asyncio.timeout(self.cfg.lease.timeout_ms / 1000 * 2):
+                for name, view in zip(
+                    held, await asyncio.gather(*(self.leases[n].release() for n in held)), strict=True
+                ):
+                    self.lease_views[name] = view
+        self.leaving = True
+        for _ in range(LEAVE_FRAMES):
+            self.heartbeats.send_now()
+            await asyncio.sleep(0.02)
+        self._emit(
+            {
+                "event": "leaving",
+                "node": self.node,
+                "released": held,
+                "vips_down": not any(self.vips.present(n) for n in self.instances),
+            }
+        )
+
+    # --- reload (SIGHUP) ------------------------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        self._spawn("reload", self.reload())
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config file; apply it whole or not at all. Refused (old config kept, reason in status, an
+        alert) when the file is invalid, when a section that needs a restart changed, or while a fence runs."""
+        at = round(time.time(), 3)
+        try:
+            if self.config_path is None:
+                raise ReloadError("the agent was started without a config file")
+            new = config_mod.load(self.config_path)
+            problems = config_mod.check(new, offline=False)
+            if problems:
+                raise config_mod.ConfigError(problems)
+            needs_restart = restart_needed(self.cfg, new)
+            if needs_restart:
+                raise ReloadError(
+                    f"{', '.join(needs_restart)} changed: restart the agent to apply them "
+                    f"(only {', '.join(RELOADABLE)} and peer[].fence reload in place); nothing was applied"
+                )
+            if any(key.startswith("fence:") for key in self._busy):
+                raise ReloadError("a fence is running; send SIGHUP again when it is done")
+            orchestrator = None
+            if _fencing_of(new) != _fencing_of(self.cfg):
+                drawn = random.randint(0, new.fencing.random_delay_ms)
+                orchestrator = Orchestrator.from_config(new, drawn_delay_ms=drawn, on_event=self._fence_event)
+                orchestrator.race_delay = 0.0
+                policy_cfg = {name: PolicyConfig.from_config(new, name, drawn) for name in self.instances}
+        except (config_mod.ConfigError, ReloadError, FenceError, OSError) as exc:
+            text = "; ".join(str(p) for p in exc.problems) if isinstance(exc, config_mod.ConfigError) else str(exc)
+            self.reload_result = {"ok": False, "at": at, "error": text}
+            self._emit({"event": "reload", "node": self.node, "ok": False, "error": text})
+            return self.reload_result
+        if orchestrator is not None:
+            old, self.orchestrator, self.policy_cfg = self.orchestrator, orchestrator, policy_cfg
+            await asyncio.to_thread(old.close)
+        self.cfg = new
+        self.loaded_wall = at
+        self.reload_result = {"ok": True, "at": at, "error": None}
+        self._emit({"event": "reload", "node": self.node, "ok": True, "fencing": orchestrator is not None})
+        self._wake_up("reload")
+        return self.reload_result
+
+    # --- status ---------------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return build_status(self)
+
+    def healthy(self, now: float) -> bool:
+        """The decision loop ran recently: what the systemd watchdog is fed on, and what `status` shows."""
+        limit = max(5 * self.cfg.heartbeat.interval_ms / 1000, 1.0)
+        return self.cycle_at is not None and now - self.cycle_at < limit
+
+    def alert_status(self) -> list[dict[str, Any]]:
+        return []
+
+    def _status_verb(self, words: Sequence[str], at: float) -> str:
+        if words:
+            raise BadRequestError("STATUS takes no arguments")
+        return "OK " + json.dumps(self.status(), separators=(",", ":"))
 
     # --- the decision -------------------------------------------------------------------------------------
 
@@ -183,6 +309,7 @@ class Agent:
     def run_cycle(self) -> str:
         """One decision per instance; returns the reasons (Patroni's run_cycle: the log says why)."""
         now = time.monotonic()
+        self.cycle_at = now
         trigger, self._trigger = self._trigger, None
         self._read_suspects(now)
         reasons = []
@@ -196,7 +323,21 @@ class Agent:
             self.last[name] = decision
             vip_event = trigger is not None and trigger[0] == "vip"
             moved = previous is None or (previous.rule, previous.gate) != (decision.rule, decision.gate)
+            if moved:
+                self.decided_at[name] = round(time.time(), 3)
+                if decision.rule in SPLIT_BRAIN_RULES and (previous is None or previous.rule not in SPLIT_BRAIN_RULES):
+                    self.metrics.split_brains.labels(name, "heartbeat").inc()
+                    self._emit(
+                        {
+                            "event": "split-brain",
+                            "node": self.node,
+                            "instance": name,
+                            "via": "heartbeat",
+                            "rule": decision.rule,
+                        }
+                    )
             if vip_event or moved or changed or decision.actions:
+                self.metrics.decisions.labels(name, decision.rule).inc()
                 line: dict[str, Any] = {
                     "event": "decision",
                     "node": self.node,
@@ -213,6 +354,7 @@ class Agent:
                 if trigger is not None and (changed or vip_event):
                     line["trigger"] = trigger[0]
                     line["latency_ms"] = round((written - trigger[1]) * 1000, 3)
+                    self.metrics.latency.labels(trigger[0]).observe(written - trigger[1])
                 self._emit(line)
             reasons.append(f"{name}: {decision.reason}")
         return "; ".join(reasons)
@@ -253,10 +395,13 @@ class Agent:
                     priority=self.kprio[name],
                     lease_holder=view.holder,
                     lease_token=view.token,
+                    gate_open=None if (gate := self.gates[name].cached) is None else gate is Gate.OPEN,
+                    rule=last.rule if (last := self.last.get(name)) is not None else None,
+                    fingerprint=self.fingerprints.get(name),
                 )
             )
         highest = max([s.highest_token for s in self.state.values()] or [0])
-        return Snapshot(tuple(reports), self.reference.quorate, highest)
+        return Snapshot(tuple(reports), self.reference.quorate, highest, leaving=self.leaving)
 
     # --- actions ------------------------------------------------------------------------------------------
 
@@ -298,6 +443,16 @@ class Agent:
         self.fence_results[peer] = FenceResult(outcome, time.monotonic(), report.proof or report.reason)
         if report.off:
             self.power[peer] = (Power.OFF, time.monotonic())
+        self.metrics.fences.labels(peer, outcome.value).inc()
+        self.last_fence[peer] = self.last_fence_any = {
+            "peer": peer,
+            "outcome": outcome.value,
+            "token": action.token,
+            "why": action.why,
+            "proof": report.proof,
+            "reason": report.reason,
+            "at": round(time.time(), 3),
+        }
         self._emit(
             {
                 "event": "fence",
@@ -390,6 +545,7 @@ class Agent:
                         macs |= await arp.probe(inst.interface, str(vip.ip), ARP_PROBE_TIMEOUT)
                 if macs and frozenset(macs) != self.arp_claims.get(name, (frozenset(), 0.0))[0]:
                     seen = {"instance": name, "via": "arp", "macs": sorted(macs)}
+                    self.metrics.split_brains.labels(name, "arp").inc()
                     self._emit({"event": "split-brain", "node": self.node, **seen})
                 if macs:
                     self.arp_claims[name] = (frozenset(macs), time.monotonic())
@@ -453,6 +609,30 @@ class Agent:
     def _emit(self, line: dict[str, Any]) -> None:
         line = {"ts": round(time.time(), 3), "mono": round(time.monotonic(), 4), **line}
         self._out(line)
+
+
+class ReloadError(Exception):
+    """Why a SIGHUP's config was not applied (the old one stays in force)."""
+
+
+def _fencing_of(cfg: Config) -> tuple[Any, ...]:
+    return (cfg.fencing, tuple(p.fence for p in cfg.peer))
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """The top-level keys (peer[i] for a peer's non-fence settings) whose change a reload cannot apply."""
+    changed = [
+        key
+        for key in type(old).model_fields
+        if key not in RELOADABLE and key != "peer" and getattr(old, key) != getattr(new, key)
+    ]
+    if len(old.peer) != len(new.peer):
+        changed.append("peer")
+    else:
+        for i, (a, b) in enumerate(zip(old.peer, new.peer, strict=True)):
+            if a.model_copy(update={"fence": ()}) != b.model_copy(update={"fence": ()}):
+                changed.append(f"peer[{i}]")
+    return changed
 
 
 def _print_json(line: dict[str, Any]) -> None:

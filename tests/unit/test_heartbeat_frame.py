@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,53 @@ def test_eight_instances_fit_one_datagram() -> None:
     )
     wire = encode_frame(frame(node="node-b-long-name", instances=reports, highest_token=2**40), KEY)
     assert len(wire) < 1000  # well under MAX_FRAME (1400): room for longer names
+
+
+def test_version_2_fields_round_trip_and_eight_full_instances_fit() -> None:
+    reports = tuple(
+        InstanceReport(
+            f"VI_web_{n:02d}",
+            VrrpState.MASTER,
+            True,
+            100 + n,
+            "node-a-long-name",
+            2**40 + n,
+            True,
+            "H1",
+            "0123456789abcdef",
+        )
+        for n in range(8)
+    )
+    f = frame(node="node-b-long-name", instances=reports, highest_token=2**40, leaving=True)
+    wire = encode_frame(f, KEY)
+    assert parse_frame(wire, KEY) == f
+    assert len(wire) < MAX_FRAME
+
+
+@pytest.mark.parametrize(
+    ("index", "value", "named"),
+    [
+        (6, "open", "e[0].gate"),
+        (6, 1, "e[0].gate"),
+        (7, "h1", "e[0].rule"),
+        (7, "H1; rm", "e[0].rule"),
+        (8, "XYZ", "e[0].fp"),
+        (8, "0" * 17, "e[0].fp"),
+    ],
+)
+def test_bad_version_2_instance_fields_are_malformed(index: int, value: Any, named: str) -> None:
+    body = body_of(frame())
+    body["e"][0][index] = value
+    with pytest.raises(FrameRefusedError, match=re.escape(named)) as info:
+        parse_frame(sign(json.dumps(body).encode()), KEY)
+    assert info.value.reason is Refusal.MALFORMED
+
+
+def test_leaving_must_be_a_boolean() -> None:
+    body = body_of(frame())
+    body["l"] = 0
+    with pytest.raises(FrameRefusedError, match="l: not a boolean"):
+        parse_frame(sign(json.dumps(body).encode()), KEY)
 
 
 def test_too_big_frame_is_refused_at_encoding() -> None:

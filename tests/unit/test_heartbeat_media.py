@@ -156,6 +156,26 @@ def test_peer_view_for_the_policy() -> None:
     assert other.alive is True and other.state is VrrpState.UNKNOWN
 
 
+@pytest.mark.parametrize(
+    ("report", "left"),
+    [
+        (InstanceReport("VI_1", VrrpState.FAULT, False, 150, None, None, False, "S0"), True),
+        (InstanceReport("VI_1", VrrpState.FAULT, False, 150, None, None, True, "B2"), False),  # gate still open
+        (InstanceReport("VI_1", VrrpState.MASTER, True, 150, None, None, False, "H2"), False),  # VIP still up
+        (InstanceReport("VI_1", VrrpState.FAULT, False, 150, "node-b", 9, False, "S0"), False),  # lease not released
+    ],
+)
+def test_a_peer_left_only_when_its_leaving_frame_says_gates_closed_and_nothing_held(
+    report: InstanceReport, left: bool
+) -> None:
+    clock, events = FakeClock(), []
+    t = tracker(clock, events)
+    t.accept(frame(1, 7.0, instances=(report,), leaving=True), "udp:eth0")
+    assert t.peer_view("node-b", "VI_1").left is left
+    t.accept(frame(2, 7.1, instances=(report,)), "udp:eth0")  # the same without the leaving word
+    assert t.peer_view("node-b", "VI_1").left is False
+
+
 def test_refusals_are_counted_per_medium_and_reason() -> None:
     clock, events = FakeClock(), []
     t = tracker(clock, events)

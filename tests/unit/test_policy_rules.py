@@ -329,6 +329,16 @@ def test_h1_fences_a_silent_peer_with_the_token_once() -> None:
     assert not any(isinstance(a, Fence) for a in again.actions)  # running: no second fence
 
 
+def test_h1_does_not_fence_a_peer_that_left_cleanly() -> None:
+    gone = peer(alive=False, heard_at=NOW - 2, left=True)
+    d = run(ev(state=M, lease=mine(3), peers=(gone,)), prev=holding())
+    assert (d.gate, d.rule) == (Gate.OPEN, "H1")
+    assert not any(isinstance(a, Fence) for a in d.actions)
+    # The same silence without the leaving word is a failure: fenced.
+    d = run(ev(state=M, lease=mine(3), peers=(replace(gone, left=False),)), prev=holding())
+    assert [a.peer for a in d.actions if isinstance(a, Fence)] == ["b"]
+
+
 def test_h1_no_fence_without_fence_levels() -> None:
     cfg = replace(CFG, fenceable=frozenset())
     d = run(ev(state=M, lease=mine(3), peers=(peer(alive=False),)), prev=holding(), cfg=cfg)

@@ -1,11 +1,14 @@
 """The heartbeat frame: what one node tells its peers each interval, its wire format, key and acceptance rules.
 
-Wire format (version 1), at most `MAX_FRAME` bytes so one frame fits one UDP datagram on a 1500-byte MTU:
+Wire format (version 2), at most `MAX_FRAME` bytes so one frame fits one UDP datagram on a 1500-byte MTU:
 
     b"KH" | version (1 byte) | body: compact ASCII JSON | HMAC-SHA256 over everything before it (32 bytes)
 
 The body is `{"c": cluster, "n": node, "i": incarnation, "s": sequence, "w": wall ns, "m": monotonic ns,
-"q": quorum, "h": highest token, "e": [[instance, state, vip, priority, lease holder, lease token], ...]}`.
+"q": quorum, "h": highest token, "l": leaving, "e": [[instance, state, vip, priority, lease holder, lease token,
+gate open, rule, config fingerprint], ...]}`. Version 2 added the gate, the last rule and the keepalived config
+fingerprint per instance (the peer's half of `status`, and drift between the nodes' keepalived.conf), and "l":
+the agent's last frames on a clean stop, sent after its gates are closed and its VIPs are gone.
 
 `parse_frame` is pure (bytes → Frame or `FrameRefusedError`); `FrameDecoder` adds what needs memory: the cluster and
 own-node checks, the peer's incarnation (a restart) and the sequence per (peer, medium), so that a captured frame
@@ -30,7 +33,7 @@ from typing import Any
 from arbiter.model import VrrpState
 
 MAGIC = b"KH"
-VERSION = 1
+VERSION = 2
 MAC_SIZE = hashlib.sha256().digest_size
 HEADER_SIZE = len(MAGIC) + 1
 # 1500-byte Ethernet MTU minus IPv6 (40) and UDP (8) headers, with room to spare: never fragmented.
@@ -40,7 +43,9 @@ U64 = 2**64 - 1
 I63 = 2**63 - 1
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _STATES = {s.value: s for s in VrrpState}
-_KEYS = frozenset("cniswmqhe")
+_KEYS = frozenset("cniswmqhle")
+_FINGERPRINT = re.compile(r"[0-9a-f]{1,16}")
+_RULE = re.compile(r"[A-Z][A-Z0-9]{0,3}")
 
 
 class Refusal(enum.Enum):
@@ -108,6 +113,9 @@ class InstanceReport:
     priority: int
     lease_holder: str | None  # who the sender's lease view names as holder
     lease_token: int | None
+    gate_open: bool | None = None  # the sender's gate for this instance; None before its first decision
+    rule: str | None = None  # the policy rule of the sender's last decision (e.g. "H1")
+    fingerprint: str | None = None  # of the sender's keepalived.conf for this instance (arbiter.kconf)
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,7 @@ class Frame:
     instances: tuple[InstanceReport, ...]
     quorate: bool | None  # the sender's reference quorum; None before its first round
     highest_token: int  # highest fencing token the sender has seen
+    leaving: bool = False  # a clean stop: gates closed, VIPs released; silence after this is not a failure
     version: int = VERSION
 
     def instance(self, name: str) -> InstanceReport | None:
@@ -143,8 +152,20 @@ def encode_frame(frame: Frame, key: bytes) -> bytes:
         "m": frame.sent_mono_ns,
         "q": frame.quorate,
         "h": frame.highest_token,
+        "l": frame.leaving,
         "e": [
-            [i.name, i.state.value, i.vip_present, i.priority, i.lease_holder, i.lease_token] for i in frame.instances
+            [
+                i.name,
+                i.state.value,
+                i.vip_present,
+                i.priority,
+                i.lease_holder,
+                i.lease_token,
+                i.gate_open,
+                i.rule,
+                i.fingerprint,
+            ]
+            for i in frame.instances
         ],
     }
     signed = MAGIC + bytes([VERSION]) + json.dumps(body, separators=(",", ":")).encode("ascii")
@@ -171,6 +192,12 @@ def _name(value: Any, what: str) -> str:
     return value
 
 
+def _match(pattern: re.Pattern[str], value: Any, what: str, kind: str) -> str:
+    if type(value) is not str or not pattern.fullmatch(value):
+        raise _malformed(f"{what}: not {kind}")
+    return value
+
+
 def _bool(value: Any, what: str) -> bool:
     if type(value) is not bool:
         raise _malformed(f"{what}: not a boolean")
@@ -179,15 +206,15 @@ def _bool(value: Any, what: str) -> bool:
 
 def _body(body: Any) -> Frame:
     if type(body) is not dict or body.keys() != _KEYS:
-        raise _malformed("body: not an object with exactly the version-1 keys")
+        raise _malformed(f"body: not an object with exactly the version-{VERSION} keys")
     entries = body["e"]
     if type(entries) is not list or len(entries) > MAX_INSTANCES:
         raise _malformed(f"e: not a list of at most {MAX_INSTANCES} instances")
     instances: list[InstanceReport] = []
     for n, entry in enumerate(entries):
-        if type(entry) is not list or len(entry) != 6:
-            raise _malformed(f"e[{n}]: not a list of 6 fields")
-        name, state, vip, priority, holder, token = entry
+        if type(entry) is not list or len(entry) != 9:
+            raise _malformed(f"e[{n}]: not a list of 9 fields")
+        name, state, vip, priority, holder, token, gate, rule, fingerprint = entry
         if type(state) is not str or state not in _STATES:
             raise _malformed(f"e[{n}].state: not a VRRP state")
         instances.append(
@@ -198,6 +225,9 @@ def _body(body: Any) -> Frame:
                 priority=_int(priority, f"e[{n}].priority", 0, 255),
                 lease_holder=None if holder is None else _name(holder, f"e[{n}].holder"),
                 lease_token=None if token is None else _int(token, f"e[{n}].token", 0, I63),
+                gate_open=None if gate is None else _bool(gate, f"e[{n}].gate"),
+                rule=None if rule is None else _match(_RULE, rule, f"e[{n}].rule", "a rule id"),
+                fingerprint=None if fingerprint is None else _match(_FINGERPRINT, fingerprint, f"e[{n}].fp", "hex"),
             )
         )
     if len({i.name for i in instances}) != len(instances):
@@ -213,6 +243,7 @@ def _body(body: Any) -> Frame:
         instances=tuple(instances),
         quorate=None if quorate is None else _bool(quorate, "q"),
         highest_token=_int(body["h"], "h", 0, I63),
+        leaving=_bool(body["l"], "l"),
     )
 
 

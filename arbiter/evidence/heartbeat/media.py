@@ -145,4 +145,6 @@ class MediaTracker:
             quorate=got.frame.quorate,
             lease_holder=report.lease_holder if report else None,
             highest_token=max(got.frame.highest_token, (report.lease_token or 0) if report else 0),
+            left=got.frame.leaving
+            and all(i.gate_open is False and not i.vip_present and i.lease_holder != peer for i in got.frame.instances),
         )

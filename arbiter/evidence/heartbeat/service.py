@@ -47,6 +47,7 @@ class Snapshot:
     instances: tuple[InstanceReport, ...] = ()
     quorate: bool | None = None
     highest_token: int = 0
+    leaving: bool = False
 
 
 class HeartbeatService:
@@ -159,6 +160,7 @@ class HeartbeatService:
             instances=snap.instances,
             quorate=snap.quorate,
             highest_token=snap.highest_token,
+            leaving=snap.leaving,
         )
 
     def send_now(self) -> None:
