@@ -37,7 +37,7 @@ class AgentMetrics:
 
     def __init__(self) -> None:
         # `*_created` series (one per label set) double the output and no dashboard here uses them.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         self.decisions = Counter(
             f"{PREFIX}_decisions",
