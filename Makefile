@@ -52,3 +52,10 @@ demo: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# Install the agent on this node (root): venv in /opt/keepalived-arbiter, unit + keepalived drop-in, config
+# skeleton and heartbeat key (never overwritten). Does not enable or start anything. E.g. `make install-node
+# INSTALL_ARGS=--no-systemctl DESTDIR=/tmp/root` to stage.
+.PHONY: install-node
+install-node:
+	DESTDIR="$(DESTDIR)" sh deploy/install.sh $(INSTALL_ARGS)
