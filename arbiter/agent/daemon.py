@@ -35,6 +35,7 @@ from arbiter.agent.gate import GateFile
 from arbiter.agent.metrics import AgentMetrics, loop_status
 from arbiter.agent.netlink import VipWatch
 from arbiter.agent.notify import BadRequestError, NotifyFifo, NotifyServer
+from arbiter.agent.sdnotify import SystemdNotifier, WatchdogGate, keep_watchdog
 from arbiter.agent.status import build_status
 from arbiter.agent.vrrp import AdvertListener
 from arbiter.config import Config
@@ -87,7 +88,11 @@ class Agent:
         self.started_mono = time.monotonic()
         self.reload_result: dict[str, Any] | None = None  # the last SIGHUP: {"ok", "at", "error"}
         self.drift: dict[str, Any] | None = None  # the last keepalived.conf check
-        self.cycle_at: float | None = None  # monotonic time of the last decision cycle (the watchdog's health)
+        self.cycle_at: float | None = None  # monotonic time of the last decision cycle
+        # systemd (Type=notify): READY=1 after the first decision cycle; WATCHDOG=1 only while cycles keep coming.
+        self.systemd = SystemdNotifier.from_env()
+        self.watchdog = WatchdogGate(max(5 * cfg.heartbeat.interval_ms / 1000, 1.0))
+        self._ready = False
         self.decided_at: dict[str, float] = {}  # instance → wall time its rule or gate last changed
         self.last_fence: dict[str, dict[str, Any]] = {}  # peer → the last fence run against it
         self.last_fence_any: dict[str, Any] | None = None
@@ -164,6 +169,7 @@ class Agent:
             self._power_loop(),
             self._medium_loop(),
             self._arp_loop(),
+            keep_watchdog(self.systemd, self.watchdog),
         ]
         for peer in self.peers:  # starts each IPMI worker now: the first fence must not pay for it
             self._spawn(f"power:{peer}", self._read_power(peer))
@@ -180,6 +186,7 @@ class Agent:
         self._stopping.set()
 
     async def shutdown(self) -> None:
+        self.systemd.stopping()
         # Closed, not left open: without the agent nothing keeps this node from a second master.
         for gate in self.gates.values():
             with contextlib.suppress(OSError):
@@ -198,6 +205,7 @@ class Agent:
         for listener in self.adverts.values():
             listener.stop()
         self._emit({"event": "stop", "node": self.node, "gates": "closed"})
+        self.systemd.close()
 
     async def _leave(self) -> None:
         """A clean stop must not look like a crash: a peer that sees silence after a frame claiming a VIP fences
@@ -237,6 +245,13 @@ class Agent:
         """Re-read the config file; apply it whole or not at all. Refused (old config kept, reason in status, an
         alert) when the file is invalid, when a section that needs a restart changed, or while a fence runs."""
         at = round(time.time(), 3)
+        self.systemd.reloading()
+        try:
+            return await self._apply_reload(at)
+        finally:
+            self.systemd.ready("config reloaded" if (self.reload_result or {}).get("ok") else "reload refused")
+
+    async def _apply_reload(self, at: float) -> dict[str, Any]:
         try:
             if self.config_path is None:
                 raise ReloadError("the agent was started without a config file")
@@ -280,8 +295,7 @@ class Agent:
 
     def healthy(self, now: float) -> bool:
         """The decision loop ran recently: what the systemd watchdog is fed on, and what `status` shows."""
-        limit = max(5 * self.cfg.heartbeat.interval_ms / 1000, 1.0)
-        return self.cycle_at is not None and now - self.cycle_at < limit
+        return self.watchdog.healthy(now)
 
     def alert_status(self) -> list[dict[str, Any]]:
         return []
@@ -305,6 +319,10 @@ class Agent:
             waker.cancel()
             self._wake.clear()
             self.run_cycle()
+            self.watchdog.beat()
+            if not self._ready:
+                self._ready = True
+                self.systemd.ready(f"deciding for {len(self.instances)} instance(s); gates written")
 
     def run_cycle(self) -> str:
         """One decision per instance; returns the reasons (Patroni's run_cycle: the log says why)."""
