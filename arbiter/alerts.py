@@ -393,15 +393,18 @@ class _Endpoint:
 
     def _head(self, now: float) -> _Queued | None:
         """The next alert to send, after dropping those too old to matter."""
+        expired = []
         while self.queue and now - self.queue[0].enqueued > self.max_age:
-            old = self.queue.popleft()
-            self.expired += 1
+            expired.append(self.queue.popleft().kind)
+        if expired:
+            self.expired += len(expired)
+            # One line for the lot: a backlog of a dead endpoint expires in bursts.
             log.warning(
-                "alerts: %s: dropped %s alert %s, undelivered after %.0f s",
+                "alerts: %s: dropped %d alert(s) undelivered after %.0f s (%s)",
                 self.shown,
-                old.kind,
-                old.id,
-                now - old.enqueued,
+                len(expired),
+                self.max_age,
+                ", ".join(sorted(set(expired))),
             )
         if len(self.queue) <= self.queue_size // 2:
             self._dropping = False
@@ -525,7 +528,9 @@ class _Endpoint:
                     delay = min(max(outcome.wait, self.backoff.start), self.backoff.cap)
                 else:
                     delay = self.backoff.compute(self.consecutive_failures, self.rng)
-                log.info(
+                # Once dead, the transition was logged; each further attempt is detail.
+                log.log(
+                    logging.DEBUG if self.update_dead(now) else logging.INFO,
                     "alerts: %s: %s alert %s not delivered (%s); next attempt in %.1f s",
                     self.shown,
                     item.kind,
@@ -533,7 +538,6 @@ class _Endpoint:
                     outcome.error,
                     delay,
                 )
-                self.update_dead(now)
                 await asyncio.sleep(delay)
         finally:
             self.active = False
