@@ -8,8 +8,9 @@ alert is dropped (an alert dropped while its attempt is in flight may still arri
 
 Delivery: one POST per alert, redirects not followed, `timeout_ms` for the whole attempt. 2xx = delivered.
 3xx and 4xx other than 408/429 = refused for good (counted as `rejected`, not retried: the same request would
-be refused again). 5xx, 408, 429, connection errors and timeouts = retried after exponential backoff with jitter
-(`retry_min_ms` doubling up to `retry_max_ms`) or after the answer's Retry-After, capped at `retry_max_ms`.
+be refused again; still a failed attempt, since a 401 for a wrong secret loses every alert). 5xx, 408, 429,
+connection errors and timeouts = retried after exponential backoff with jitter (`retry_min_ms` doubling up to
+`retry_max_ms`) or after the answer's Retry-After, capped at `retry_max_ms`.
 An endpoint is `dead` after `DEAD_AFTER_FAILURES` failed attempts in a row, or while its oldest queued alert
 has waited `DEAD_AFTER_WAIT` seconds with no success in that time; the first success makes it alive again.
 Each transition is logged once.
