@@ -289,6 +289,12 @@ class Webhook(_Model):
     url: str
     secret_file: Path | None = None
     format: Literal["json", "slack", "alertmanager"] = "json"
+    # One delivery attempt, connect to last byte of the answer.
+    timeout_ms: Millis = 5000
+    # Exponential backoff between attempts (with jitter), from retry_min_ms up to retry_max_ms; a Retry-After
+    # answer is honoured up to retry_max_ms.
+    retry_min_ms: Millis = 500
+    retry_max_ms: Millis = 60000
 
     @field_validator("url")
     @classmethod
@@ -298,9 +304,21 @@ class Webhook(_Model):
             raise ValueError("must be an http:// or https:// URL")
         return value
 
+    @model_validator(mode="after")
+    def _rules(self) -> Webhook:
+        if self.retry_min_ms > self.retry_max_ms:
+            raise ValueError(
+                f"retry_min_ms: must not exceed retry_max_ms {self.retry_max_ms} (got {self.retry_min_ms})"
+            )
+        return self
+
 
 class AlertsConfig(_Model):
     webhooks: tuple[Webhook, ...] = ()
+    # Per webhook: when full, the oldest queued alert is dropped (and counted) to make room for the new one.
+    queue_size: int = Field(default=1000, strict=True, ge=1, le=100_000)
+    # An alert not delivered within this long is dropped (and counted): a page about an old event misleads.
+    max_age_ms: Millis = 3_600_000
 
 
 class ApiConfig(_Model):
