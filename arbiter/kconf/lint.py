@@ -122,7 +122,7 @@ def single_node(a: Summary) -> list[Finding]:
     by_slot: dict[tuple[str, int, int], Instance] = {}
     for inst in a.instances.values():
         vrid = inst.virtual_router_id
-        if vrid is None:
+        if vrid is None and "virtual_router_id" not in inst.keywords:  # an invalid one is a bad-value already
             found.append(
                 _finding(
                     "error",
@@ -131,7 +131,7 @@ def single_node(a: Summary) -> list[Finding]:
                     inst.where,
                 )
             )
-        else:
+        elif vrid is not None:
             # keepalived's own check: one VRID per interface and address family (the virtual MAC and the
             # adverts' VRID field would mix the two instances, whatever their VRRP version).
             interface = inst.interface.value if inst.interface else "(default interface)"
@@ -252,6 +252,20 @@ def _auth_key(inst: Instance) -> tuple[str | None, str | None]:
     )
 
 
+def _auth_finding(name: str, x: Instance, y: Instance) -> Finding:
+    (tx, _), (ty, _) = _auth_key(x), _auth_key(y)
+    ax, ay = x.authentication, y.authentication
+    if tx != ty:
+        detail = f"auth_type {tx or 'none'} here, {ty or 'none'} on the other node"
+        wx = ax.auth_type.where if ax and ax.auth_type else (ax.where if ax else x.where)
+        wy = ay.auth_type.where if ay and ay.auth_type else (ay.where if ay else y.where)
+    else:
+        detail = "auth_pass differs in its first 8 characters (all that keepalived sends)"
+        wx = ax.auth_pass.where if ax and ax.auth_pass else (ax.where if ax else x.where)
+        wy = ay.auth_pass.where if ay and ay.auth_pass else (ay.where if ay else y.where)
+    return _finding("error", "auth-mismatch", f"instance {name}: {detail}", wx, wy)
+
+
 def two_nodes(a: Summary, b: Summary) -> list[Finding]:
     found: list[Finding] = []
     for here, there in ((a, b), (b, a)):
@@ -271,25 +285,22 @@ def two_nodes(a: Summary, b: Summary) -> list[Finding]:
         if y is None:
             continue
         heads = (x.where, y.where)
-        found += _compare("vrid-mismatch", "virtual_router_id", name, x.virtual_router_id, y.virtual_router_id, heads)
+        if x.virtual_router_id and y.virtual_router_id:  # a missing or invalid one is reported on its node
+            found += _compare(
+                "vrid-mismatch", "virtual_router_id", name, x.virtual_router_id, y.virtual_router_id, heads
+            )
         found += _compare("advert-mismatch", "advert_int", name, x.advert_int, y.advert_int, heads)
         found += _compare("version-mismatch", "VRRP version", name, x.version, y.version, heads)
         if _auth_key(x) != _auth_key(y):
-            tx, ty = _auth_key(x)[0], _auth_key(y)[0]
-            if tx != ty:
-                detail = f"auth_type {tx or 'none'} here, {ty or 'none'} on the other node"
-            else:
-                detail = "auth_pass differs in its first 8 characters (all that keepalived sends)"
-            wx = x.authentication.where if x.authentication else x.where
-            wy = y.authentication.where if y.authentication else y.where
-            found.append(_finding("error", "auth-mismatch", f"instance {name}: {detail}", wx, wy))
+            found.append(_auth_finding(name, x, y))
         vx = {v.address for v in x.vips}
         vy = {v.address for v in y.vips}
         if vx != vy:
             only_x = ", ".join(sorted(vx - vy)) or "none"
             only_y = ", ".join(sorted(vy - vx)) or "none"
-            wx = x.vips[0].where if x.vips else x.where
-            wy = y.vips[0].where if y.vips else y.where
+            # Point at an address only one side has, so the line shown is the one to fix.
+            wx = next((v.where for v in x.vips if v.address not in vy), x.vips[0].where if x.vips else x.where)
+            wy = next((v.where for v in y.vips if v.address not in vx), y.vips[0].where if y.vips else y.where)
             found.append(
                 _finding(
                     "error",
@@ -324,7 +335,7 @@ def _hooked(inst: Instance) -> bool:
     return any(s.kind == "notify" and s.path.endswith(NOTIFY_HOOK) for s in inst.scripts)
 
 
-def _mirrors(a: Summary, inst: Instance, mine: InstanceConfig, source: Path) -> list[Finding]:
+def _mirrors(inst: Instance, mine: InstanceConfig, source: Where | Path) -> list[Finding]:
     pairs: list[tuple[str, Value[Any] | None, Any, Any]] = [
         ("interface", inst.interface, inst.interface.value if inst.interface else None, mine.interface),
         ("priority", inst.priority, inst.priority.value, mine.priority),
@@ -332,15 +343,17 @@ def _mirrors(a: Summary, inst: Instance, mine: InstanceConfig, source: Path) -> 
         ("vrrp_version", inst.version, inst.version.value, mine.vrrp_version),
         ("nopreempt", None, inst.nopreempt is not None, mine.nopreempt),
     ]
-    if mine.virtual_router_id is not None:
+    if mine.virtual_router_id is not None and inst.virtual_router_id is not None:
         vrid = inst.virtual_router_id
-        pairs.append(("virtual_router_id", vrid, vrid.value if vrid else None, mine.virtual_router_id))
+        pairs.append(("virtual_router_id", vrid, vrid.value, mine.virtual_router_id))
     found = []
     for key, value, keepalived, arbiter in pairs:
         if keepalived == arbiter:
             continue
         where = value.where if value else (inst.nopreempt or inst.where)
-        shown = str(keepalived).lower() if isinstance(keepalived, bool) else keepalived
+        shown = (
+            "not set" if keepalived is None else str(keepalived).lower() if isinstance(keepalived, bool) else keepalived
+        )
         wanted = str(arbiter).lower() if isinstance(arbiter, bool) else arbiter
         note = _default_note(value) if value else ""
         found.append(
@@ -369,9 +382,35 @@ def _mirrors(a: Summary, inst: Instance, mine: InstanceConfig, source: Path) -> 
     return found
 
 
+def _instance_tables(source: Path | None, count: int) -> list[Where | Path]:
+    """Where each `[[instance]]` table starts in the arbiter config (its models keep no line numbers)."""
+    fallback: list[Where | Path] = [source or Path("<arbiter config>")] * count
+    if source is None:
+        return fallback
+    try:
+        lines = source.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return fallback
+    tables: list[Where | Path] = []
+    for n, text in enumerate(lines, 1):
+        if text.strip() != "[[instance]]":
+            continue
+        where = Where(source, n)  # the header, unless the table has a `name = ...` line: that says which instance
+        for m in range(n, len(lines)):
+            if lines[m].strip().startswith("["):
+                break
+            if lines[m].split("=")[0].strip() == "name":
+                where = Where(source, m + 1)
+                break
+        tables.append(where)
+    # Instances written as an inline array (`instance = [...]`) have no header per table: name the file only.
+    return tables if len(tables) == count else fallback
+
+
 def arbiter_wiring(a: Summary, arbiter: Config, source: Path | None = None) -> list[Finding]:
     """`arbiter` is this node's arbiter config; `source` its path, for the messages."""
     where_cfg = source or Path("<arbiter config>")
+    tables = _instance_tables(source, len(arbiter.instance))
     found: list[Finding] = []
     named = {i.name: i for i in arbiter.instance}
     gates = {i.track_file: i.name for i in arbiter.instance}
@@ -390,7 +429,7 @@ def arbiter_wiring(a: Summary, arbiter: Config, source: Path | None = None) -> l
                     "error",
                     "arbiter-instance-missing",
                     f"instance[{index}] {mine.name}: no vrrp_instance {mine.name} in {a.path}",
-                    where_cfg,
+                    tables[index],
                     a.path,
                 )
             )
@@ -405,7 +444,7 @@ def arbiter_wiring(a: Summary, arbiter: Config, source: Path | None = None) -> l
                     f'`track_file {{ NAME weight 0 }}` with a track_file NAME {{ file "{mine.track_file}" }} '
                     "block, or the agent cannot take the VIP away",
                     inst.where,
-                    where_cfg,
+                    tables[index],
                 )
             )
         for _, ref_where, weight, _value in refs:
@@ -433,10 +472,10 @@ def arbiter_wiring(a: Summary, arbiter: Config, source: Path | None = None) -> l
                     )
                     + ": the agent hears of state changes only by polling",
                     inst.where,
-                    where_cfg,
+                    tables[index],
                 )
             )
-        found += _mirrors(a, inst, mine, where_cfg)
+        found += _mirrors(inst, mine, tables[index])
     for inst in a.instances.values():
         if inst.name in named:
             continue

@@ -145,6 +145,7 @@ class Instance:
     unicast_peers: tuple[Value[str], ...]
     track_files: tuple[TrackRef, ...]
     scripts: tuple[Script, ...]
+    keywords: frozenset[str]  # every keyword written in the block, valid or not
 
     @property
     def family(self) -> int:
@@ -499,6 +500,7 @@ class _Summarizer:
             unicast_peers=tuple(peers),
             track_files=tuple(tracks),
             scripts=tuple(self.scripts(stmt, NOTIFY_KEYWORDS)),
+            keywords=frozenset(c.keyword for c in stmt.children),
         )
 
     def authentication(self, stmt: Stmt) -> Auth:
