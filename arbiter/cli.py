@@ -76,6 +76,29 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_check_keepalived(args: argparse.Namespace) -> int:
+    """Lint one node's keepalived.conf, or a pair, for split-brain causes: exit 0 clean, 1 findings, 2 unreadable."""
+    from arbiter.kconf import lint, parser  # noqa: PLC0415 - only this command parses keepalived.conf
+
+    try:
+        arbiter = config_mod.load(args.config) if args.config is not None else None
+        node_a = parser.load(args.node_a)
+        node_b = parser.load(args.node_b) if args.node_b is not None else None
+    except config_mod.ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{args.config}: {problem}" if problem.path else problem, file=sys.stderr)
+        return EXIT_INVALID
+    except parser.KconfError as exc:
+        print(f"check-keepalived: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    found = lint.lint(node_a, node_b, arbiter, arbiter_source=args.config)
+    if args.json:
+        print(lint.findings_json(found))
+    elif found:
+        print(lint.format_findings(found))
+    return 1 if found else EXIT_OK
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     # Imported here: the lab pulls in subprocess-heavy modules that the agent's other commands never need.
     from arbiter.lab import cli as lab_cli  # noqa: PLC0415
@@ -258,6 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
     fence.add_argument("action", choices=FENCE_ACTIONS, metavar="ACTION", help=" | ".join(FENCE_ACTIONS))
     fence.add_argument("--yes", action="store_true", help="confirm off/on")
     fence.set_defaults(func=cmd_fence)
+
+    kcheck = sub.add_parser(
+        "check-keepalived",
+        help="lint keepalived.conf (one node or a pair) for split-brain causes (exit 0 clean, 1 findings, 2 unusable)",
+    )
+    kcheck.add_argument("node_a", type=Path, metavar="NODE_A.conf", help="this node's keepalived.conf")
+    kcheck.add_argument("node_b", type=Path, nargs="?", metavar="NODE_B.conf", help="the peer's, to compare")
+    kcheck.add_argument("-c", "--config", type=Path, help="node A's arbiter config: check the arbiter's wiring too")
+    kcheck.add_argument("--json", action="store_true", help="print the findings as a JSON list")
+    kcheck.set_defaults(func=cmd_check_keepalived)
 
     from arbiter.lab.cli import add_lab_parser  # noqa: PLC0415 - argparse wiring only, no lab IO
 

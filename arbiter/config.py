@@ -338,6 +338,12 @@ class ApiConfig(_Model):
         return f"{host}:{port}"
 
 
+class KeepalivedConfig(_Model):
+    # This node's keepalived.conf, which the agent's periodic drift check lints (`check-keepalived`'s rules).
+    config: Path = Path("/etc/keepalived/keepalived.conf")
+    check_interval_ms: Millis = 300000
+
+
 class Config(_Model):
     node: NodeConfig
     peer: Annotated[tuple[PeerConfig, ...], _count(1, 2)]
@@ -348,6 +354,7 @@ class Config(_Model):
     fencing: FencingConfig = FencingConfig()
     alerts: AlertsConfig = AlertsConfig()
     api: ApiConfig = ApiConfig()
+    keepalived: KeepalivedConfig = KeepalivedConfig()
 
     @model_validator(mode="after")
     def _cross_rules(self) -> Config:

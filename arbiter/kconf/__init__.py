@@ -1,0 +1,1 @@
+"""keepalived.conf as the arbiter reads it: a parser (`parser`) and a linter for the causes of split-brain (`lint`)."""
