@@ -147,8 +147,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         # and then the default path is the best guess (say --socket otherwise).
         try:
             path = config_mod.load(args.config).api.socket
-        except config_mod.ConfigError:
+        except config_mod.ConfigError as exc:
             path = config_mod.ApiConfig().socket
+            first = exc.problems[0] if exc.problems else exc
+            print(f"status: {args.config}: {first}; asking the default socket {path}", file=sys.stderr)
     if args.watch is not None and args.watch <= 0:
         print("status: --watch needs a positive number of seconds", file=sys.stderr)
         return EXIT_INVALID

@@ -19,15 +19,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import json
 import logging
+import os
 import random
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from arbiter import config as config_mod
 from arbiter.agent import arp
@@ -38,11 +43,15 @@ from arbiter.agent.notify import BadRequestError, NotifyFifo, NotifyServer
 from arbiter.agent.sdnotify import SystemdNotifier, WatchdogGate, keep_watchdog
 from arbiter.agent.status import build_status
 from arbiter.agent.vrrp import AdvertListener
+from arbiter.alerts import AlertSink, SecretFileError
 from arbiter.config import Config
 from arbiter.evidence.heartbeat import HeartbeatService, InstanceReport, Snapshot
 from arbiter.evidence.lease import LeaseStore
-from arbiter.evidence.reference import ReferenceQuorum
+from arbiter.evidence.reference import Change, ReferenceQuorum, Round
 from arbiter.evidence.ticks import deadline_ticks
+from arbiter.kconf.lint import lint, vrrp_fingerprint
+from arbiter.kconf.parser import KconfError
+from arbiter.kconf.parser import load as kconf_load
 from arbiter.model import (
     AcquireLease,
     Alert,
@@ -72,10 +81,10 @@ ARP_PROBE_INTERVAL = 1.0  # housekeeping: heartbeats carry the peer's VIP state 
 ARP_PROBE_TIMEOUT = 0.2
 EXPIRY_SLACK = 0.005  # re-read a peer's lease this long after its expected expiry (Redis expires keys lazily)
 LEAVE_WAIT = 3.0  # on a clean stop, how long to wait for keepalived to drop the VIPs after the gates close
+ALERT_FLUSH = 2.0  # on stop, how long queued alerts (agent_stopping among them) may take to go out
 LEAVE_FRAMES = 3  # "leaving" frames sent on a clean stop (UDP may lose one)
 # What SIGHUP may change in place; anything else needs a restart (the reload is then refused as a whole).
 RELOADABLE = ("alerts", "fencing", "keepalived")
-SPLIT_BRAIN_RULES = frozenset({"D1", "D2", "D3", "D4"})  # both nodes hold the VIP, seen over a heartbeat
 
 
 class Agent:
@@ -99,6 +108,14 @@ class Agent:
         self.leaving = False
         self.fingerprints: dict[str, str] = {}  # instance → this node's keepalived.conf fingerprint (drift check)
         self.metrics = AgentMetrics()
+        # Webhooks: emit() only queues; delivery runs in its own task and never delays a decision.
+        self.alerts = AlertSink.from_config(cfg.alerts, cluster=cfg.node.cluster, node=cfg.node.name)
+        self._gate_alerted: set[str] = set()  # instances whose gate_closed went out (gate_opened resolves it)
+        self._media_down: set[tuple[str, str]] = set()  # (peer, medium) reported down (medium_up resolves it)
+        self._alerts_task: asyncio.Future[None] | None = None
+        # Housekeeping on the wall clock (APScheduler): the keepalived.conf drift check. Never heartbeats or
+        # lease renewals, which run on monotonic-deadline loops.
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.node = cfg.node.name
         self.peers = [p.name for p in cfg.peer]
         self.instances = {i.name: i for i in cfg.instance}
@@ -149,6 +166,11 @@ class Agent:
         tokens = self.store.tokens
         self.state = {name: PolicyState(highest_token=tokens.highest(name)) for name in self.instances}
         self._emit({"event": "start", "node": self.node, "instances": list(self.instances), "gates": "closed"})
+        self.alerts.emit(
+            "agent_started",
+            summary=f"agent started on {self.node}; gates closed until the first evidence round",
+            details={"instances": list(self.instances), "pid": os.getpid()},
+        )
         await self.notify.start()
         self.metrics.attach_status(loop_status(asyncio.get_running_loop(), self.status))
         if self.cfg.api.metrics is not None:
@@ -165,7 +187,7 @@ class Agent:
         loops = [
             self._decision_loop(),
             self._lease_loop(),
-            self.reference.run(lambda r, c: self._wake_up("reference")),
+            self.reference.run(self._quorum_changed),
             self._power_loop(),
             self._medium_loop(),
             self._arp_loop(),
@@ -174,9 +196,24 @@ class Agent:
         for peer in self.peers:  # starts each IPMI worker now: the first fence must not pay for it
             self._spawn(f"power:{peer}", self._read_power(peer))
         runners = [asyncio.ensure_future(loop) for loop in loops]
+        self._alerts_task = asyncio.ensure_future(self.alerts.run())
+        self.scheduler.add_job(
+            self.drift_check,
+            "interval",
+            seconds=self.cfg.keepalived.check_interval_ms / 1000,
+            next_run_time=datetime.now(UTC),
+            id="drift",
+            max_instances=1,
+            coalesce=True,
+        )
+        # Once more when the peers' first fingerprints have arrived in their heartbeats.
+        settle = max(5.0, 2 * self.cfg.heartbeat.deadtime_ms / 1000)
+        self.scheduler.add_job(self.drift_check, "date", run_date=datetime.now(UTC) + timedelta(seconds=settle))
+        self.scheduler.start()
         try:
             await self._stopping.wait()
         finally:
+            self.scheduler.shutdown(wait=False)
             for task in [*runners, *self._tasks]:
                 task.cancel()
             await asyncio.gather(*runners, *self._tasks, return_exceptions=True)
@@ -187,6 +224,7 @@ class Agent:
 
     async def shutdown(self) -> None:
         self.systemd.stopping()
+        self.alerts.emit("agent_stopping", summary=f"agent stopping on {self.node}; gates closed")
         # Closed, not left open: without the agent nothing keeps this node from a second master.
         for gate in self.gates.values():
             with contextlib.suppress(OSError):
@@ -204,6 +242,11 @@ class Agent:
             self.fifo.stop()
         for listener in self.adverts.values():
             listener.stop()
+        with contextlib.suppress(Exception):
+            await self.alerts.close(ALERT_FLUSH)
+        if self._alerts_task is not None:
+            self._alerts_task.cancel()
+            await asyncio.gather(self._alerts_task, return_exceptions=True)
         self._emit({"event": "stop", "node": self.node, "gates": "closed"})
         self.systemd.close()
 
@@ -267,24 +310,48 @@ class Agent:
                 )
             if any(key.startswith("fence:") for key in self._busy):
                 raise ReloadError("a fence is running; send SIGHUP again when it is done")
+            alerts = None
+            if new.alerts != self.cfg.alerts:
+                alerts = AlertSink.from_config(new.alerts, cluster=new.node.cluster, node=new.node.name)
             orchestrator = None
             if _fencing_of(new) != _fencing_of(self.cfg):
                 drawn = random.randint(0, new.fencing.random_delay_ms)
                 orchestrator = Orchestrator.from_config(new, drawn_delay_ms=drawn, on_event=self._fence_event)
                 orchestrator.race_delay = 0.0
                 policy_cfg = {name: PolicyConfig.from_config(new, name, drawn) for name in self.instances}
-        except (config_mod.ConfigError, ReloadError, FenceError, OSError) as exc:
+        except (config_mod.ConfigError, ReloadError, FenceError, SecretFileError, OSError) as exc:
             text = "; ".join(str(p) for p in exc.problems) if isinstance(exc, config_mod.ConfigError) else str(exc)
             self.reload_result = {"ok": False, "at": at, "error": text}
+            self.alerts.emit(
+                "config_reload_failed", summary=f"{self.node}: reload refused, old config kept: {text}"[:500]
+            )
             self._emit({"event": "reload", "node": self.node, "ok": False, "error": text})
             return self.reload_result
         if orchestrator is not None:
             old, self.orchestrator, self.policy_cfg = self.orchestrator, orchestrator, policy_cfg
             await asyncio.to_thread(old.close)
+        if alerts is not None:
+            old_alerts, old_task = self.alerts, self._alerts_task
+            self.alerts, self._alerts_task = alerts, asyncio.ensure_future(alerts.run())
+            await old_alerts.close(ALERT_FLUSH)
+            if old_task is not None:
+                old_task.cancel()
+        if new.keepalived != self.cfg.keepalived and self.scheduler.running:
+            self.scheduler.reschedule_job("drift", trigger="interval", seconds=new.keepalived.check_interval_ms / 1000)
         self.cfg = new
         self.loaded_wall = at
         self.reload_result = {"ok": True, "at": at, "error": None}
-        self._emit({"event": "reload", "node": self.node, "ok": True, "fencing": orchestrator is not None})
+        self._emit(
+            {
+                "event": "reload",
+                "node": self.node,
+                "ok": True,
+                "fencing": orchestrator is not None,
+                "alerts": alerts is not None,
+            }
+        )
+        if self.scheduler.running:  # the new config is checked at once, not at the next interval
+            self.scheduler.modify_job("drift", next_run_time=datetime.now(UTC))
         self._wake_up("reload")
         return self.reload_result
 
@@ -296,9 +363,6 @@ class Agent:
     def healthy(self, now: float) -> bool:
         """The decision loop ran recently: what the systemd watchdog is fed on, and what `status` shows."""
         return self.watchdog.healthy(now)
-
-    def alert_status(self) -> list[dict[str, Any]]:
-        return []
 
     def _status_verb(self, words: Sequence[str], at: float) -> str:
         if words:
@@ -343,17 +407,8 @@ class Agent:
             moved = previous is None or (previous.rule, previous.gate) != (decision.rule, decision.gate)
             if moved:
                 self.decided_at[name] = round(time.time(), 3)
-                if decision.rule in SPLIT_BRAIN_RULES and (previous is None or previous.rule not in SPLIT_BRAIN_RULES):
-                    self.metrics.split_brains.labels(name, "heartbeat").inc()
-                    self._emit(
-                        {
-                            "event": "split-brain",
-                            "node": self.node,
-                            "instance": name,
-                            "via": "heartbeat",
-                            "rule": decision.rule,
-                        }
-                    )
+            if changed:
+                self._gate_changed(name, decision)
             if vip_event or moved or changed or decision.actions:
                 self.metrics.decisions.labels(name, decision.rule).inc()
                 line: dict[str, Any] = {
@@ -430,7 +485,7 @@ class Agent:
                 acquire = functools.partial(self.leases[name].acquire, action.seed)
                 self._spawn(f"lease:{name}", self._lease_call(name, acquire))
             elif isinstance(action, ReleaseLease):
-                self._spawn(f"lease:{name}", self._lease_call(name, self.leases[name].release))
+                self._spawn(f"lease:{name}", self._lease_call(name, self.leases[name].release, releasing=True))
             elif isinstance(action, Fence):
                 self.fence_results[action.peer] = FenceResult(FenceOutcome.RUNNING, time.monotonic())
                 self._spawn(f"fence:{action.peer}", self._fence(action))
@@ -447,21 +502,61 @@ class Agent:
                         "detail": action.detail,
                     }
                 )
+                if action.kind == "split-brain":
+                    self._split_brain(name, "heartbeat", action.detail)
 
-    async def _lease_call(self, name: str, call: Callable[[], Coroutine[Any, Any, LeaseView]]) -> None:
-        self.lease_views[name] = await call()
+    async def _lease_call(
+        self, name: str, call: Callable[[], Coroutine[Any, Any, LeaseView]], *, releasing: bool = False
+    ) -> None:
+        self._set_lease(name, await call(), releasing=releasing)
         self._wake_up("lease")
+
+    def _set_lease(self, name: str, view: LeaseView, *, releasing: bool = False) -> None:
+        """Every lease answer goes through here: a lease held here that is now the peer's or free, without this
+        node releasing it, was lost (renewals failed past the TTL, or the store lost it)."""
+        old = self.lease_views[name]
+        self.lease_views[name] = view
+        if old.status is LeaseStatus.MINE and view.status in (LeaseStatus.PEER, LeaseStatus.FREE) and not releasing:
+            holder = f"now held by {view.holder}" if view.status is LeaseStatus.PEER else "now free"
+            self.alerts.emit(
+                "lease_lost",
+                instance=name,
+                summary=f"{self.node} lost the lease of {name} (token {old.token}); {holder}",
+                details={"token": old.token, "status": view.status.value, "holder": view.holder},
+            )
 
     async def _fence(self, action: Fence) -> None:
         peer = action.peer
         report = await self.orchestrator.fence(
-            peer, token=action.token, why=action.why, still_wanted=lambda: self.heartbeats.alive(peer) is not True
+            peer, token=action.token, why=action.why, still_wanted=functools.partial(self._still_a_threat, peer)
         )
+        if not report.off and report.attempts and report.attempts[-1].result == "aborted":
+            # Not a failure: the peer came back as a backup before a device was touched. Nothing to retry.
+            self.fence_results.pop(peer, None)
+            self._emit(
+                {"event": "fence", "node": self.node, "peer": peer, "outcome": "aborted", "reason": report.reason}
+            )
+            self._wake_up("fence")
+            return
         outcome = FenceOutcome.OFF if report.off else FenceOutcome.FAILED
         self.fence_results[peer] = FenceResult(outcome, time.monotonic(), report.proof or report.reason)
         if report.off:
             self.power[peer] = (Power.OFF, time.monotonic())
         self.metrics.fences.labels(peer, outcome.value).inc()
+        if report.off:
+            self.alerts.emit(
+                "peer_fenced",
+                peer=peer,
+                summary=f"{self.node} fenced {peer}: {report.proof}",
+                details={"token": action.token, "why": action.why, "proof": report.proof},
+            )
+        else:
+            self.alerts.emit(
+                "fence_failed",
+                peer=peer,
+                summary=f"{self.node} could not fence {peer}: {report.reason}",
+                details={"token": action.token, "why": action.why, "reason": report.reason},
+            )
         self.last_fence[peer] = self.last_fence_any = {
             "peer": peer,
             "outcome": outcome.value,
@@ -483,6 +578,14 @@ class Agent:
             }
         )
         self._wake_up("fence")
+
+    def _still_a_threat(self, peer: str) -> bool:
+        """Whether a fence asked for is still needed just before a device is touched: the peer is still silent
+        (it may hold a VIP unseen), or it is heard again but still claims a VIP (a dual master that did not
+        step down). A peer heard again as a backup is not fenced."""
+        if self.heartbeats.alive(peer) is not True:
+            return True
+        return any(self.heartbeats.peer_view(peer, name).claims_vip for name in self.instances)
 
     def _fence_event(self, attempt: FenceAttempt) -> None:
         self._emit(
@@ -509,9 +612,9 @@ class Agent:
             others = [n for n in self.instances if n not in held and f"lease:{n}" not in self._busy]
             views = await self.store.renew_many([self.leases[n] for n in held])
             for name, view in zip(held, views, strict=True):
-                self.lease_views[name] = view
+                self._set_lease(name, view)
             for name, view in zip(others, await asyncio.gather(*(self.leases[n].read() for n in others)), strict=True):
-                self.lease_views[name] = view
+                self._set_lease(name, view)
                 if view.status is LeaseStatus.PEER and view.expires_at is not None:
                     self._spawn(f"expiry:{name}", self._reread_at(name, view.expires_at))
             self._wake_up("lease")
@@ -522,7 +625,7 @@ class Agent:
         of that."""
         await asyncio.sleep(max(0.0, expires_at - time.monotonic()) + EXPIRY_SLACK)
         if f"lease:{name}" not in self._busy:
-            self.lease_views[name] = await self.leases[name].read()
+            self._set_lease(name, await self.leases[name].read())
             self._wake_up("lease")
 
     async def _power_loop(self) -> None:
@@ -563,8 +666,8 @@ class Agent:
                         macs |= await arp.probe(inst.interface, str(vip.ip), ARP_PROBE_TIMEOUT)
                 if macs and frozenset(macs) != self.arp_claims.get(name, (frozenset(), 0.0))[0]:
                     seen = {"instance": name, "via": "arp", "macs": sorted(macs)}
-                    self.metrics.split_brains.labels(name, "arp").inc()
                     self._emit({"event": "split-brain", "node": self.node, **seen})
+                    self._split_brain(name, "arp", f"ARP for the VIP also answered by {', '.join(sorted(macs))}")
                 if macs:
                     self.arp_claims[name] = (frozenset(macs), time.monotonic())
                 else:
@@ -576,9 +679,106 @@ class Agent:
             self._emit(
                 {"event": "medium", "node": self.node, "peer": event.peer, "medium": event.medium, "up": event.up}
             )
+            key = (event.peer, event.medium)
+            if not event.up:
+                self._media_down.add(key)
+                self.alerts.emit(
+                    "medium_down",
+                    peer=event.peer,
+                    summary=f"heartbeat {event.medium} from {event.peer} down on {self.node}",
+                    details={"medium": event.medium},
+                )
+            elif key in self._media_down:  # the first "up" after start is not news
+                self._media_down.discard(key)
+                self.alerts.emit(
+                    "medium_up",
+                    peer=event.peer,
+                    summary=f"heartbeat {event.medium} from {event.peer} up again on {self.node}",
+                    details={"medium": event.medium},
+                )
             if event.up:
                 self.orchestrator.came_back(event.peer)
             self._wake_up("medium")
+
+    async def drift_check(self) -> dict[str, Any]:
+        """Lint this node's keepalived.conf against the arbiter config (arbiter.kconf), learn its per-instance
+        fingerprints (sent in heartbeats), and compare them with the peers'. Alerts when the findings change
+        and are not empty: a keepalived.conf edited under a running cluster is how VRIDs and VIPs drift apart."""
+        path = self.cfg.keepalived.config
+        findings: list[str] = []
+        error = None
+        try:
+            summary = await asyncio.to_thread(kconf_load, path)
+            findings = [str(f) for f in await asyncio.to_thread(lint, summary, None, self.cfg)]
+            for name in self.instances:
+                with contextlib.suppress(KeyError):
+                    raw = json.dumps(vrrp_fingerprint(summary, name), sort_keys=True)
+                    self.fingerprints[name] = hashlib.sha256(raw.encode()).hexdigest()[:16]
+        except KconfError as exc:
+            error = str(exc)
+        for peer in self.peers:
+            newest = self.heartbeats.newest(peer)
+            for report in newest.frame.instances if newest is not None else ():
+                mine = self.fingerprints.get(report.name)
+                if mine is not None and report.fingerprint is not None and report.fingerprint != mine:
+                    findings.append(
+                        f"{path}: error: [peer-drift] {report.name}: {peer}'s keepalived.conf differs from this "
+                        "node's in VRID, advert_int, version, authentication or VIPs (run check-keepalived on both)"
+                    )
+        previous = self.drift
+        self.drift = {"checked": round(time.time(), 3), "path": str(path), "error": error, "findings": findings}
+        if (
+            (error or findings)
+            and previous is not None
+            and (previous["error"], previous["findings"]) == (error, findings)
+        ):
+            return self.drift  # unchanged: alerted already
+        if error or findings:
+            summary_text = error or f"{len(findings)} finding(s); first: {findings[0]}"
+            self.alerts.emit(
+                "config_drift",
+                summary=f"{self.node}: keepalived.conf check: {summary_text}"[:500],
+                details={"path": str(path), "error": error, "findings": findings[:20]},
+            )
+        self._emit({"event": "drift", "node": self.node, "error": error, "findings": len(findings)})
+        return self.drift
+
+    def _quorum_changed(self, done: Round, change: Change) -> None:
+        replied = f"{done.replied} of {len(done.replies)} reference addresses answered"
+        if change is Change.LOST:
+            summary = f"{self.node} lost reference quorum: {replied} (quorum {self.cfg.reference.quorum})"
+            self.alerts.emit("quorum_lost", summary=summary, details={"replies": dict(done.replies)})
+        else:
+            summary = f"{self.node} regained reference quorum: {replied}"
+            self.alerts.emit("quorum_regained", summary=summary, details={"replies": dict(done.replies)})
+        self._wake_up("reference")
+
+    def _gate_changed(self, name: str, decision: Decision) -> None:
+        if decision.gate is Gate.CLOSED:
+            self._gate_alerted.add(name)
+            self.alerts.emit(
+                "gate_closed",
+                instance=name,
+                summary=f"{self.node} closed the gate of {name} ({decision.rule}): {decision.reason}",
+                details={"rule": decision.rule, "reason": decision.reason},
+            )
+        elif name in self._gate_alerted:  # the first opening after start is not news
+            self._gate_alerted.discard(name)
+            self.alerts.emit(
+                "gate_opened",
+                instance=name,
+                summary=f"{self.node} opened the gate of {name} ({decision.rule}): {decision.reason}",
+                details={"rule": decision.rule, "reason": decision.reason},
+            )
+
+    def _split_brain(self, name: str, via: str, detail: str) -> None:
+        self.metrics.split_brains.labels(name, via).inc()
+        self.alerts.emit(
+            "split_brain",
+            instance=name,
+            summary=f"split brain on {name} seen by {self.node} ({via}): {detail}",
+            details={"via": via, "detail": detail},
+        )
 
     # --- keepalived's state as it arrives -----------------------------------------------------------------
 

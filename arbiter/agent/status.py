@@ -154,6 +154,6 @@ def build_status(agent: Agent) -> dict[str, Any]:
         "peers": peers,
         "last_fence": agent.last_fence_any,
         "heartbeat": {"refused": refused, "accepted": dict(tracker.accepted)},
-        "alerts": agent.alert_status(),
+        "alerts": agent.alerts.status(),
         "drift": agent.drift,
     }

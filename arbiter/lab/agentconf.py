@@ -117,7 +117,13 @@ def arbiter_config(plan: LabPlan, node: NodePlan) -> str:
         f'socket = "{node.dir}/agent.sock"',
         'metrics = "127.0.0.1:9687"',
         "",
+        "[keepalived]",
+        f'config = "{node.dir}/keepalived.conf"',
+        "",
     ]
+    if spec.webhook is not None:
+        secret = f', secret_file = "{spec.webhook_secret}"' if spec.webhook_secret else ""
+        lines += ["[alerts]", f'webhooks = [{{ url = "{spec.webhook}"{secret}, retry_min_ms = 100 }}]', ""]
     return "\n".join(lines)
 
 
