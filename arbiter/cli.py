@@ -96,6 +96,11 @@ def cmd_check_keepalived(args: argparse.Namespace) -> int:
         print(lint.findings_json(found))
     elif found:
         print(lint.format_findings(found))
+        errors = sum(f.severity == "error" for f in found)
+        print(f"{errors} error(s), {len(found) - errors} warning(s)", file=sys.stderr)
+    else:
+        files = ", ".join(str(p) for p in (args.node_a, args.node_b) if p is not None)
+        print(f"{files}: no findings", file=sys.stderr)
     return 1 if found else EXIT_OK
 
 

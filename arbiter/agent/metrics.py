@@ -94,7 +94,13 @@ def loop_status(
         return build()
 
     def read() -> dict[str, Any] | None:
-        future = asyncio.run_coroutine_threadsafe(in_loop(), loop)
+        coro = in_loop()
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError as exc:  # the loop is closed (the agent is stopping)
+            coro.close()
+            log.warning("metrics: no status from the agent's loop: %r", exc)
+            return None
         try:
             return future.result(SCRAPE_TIMEOUT)
         except Exception as exc:

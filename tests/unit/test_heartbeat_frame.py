@@ -128,6 +128,18 @@ def test_bad_version_2_instance_fields_are_malformed(index: int, value: Any, nam
     assert info.value.reason is Refusal.MALFORMED
 
 
+def test_a_version_1_frame_is_still_read_during_a_rolling_upgrade() -> None:
+    body = body_of(frame())
+    del body["l"]
+    body["e"] = [entry[:6] for entry in body["e"]]
+    old = parse_frame(sign(json.dumps(body).encode(), version=1), KEY)
+    assert old.version == 1 and old.leaving is False
+    assert old.instances[0].lease_token == 41 and old.instances[0].gate_open is None and old.instances[0].rule is None
+    body["e"][0].append(True)  # a version-1 frame with a version-2 field is malformed
+    with pytest.raises(FrameRefusedError, match="not a list of 6 fields"):
+        parse_frame(sign(json.dumps(body).encode(), version=1), KEY)
+
+
 def test_leaving_must_be_a_boolean() -> None:
     body = body_of(frame())
     body["l"] = 0

@@ -43,7 +43,10 @@ U64 = 2**64 - 1
 I63 = 2**63 - 1
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _STATES = {s.value: s for s in VrrpState}
-_KEYS = frozenset("cniswmqhle")
+_KEYS = {1: frozenset("cniswmqhe"), 2: frozenset("cniswmqhle")}
+# Version 1 frames are still accepted (6 fields per instance, no "l"): during a rolling upgrade a node that runs
+# the newer agent must not take its not-yet-upgraded peer for silent, and fence it. Sent: VERSION only.
+_FIELDS = {1: 6, 2: 9}
 _FINGERPRINT = re.compile(r"[0-9a-f]{1,16}")
 _RULE = re.compile(r"[A-Z][A-Z0-9]{0,3}")
 
@@ -204,17 +207,17 @@ def _bool(value: Any, what: str) -> bool:
     return value
 
 
-def _body(body: Any) -> Frame:
-    if type(body) is not dict or body.keys() != _KEYS:
-        raise _malformed(f"body: not an object with exactly the version-{VERSION} keys")
+def _body(body: Any, version: int = VERSION) -> Frame:
+    if type(body) is not dict or body.keys() != _KEYS[version]:
+        raise _malformed(f"body: not an object with exactly the version-{version} keys")
     entries = body["e"]
     if type(entries) is not list or len(entries) > MAX_INSTANCES:
         raise _malformed(f"e: not a list of at most {MAX_INSTANCES} instances")
     instances: list[InstanceReport] = []
     for n, entry in enumerate(entries):
-        if type(entry) is not list or len(entry) != 9:
-            raise _malformed(f"e[{n}]: not a list of 9 fields")
-        name, state, vip, priority, holder, token, gate, rule, fingerprint = entry
+        if type(entry) is not list or len(entry) != _FIELDS[version]:
+            raise _malformed(f"e[{n}]: not a list of {_FIELDS[version]} fields")
+        name, state, vip, priority, holder, token, gate, rule, fingerprint = [*entry, None, None, None][:9]
         if type(state) is not str or state not in _STATES:
             raise _malformed(f"e[{n}].state: not a VRRP state")
         instances.append(
@@ -243,7 +246,8 @@ def _body(body: Any) -> Frame:
         instances=tuple(instances),
         quorate=None if quorate is None else _bool(quorate, "q"),
         highest_token=_int(body["h"], "h", 0, I63),
-        leaving=_bool(body["l"], "l"),
+        leaving=_bool(body["l"], "l") if version >= 2 else False,
+        version=version,
     )
 
 
@@ -265,8 +269,11 @@ def parse_frame(data: bytes, key: bytes, cluster: str | None = None) -> Frame:
         raise _malformed(f"length {len(data)} outside [{HEADER_SIZE + 2 + MAC_SIZE}, {MAX_FRAME}]")
     if data[: len(MAGIC)] != MAGIC:
         raise _malformed("no heartbeat magic")
-    if data[len(MAGIC)] != VERSION:
-        raise FrameRefusedError(Refusal.UNKNOWN_VERSION, f"version {data[len(MAGIC)]}, this node speaks {VERSION}")
+    version = data[len(MAGIC)]
+    if version not in _KEYS:
+        raise FrameRefusedError(
+            Refusal.UNKNOWN_VERSION, f"version {version}, this node reads {', '.join(map(str, _KEYS))}"
+        )
     signed, mac = data[:-MAC_SIZE], data[-MAC_SIZE:]
     raw = signed[HEADER_SIZE:]
     if not hmac.compare_digest(mac, _mac(key, signed)):
@@ -278,7 +285,7 @@ def parse_frame(data: bytes, key: bytes, cluster: str | None = None) -> Frame:
             if type(claimed) is dict and type(claimed.get("c")) is str and claimed["c"] != cluster:
                 raise FrameRefusedError(Refusal.OTHER_CLUSTER, f"unsigned frame naming cluster {claimed['c'][:64]!r}")
         raise FrameRefusedError(Refusal.BAD_MAC, "HMAC does not match the heartbeat key")
-    return _body(_load_json(raw))
+    return _body(_load_json(raw), version)
 
 
 @dataclass
