@@ -60,9 +60,7 @@ import hmac
 import itertools
 import json
 import logging
-import os
 import random
-import stat
 import time
 import uuid
 from collections import deque
@@ -77,6 +75,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from arbiter.config import AlertsConfig, Webhook
+from arbiter.secretfile import read_secret
 
 log = logging.getLogger(__name__)
 
@@ -145,31 +144,9 @@ class SecretFileError(Exception):
 
 
 def load_secret(path: Path) -> bytes:
-    """Read a webhook signing secret; refused when group/world readable, not a regular file or empty
-    (surrounding whitespace is stripped, as for the heartbeat key)."""
-    try:
-        # O_NOFOLLOW + fstat: the mode checked is the mode of the file actually read.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise SecretFileError(f"webhook secret file {str(path)!r}: cannot open: {exc.strerror}") from exc
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise SecretFileError(f"webhook secret file {str(path)!r}: not a regular file")
-        if st.st_mode & 0o077:
-            raise SecretFileError(
-                f"webhook secret file {str(path)!r}: readable by group or others "
-                f"(mode {st.st_mode & 0o777:o}); run: chmod 600 {path}"
-            )
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            secret = f.read().strip()
-    finally:
-        os.close(fd)
-    if not secret:
-        raise SecretFileError(
-            f"webhook secret file {str(path)!r}: empty; put the secret the receiver verifies signatures with in it"
-        )
-    return secret
+    """Read a webhook signing secret; refused when group/world readable, not a regular file or empty."""
+    hint = "put the secret the receiver verifies signatures with in it"
+    return read_secret(path, "webhook secret file", empty_hint=hint, error=SecretFileError)
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+
+from arbiter.alerts import redact_url
 
 if TYPE_CHECKING:
     from arbiter.agent.daemon import Agent
@@ -27,21 +28,11 @@ def _age(now: float, at: float | None) -> float | None:
     return None if at is None else round(max(0.0, now - at), 3)
 
 
-def redact_url(url: str) -> str:
-    """The URL without user info (a Redis password can sit there) and without its query."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def _lease_store(agent: Agent) -> dict[str, Any]:
     lease = agent.cfg.lease
     if lease.sentinel is not None:
         return {"sentinel": list(lease.sentinel.addresses), "service": lease.sentinel.service}
-    return {"url": redact_url(lease.redis_url or "")}
+    return {"url": redact_url(lease.redis_url or "", "json")}
 
 
 def build_status(agent: Agent) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from arbiter import config as config_mod
 from arbiter import statusview
 from arbiter.agent.daemon import restart_needed
 from arbiter.agent.metrics import AgentMetrics, StatusCollector, loop_status
-from arbiter.agent.status import redact_url
 from arbiter.cli import main
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "arbiter.toml.example"
@@ -298,11 +297,6 @@ def test_loop_status_builds_the_snapshot_in_the_agents_loop() -> None:
     # A closed loop (the agent stopping) cannot answer: None, which the scrape shows as status_ok 0.
     assert loop_status(loop, build)() is None
     assert next(iter(StatusCollector(lambda: None).collect())).samples[0].value == 0
-
-
-def test_redact_url_drops_the_password_and_the_query() -> None:
-    assert redact_url("redis://:s3cret@10.0.9.1:6379/0") == "redis://10.0.9.1:6379/0"
-    assert redact_url("rediss://user:pw@[fd00::1]:6380/2?ssl_ca_certs=/x") == "rediss://[fd00::1]:6380/2"
 
 
 # --- what a reload may change -------------------------------------------------------------------------------

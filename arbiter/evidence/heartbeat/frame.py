@@ -21,9 +21,7 @@ import enum
 import hashlib
 import hmac
 import json
-import os
 import re
-import stat
 from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from arbiter.model import VrrpState
+from arbiter.secretfile import read_secret
 
 MAGIC = b"KH"
 VERSION = 2
@@ -79,31 +78,9 @@ class KeyFileError(Exception):
 
 
 def load_key(path: Path) -> bytes:
-    """Read the shared heartbeat key; refused when group/world readable or empty (surrounding whitespace is
-    stripped so `echo KEY > file` and `printf KEY > file` give the same key)."""
-    try:
-        # O_NOFOLLOW + fstat: the mode checked is the mode of the file actually read.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise KeyFileError(f"heartbeat key file {str(path)!r}: cannot open: {exc.strerror}") from exc
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise KeyFileError(f"heartbeat key file {str(path)!r}: not a regular file")
-        if st.st_mode & 0o077:
-            raise KeyFileError(
-                f"heartbeat key file {str(path)!r}: readable by group or others "
-                f"(mode {st.st_mode & 0o777:o}); run: chmod 600 {path}"
-            )
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            key = f.read().strip()
-    finally:
-        os.close(fd)
-    if not key:
-        raise KeyFileError(
-            f"heartbeat key file {str(path)!r}: empty; put a random secret in it, the same on every node"
-        )
-    return key
+    """Read the shared heartbeat key; refused when group/world readable, not a regular file or empty."""
+    hint = "put a random secret in it, the same on every node"
+    return read_secret(path, "heartbeat key file", empty_hint=hint, error=KeyFileError)
 
 
 @dataclass(frozen=True)
