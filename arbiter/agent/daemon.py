@@ -680,20 +680,16 @@ class Agent:
                 {"event": "medium", "node": self.node, "peer": event.peer, "medium": event.medium, "up": event.up}
             )
             key = (event.peer, event.medium)
-            if not event.up:
-                self._media_down.add(key)
+            if not event.up or key in self._media_down:  # the first "up" after start is not news
+                if event.up:
+                    self._media_down.discard(key)
+                else:
+                    self._media_down.add(key)
                 self.alerts.emit(
-                    "medium_down",
+                    "medium_up" if event.up else "medium_down",
                     peer=event.peer,
-                    summary=f"heartbeat {event.medium} from {event.peer} down on {self.node}",
-                    details={"medium": event.medium},
-                )
-            elif key in self._media_down:  # the first "up" after start is not news
-                self._media_down.discard(key)
-                self.alerts.emit(
-                    "medium_up",
-                    peer=event.peer,
-                    summary=f"heartbeat {event.medium} from {event.peer} up again on {self.node}",
+                    summary=f"heartbeat {event.medium} from {event.peer} "
+                    f"{'up again' if event.up else 'down'} on {self.node}",
                     details={"medium": event.medium},
                 )
             if event.up:

@@ -11,24 +11,7 @@ from arbiter import config
 from arbiter.cli import main
 from arbiter.kconf.lint import CODES, Finding, check_node, lint, vrrp_fingerprint
 from arbiter.kconf.parser import KconfError, load
-
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "tests" / "data" / "kconf"
-NODE_A = REPO / "deploy" / "keepalived.conf.example"
-NODE_B = DATA / "good-node-b.conf"
-ARBITER = REPO / "deploy" / "arbiter.toml.example"
-
-
-def line_of(path: Path, text: str) -> int:
-    """The one line of `path` that reads `text` once comments and indentation are stripped."""
-    hits = [
-        n
-        for n, raw in enumerate(path.read_text().splitlines(), start=1)
-        if raw.split("#")[0].split("!")[0].strip() == text
-    ]
-    assert len(hits) == 1, f"{text!r} is on lines {hits} of {path}, expected exactly one"
-    return hits[0]
-
+from tests.unit.kconf_data import ARBITER, DATA, NODE_A, NODE_B, line_of
 
 # (node A, node B or None, arbiter config or None, code, file the finding must name, that line's text)
 CASES = [

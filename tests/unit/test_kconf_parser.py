@@ -7,21 +7,7 @@ from pathlib import Path
 import pytest
 
 from arbiter.kconf.parser import KconfError, Stmt, load, parse
-
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "tests" / "data" / "kconf"
-NODE_A = REPO / "deploy" / "keepalived.conf.example"
-NODE_B = DATA / "good-node-b.conf"
-
-
-def line_of(path: Path, text: str) -> int:
-    hits = [
-        n
-        for n, raw in enumerate(path.read_text().splitlines(), start=1)
-        if raw.split("#")[0].split("!")[0].strip() == text
-    ]
-    assert len(hits) == 1, f"{text!r} is on lines {hits} of {path}, expected exactly one"
-    return hits[0]
+from tests.unit.kconf_data import DATA, NODE_A, NODE_B, line_of
 
 
 def child(stmt: Stmt, keyword: str) -> Stmt:
