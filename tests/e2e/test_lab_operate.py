@@ -94,6 +94,17 @@ def settled(s: dict[str, Any], gate: str, rule: str, peer_rule: str) -> bool:
     )
 
 
+def ask(path: Path, request: bytes) -> str:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(path))  # a path socket: reachable from outside the node's network namespace
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data.decode().rstrip("\n")
+
+
 @pytest.fixture
 def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
     """A NOTIFY_SOCKET as systemd gives one to a Type=notify service; the lab's agents inherit the environment."""
@@ -131,6 +142,10 @@ def test_status_and_metrics_show_the_whole_cluster_during_and_after_vrrp_cut() -
         assert len(peer["media"]) == 3 and all(m["up"] for m in peer["media"]), peer["media"]
         assert peer_says(before)["state"] == "MASTER" and peer_says(before)["vip_present"] is True
         assert before["reference"]["quorate"] is True
+        # Bad requests on the socket get a reason, and the agent goes on answering.
+        path = topology.agent_socket(lab.plan.node("b"))
+        assert ask(path, b"STATUS now\n") == "ERR STATUS takes no arguments"
+        assert ask(path, b"STATUS\n").startswith("OK {")
 
         heal = lab.faults.vrrp_cut(None, "both")
         try:

@@ -221,6 +221,34 @@ def test_group_may_connect_but_only_root_or_owner_may_notify(sock_dir: Path) -> 
     asyncio.run(main())
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another uid")
+def test_without_a_group_nobody_else_may_even_ask_for_status(sock_dir: Path) -> None:
+    sock_dir.chmod(0o755)
+    path = sock_dir / "agent.sock"
+    client = (
+        "import os, socket, sys\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+        "try:\n    s.connect(sys.argv[1])\nexcept PermissionError:\n    print('refused')\n"
+    )
+
+    async def main() -> None:
+        server = NotifyServer(path, on_event=lambda *e: None)
+        server.add_verb("STATUS", lambda words, at: "STATUS ok", privileged=False)
+        await server.start()
+        try:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", client, str(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), 10)
+            assert out.decode() == "refused\n", err.decode()
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
+
+
 def test_fifo_lines(sock_dir: Path) -> None:
     events: list[Event] = []
     path = sock_dir / "notify.fifo"
