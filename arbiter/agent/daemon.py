@@ -714,13 +714,8 @@ class Agent:
             error = str(exc)
         for peer in self.peers:
             newest = self.heartbeats.newest(peer)
-            for report in newest.frame.instances if newest is not None else ():
-                mine = self.fingerprints.get(report.name)
-                if mine is not None and report.fingerprint is not None and report.fingerprint != mine:
-                    findings.append(
-                        f"{path}: error: [peer-drift] {report.name}: {peer}'s keepalived.conf differs from this "
-                        "node's in VRID, advert_int, version, authentication or VIPs (run check-keepalived on both)"
-                    )
+            if newest is not None:
+                findings += peer_drift(path, self.fingerprints, peer, newest.frame.instances)
         previous = self.drift
         self.drift = {"checked": round(time.time(), 3), "path": str(path), "error": error, "findings": findings}
         if (
@@ -823,6 +818,17 @@ class Agent:
     def _emit(self, line: dict[str, Any]) -> None:
         line = {"ts": round(time.time(), 3), "mono": round(time.monotonic(), 4), **line}
         self._out(line)
+
+
+def peer_drift(path: Path, mine: dict[str, str], peer: str, reports: Sequence[InstanceReport]) -> list[str]:
+    """Findings for each instance whose keepalived.conf fingerprint differs between this node and `peer` (as its
+    heartbeat reports it); an instance either side has not fingerprinted yet is not compared."""
+    return [
+        f"{path}: error: [peer-drift] {report.name}: {peer}'s keepalived.conf differs from this node's in VRID, "
+        "advert_int, version, authentication or VIPs (run check-keepalived on both)"
+        for report in reports
+        if report.fingerprint is not None and mine.get(report.name) not in (None, report.fingerprint)
+    ]
 
 
 class ReloadError(Exception):

@@ -11,6 +11,8 @@ import asyncio
 import copy
 import json
 import socket
+import subprocess
+import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -21,9 +23,11 @@ import pytest
 
 from arbiter import config as config_mod
 from arbiter import statusview
-from arbiter.agent.daemon import restart_needed
+from arbiter.agent.daemon import peer_drift, restart_needed
 from arbiter.agent.metrics import AgentMetrics, StatusCollector, loop_status
 from arbiter.cli import main
+from arbiter.evidence.heartbeat import InstanceReport
+from arbiter.model import VrrpState
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "arbiter.toml.example"
 
@@ -317,3 +321,35 @@ def test_reload_applies_alerts_fencing_and_keepalived_but_names_everything_else(
         text.replace("interval_ms = 200", "interval_ms = 150").replace('"10.0.0.2", "192.168.100.2"', '"10.0.0.3"')
     )
     assert restart_needed(old, cold) == ["heartbeat", "peer[0]"]
+
+
+# --- drift between the nodes --------------------------------------------------------------------------------
+
+
+def test_peer_drift_compares_fingerprints_only_where_both_sides_have_one() -> None:
+    def report(name: str, fingerprint: str | None) -> InstanceReport:
+        return InstanceReport(name, VrrpState.BACKUP, False, 100, None, None, True, "B2", fingerprint)
+
+    mine = {"VI_1": "aaaa", "VI_2": "bbbb"}
+    reports = [report("VI_1", "aaaa"), report("VI_2", "cccc"), report("VI_3", "dddd"), report("VI_1x", None)]
+    found = peer_drift(Path("/etc/keepalived/keepalived.conf"), mine, "node-a", reports)
+    assert found == [
+        "/etc/keepalived/keepalived.conf: error: [peer-drift] VI_2: node-a's keepalived.conf differs from this "
+        "node's in VRID, advert_int, version, authentication or VIPs (run check-keepalived on both)"
+    ]
+    assert peer_drift(Path("k.conf"), {}, "node-a", reports) == []  # not fingerprinted here yet
+
+
+def test_status_watch_json_prints_one_object_per_line(agent_socket: tuple[Path, list[bytes]]) -> None:
+    path, replies = agent_socket
+    for n in range(3):
+        replies.append(b"OK " + json.dumps({**SNAPSHOT, "pid": n}).encode() + b"\n")
+    cli = [sys.executable, "-m", "arbiter", "status", "--json", "--watch", "0.1", "--socket", str(path)]
+    proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert [json.loads(line)["pid"] for line in lines] == [0, 1, 2]
