@@ -570,8 +570,38 @@ def timing_problems(cfg: Config) -> list[Problem]:
     return found
 
 
+def frame_problems(cfg: Config) -> list[Problem]:
+    """The heartbeat frame this config makes, at its largest (longest state, 19-digit tokens, every optional
+    field set), must fit one UDP datagram: a frame that cannot be sent is silence, and silence gets fenced."""
+    # Imported here: the heartbeat package imports this module.
+    from arbiter.evidence.heartbeat.frame import (  # noqa: PLC0415
+        MAX_FRAME,
+        Frame,
+        InstanceReport,
+        frame_size,
+    )
+    from arbiter.model import VrrpState  # noqa: PLC0415
+
+    holder = max([cfg.node.name, *(p.name for p in cfg.peer)], key=len)
+    big = 2**63 - 1
+    reports = tuple(
+        InstanceReport(i.name, VrrpState.UNKNOWN, False, 255, holder, big, False, "S0", "f" * 16) for i in cfg.instance
+    )
+    frame = Frame(cfg.node.cluster, cfg.node.name, 2**64 - 1, big, big, big, reports, False, big, leaving=False)
+    size = frame_size(frame)
+    if size <= MAX_FRAME:
+        return []
+    return [
+        Problem(
+            "instance",
+            f"{len(cfg.instance)} instance(s) with these names make a heartbeat frame of up to {size} bytes, "
+            f"over the {MAX_FRAME}-byte limit of one datagram: use fewer instances or shorter names",
+        )
+    ]
+
+
 def check(cfg: Config, offline: bool) -> list[Problem]:
-    found = timing_problems(cfg)
+    found = timing_problems(cfg) + frame_problems(cfg)
     if not offline:
         found += node_problems(cfg)
     return found

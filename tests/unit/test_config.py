@@ -489,3 +489,19 @@ def test_parse_raises_config_error_with_one_line_per_problem() -> None:
         config.parse(text)
     assert str(caught.value).splitlines() == [str(p) for p in caught.value.problems]
     assert [p.path for p in caught.value.problems] == ["reference.quorum", "heartbeat.port"]
+
+
+def test_check_refuses_instances_whose_heartbeat_frame_would_not_fit_one_datagram() -> None:
+    text = EXAMPLE_TEXT
+    base = config.parse(text)
+    assert config.frame_problems(base) == []
+    many = text.split("[[instance]]")
+    block = "[[instance]]" + many[1].split("\n[", 1)[0]
+    extra = "".join(
+        block.replace('name = "VI_1"', f'name = "VI_{"x" * 40}{n:02d}"').replace("VI_1.gate", f"g{n}.gate")
+        for n in range(16)
+    )
+    problems = config.frame_problems(config.parse(text + "\n" + extra))
+    assert len(problems) == 1 and problems[0].path == "instance"
+    assert "17 instance(s) with these names make a heartbeat frame of up to" in problems[0].message
+    assert "over the 1400-byte limit" in problems[0].message

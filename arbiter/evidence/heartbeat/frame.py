@@ -123,6 +123,18 @@ def _mac(key: bytes, signed: bytes) -> bytes:
 
 
 def encode_frame(frame: Frame, key: bytes) -> bytes:
+    """The frame on the wire; ValueError when it is larger than MAX_FRAME (check-config refuses such configs)."""
+    wire = _encode(frame, key)
+    if len(wire) > MAX_FRAME:
+        raise ValueError(f"heartbeat frame of {len(wire)} bytes exceeds {MAX_FRAME}: too many or too long names")
+    return wire
+
+
+def frame_size(frame: Frame) -> int:
+    return len(_encode(frame, b"size"))
+
+
+def _encode(frame: Frame, key: bytes) -> bytes:
     body = {
         "c": frame.cluster,
         "n": frame.node,
@@ -149,10 +161,7 @@ def encode_frame(frame: Frame, key: bytes) -> bytes:
         ],
     }
     signed = MAGIC + bytes([VERSION]) + json.dumps(body, separators=(",", ":")).encode("ascii")
-    wire = signed + _mac(key, signed)
-    if len(wire) > MAX_FRAME:
-        raise ValueError(f"heartbeat frame of {len(wire)} bytes exceeds {MAX_FRAME}: too many or too long names")
-    return wire
+    return signed + _mac(key, signed)
 
 
 def _malformed(detail: str) -> FrameRefusedError:
