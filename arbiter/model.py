@@ -194,6 +194,9 @@ class PolicyState:
     rule: str = "start"
     # Until when this node's own lease is known valid (kept while the store is unreachable).
     lease_valid_until: float | None = None
+    # An acquisition asked for may have been granted even if its answer never came (the store died after the
+    # SET): until then this node may hold a lease it does not know of (rule 2 counts it; see D4).
+    lease_maybe_until: float | None = None
     highest_token: int = 0
     # Peer name → time it was first seen silent / first seen in dual master / fence requested.
     silent_since: tuple[tuple[str, float], ...] = ()

@@ -30,7 +30,8 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | D2  | holding, a live peer also holds and reports the lease as its own     | closed |                         |
 | D3  | holding, a live peer also holds, lease free or store unreachable:    | winner | winner: acquire; fence  |
 |     | higher priority, then lower name wins                                | open   | after deadtime + delay  |
-| D4  | D3's winner whose own lease expired during this hold (rule 2)        | closed |                         |
+| D4  | D3's winner whose own lease (or one an unanswered acquisition may    | closed |                         |
+|     | have got) expired during this hold (rule 2)                          |        |                         |
 | H1  | holding, lease mine and valid                                        | open   | fence silent peers      |
 |     |                                                                      |        | (token), unless a peer  |
 |     |                                                                      |        | said it left cleanly    |
@@ -129,6 +130,9 @@ def _remember(prev: PolicyState, ev: Evidence, cfg: PolicyConfig, now: float) ->
         valid_until = ev.lease.expires_at
     elif ev.lease.status is LeaseStatus.PEER:
         valid_until = None
+    maybe_until = prev.lease_maybe_until
+    if ev.lease.status is LeaseStatus.PEER or (maybe_until is not None and now >= maybe_until and not ev.holding):
+        maybe_until = None  # another node holds it now, or it ran out while this node held no VIP
     silent, dual, requested = prev.silent_since, prev.dual_since, prev.fence_requested
     fenced = set(prev.fenced_off)
     for peer in ev.peers:
@@ -155,6 +159,7 @@ def _remember(prev: PolicyState, ev: Evidence, cfg: PolicyConfig, now: float) ->
         prev,
         holding_since=since,
         lease_valid_until=valid_until,
+        lease_maybe_until=maybe_until,
         highest_token=highest,
         silent_since=silent,
         dual_since=dual,
@@ -199,7 +204,11 @@ def _fence_failed(state: PolicyState, peers: tuple[PeerView, ...]) -> PeerView |
 
 
 def _expired_while_holding(state: PolicyState, cfg: PolicyConfig, now: float) -> bool:
-    until, since = state.lease_valid_until, state.holding_since
+    """A lease this node held, or may have held (an acquisition whose answer never came), ran out during the
+    current hold: past that, only a peer's word may keep the VIP here (rule 2)."""
+    known = [t for t in (state.lease_valid_until, state.lease_maybe_until) if t is not None]
+    since = state.holding_since
+    until = max(known) if known else None
     return until is not None and since is not None and since < until - cfg.safety <= now
 
 
@@ -243,6 +252,8 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         if gate is Gate.OPEN and ev.holding and state.fenced_off - previous.fenced_off:
             actions.append(SendGarp())
         state = replace(state, gate=gate, rule=rule, was_holding=ev.holding)
+        if any(isinstance(a, AcquireLease) for a in actions):
+            state = replace(state, lease_maybe_until=now + cfg.ttl)
         return Decision(gate, tuple(dict.fromkeys(actions)), reason, rule, state)
 
     def fence(peer: PeerView, token: int | None, why: str) -> None:

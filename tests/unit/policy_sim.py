@@ -89,7 +89,8 @@ class Node:
     fence_results: dict[str, FenceResult] = field(default_factory=dict)
     power_reads: dict[str, tuple[Power, float]] = field(default_factory=dict)
     last_rule: str = ""
-    unconfirmed_ticks: int = 0
+    # Past its lease expiry: per peer, for how many ticks in a row its word was missing (silent, or claiming).
+    unconfirmed: dict[str, int] = field(default_factory=dict)
 
     @property
     def vip(self) -> bool:
@@ -473,16 +474,17 @@ class World:
                 and node.held_since is not None
                 and node.held_since < node.granted_until <= self.now
             )
-            if not expired or self._failsafe(node):
-                node.unconfirmed_ticks = 0
-                continue
+            blockers = self._unconfirming(node) if expired else set()
             # A peer's MASTER claim withdrawn within one heartbeat (its agent closing the gate the moment its
-            # keepalived took the VIP) is not held against this node; a claim standing two ticks is.
-            node.unconfirmed_ticks += 1
-            if node.unconfirmed_ticks > 1:
+            # keepalived took the VIP) is not held against this node; a claim (or a silence) standing two ticks
+            # is. Counted per peer: two peers each withdrawing a one-tick claim in consecutive ticks are two
+            # withdrawn claims, each heard and answered within a heartbeat.
+            node.unconfirmed = {p: node.unconfirmed.get(p, 0) + 1 for p in blockers}
+            standing = sorted(p for p, ticks in node.unconfirmed.items() if ticks > 1)
+            if standing:
                 raise Violation(
                     f"rule 2: {node.name} holds the VIP past its lease expiry {node.granted_until:.1f} "
-                    f"without a peer's confirmation (rule {node.last_rule})"
+                    f"without {', '.join(standing)}'s confirmation (rule {node.last_rule})"
                 )
 
     def _check_flash(self, before: dict[str, bool]) -> None:
@@ -501,7 +503,9 @@ class World:
                 if steady and heard[0] >= self.now - TICK - 1e-9 and heard[1].vip and y.boot_at < x.held_since:
                     raise Violation(f"VIP flash: {y.name} took the VIP while hearing {x.name} hold it")
 
-    def _failsafe(self, node: Node) -> bool:
+    def _unconfirming(self, node: Node) -> set[str]:
+        """The peers whose word the failsafe lacks for `node` this tick (empty: every peer confirms)."""
+        missing = set()
         for peer in self.nodes.values():
             if peer is node:
                 continue
@@ -513,8 +517,8 @@ class World:
                 continue
             heard = node.heard.get(peer.name)
             if heard is None or self.now - heard[0] > DEADTIME or heard[1].vip:
-                return False
-        return True
+                missing.add(peer.name)
+        return missing
 
     def run(self, ticks: int) -> None:
         for _ in range(ticks):

@@ -309,6 +309,22 @@ def test_d4_winner_whose_lease_expired_under_this_hold_self_demotes() -> None:
     assert (d.gate, d.rule) == (Gate.CLOSED, "D4")
 
 
+def test_d4_counts_a_lease_an_unanswered_acquisition_may_have_got() -> None:
+    """The store may have granted an acquisition whose answer never came (it died after the SET): the lease
+    the node does not know of still runs out under rule 2, and a D3 winner holding past it steps down."""
+    asked = run(ev(state=M, lease=FREE, peers=(peer(state=B),)), prev=holding(NOW - 0.1))
+    assert any(isinstance(a, AcquireLease) for a in asked.actions)
+    assert asked.state.lease_maybe_until == NOW + CFG.ttl
+    dual = ev(state=M, lease=UNKNOWN, peers=(peer(state=M),))
+    early = run(dual, prev=asked.state, now=NOW + 1.0)
+    assert (early.gate, early.rule) == (Gate.OPEN, "D3")  # within TTL − safety of the request: may still hold
+    late = run(dual, prev=asked.state, now=NOW + CFG.ttl - CFG.safety + 0.01)
+    assert (late.gate, late.rule) == (Gate.CLOSED, "D4")
+    # A peer's lease read ends that doubt: the acquisition did not win (or its lease is over).
+    cleared = run(ev(state=M, lease=LeaseView(LeaseStatus.PEER, "b", 9), peers=(peer(state=M),)), prev=asked.state)
+    assert cleared.rule == "L1" and cleared.state.lease_maybe_until is None
+
+
 # --- H1 - H6: holding ----------------------------------------------------------------------------------
 
 
