@@ -745,20 +745,17 @@ class Agent:
         self._wake_up("reference")
 
     def _gate_changed(self, name: str, decision: Decision) -> None:
-        if decision.gate is Gate.CLOSED:
-            self._gate_alerted.add(name)
+        closed = decision.gate is Gate.CLOSED
+        if closed or name in self._gate_alerted:  # the first opening after start is not news
+            if closed:
+                self._gate_alerted.add(name)
+            else:
+                self._gate_alerted.discard(name)
             self.alerts.emit(
-                "gate_closed",
+                "gate_closed" if closed else "gate_opened",
                 instance=name,
-                summary=f"{self.node} closed the gate of {name} ({decision.rule}): {decision.reason}",
-                details={"rule": decision.rule, "reason": decision.reason},
-            )
-        elif name in self._gate_alerted:  # the first opening after start is not news
-            self._gate_alerted.discard(name)
-            self.alerts.emit(
-                "gate_opened",
-                instance=name,
-                summary=f"{self.node} opened the gate of {name} ({decision.rule}): {decision.reason}",
+                summary=f"{self.node} {'closed' if closed else 'opened'} the gate of {name} ({decision.rule}): "
+                f"{decision.reason}",
                 details={"rule": decision.rule, "reason": decision.reason},
             )
 
