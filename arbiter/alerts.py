@@ -38,9 +38,11 @@ Body shapes (Content-Type: application/json, User-Agent: keepalived-arbiter/VERS
   Three kinds resolve another: `quorum_regained` resolves `quorum_lost`, `medium_up` resolves `medium_down`,
   `gate_opened` resolves `gate_closed`. The resolving event is sent under the ORIGINAL alertname with the same
   labels (including the severity the original was sent with, and `medium` taken from `details["medium"]`) and
-  `endsAt` = now, so Alertmanager marks that alert resolved. Every other alert is sent without `endsAt`;
-  Alertmanager then resolves it by itself after its `resolve_timeout` (5 min by default) unless it is sent again
-  — this sink sends each event once, so a long `quorum_lost` shows as resolved there after that timeout.
+  `endsAt` = now, so Alertmanager marks that alert resolved. Every other alert is sent without `endsAt`.
+  Alertmanager resolves an alert by itself when it is not sent again within its `resolve_timeout` (5 min by
+  default), so the three resolvable kinds still firing are sent again every `REFIRE_INTERVAL` (60 s) with their
+  first `startsAt` until their pair arrives; one-off events (split_brain, peer_fenced, ...) are sent once and
+  resolve after that timeout.
 
 Signature (every format, only when the webhook has a `secret_file`): headers
 `X-Arbiter-Timestamp: <unix seconds>` and `X-Arbiter-Signature: sha256=<hex HMAC-SHA256 of timestamp + "." + body>`,
@@ -137,6 +139,9 @@ USER_AGENT = f"keepalived-arbiter/{_version()}"
 
 
 # --- secrets and signatures ---------------------------------------------------------------------------------
+
+
+REFIRE_INTERVAL = 60.0  # well under Alertmanager's default resolve_timeout of 5 min
 
 
 class SecretFileError(Exception):
@@ -548,7 +553,9 @@ class AlertSink:
         self._client = httpx.AsyncClient(follow_redirects=False)
         self._sequence = itertools.count(1)
         # Alertmanager: what each still-firing resolvable alert was sent with, so its resolve matches it.
-        self._firing: dict[tuple[str, str | None, str | None, str | None], tuple[str, float]] = {}
+        # (severity, first start, latest event) per still-firing resolvable alert; re-sent every `refire_interval`.
+        self._firing: dict[tuple[str, str | None, str | None, str | None], tuple[str, float, Event]] = {}
+        self.refire_interval = REFIRE_INTERVAL
 
     @classmethod
     def from_config(cls, alerts: AlertsConfig, *, cluster: str, node: str) -> AlertSink:
@@ -608,19 +615,41 @@ class AlertSink:
     def _alertmanager(self, event: Event) -> bytes:
         key = _identity(event)
         if event.kind in RESOLVES:
-            severity, starts_at = self._firing.pop(key, (DEFAULT_SEVERITY[RESOLVES[event.kind]], event.time))
+            severity, starts_at, _ = self._firing.pop(key, (DEFAULT_SEVERITY[RESOLVES[event.kind]], event.time, event))
             return alertmanager_body(event, severity=severity, starts_at=starts_at)
         if event.kind in RESOLVES.values():
             # A repeat of a still-firing alert keeps its first start (Alertmanager merges them anyway).
-            self._firing[key] = (event.severity, self._firing.get(key, (event.severity, event.time))[1])
-            return alertmanager_body(event, starts_at=self._firing[key][1])
+            first = self._firing.get(key, (event.severity, event.time, event))[1]
+            self._firing[key] = (event.severity, first, event)
+            return alertmanager_body(event, starts_at=first)
         return alertmanager_body(event)
 
     async def run(self) -> None:
-        """Deliver until cancelled: one worker per webhook."""
+        """Deliver until cancelled: one worker per webhook, and the Alertmanager re-send."""
         async with asyncio.TaskGroup() as group:
             for endpoint in self._endpoints:
                 group.create_task(endpoint.work(self._client), name=f"alerts:{endpoint.shown}")
+            if any(e.format == "alertmanager" for e in self._endpoints):
+                group.create_task(self._refire_loop(), name="alerts:refire")
+
+    async def _refire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.refire_interval)
+            self.refire()
+
+    def refire(self) -> int:
+        """Queue every still-firing resolvable alert (quorum_lost, medium_down, gate_closed) again for the
+        Alertmanager webhooks, with its first start: Alertmanager resolves an alert on its own when it is not sent
+        again within its resolve_timeout, and these are not over until their pair arrives. Returns the count."""
+        queued = 0
+        now = time.monotonic()
+        for _severity, first, event in list(self._firing.values()):
+            body = alertmanager_body(event, starts_at=first)
+            for endpoint in self._endpoints:
+                if endpoint.format == "alertmanager":
+                    endpoint.enqueue(_Queued(event.id, event.kind, body, now))
+                    queued += 1
+        return queued
 
     async def close(self, flush_timeout: float = 2.0) -> None:
         """Best effort: deliver what is queued within `flush_timeout` seconds, then close the HTTP client."""

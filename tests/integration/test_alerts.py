@@ -143,7 +143,8 @@ def test_json_body_signed_and_verifiable(receivers: Callable[..., Receiver], tmp
         async with running(sink_for(hook(server.url, secret_file=secret))) as sink:
             sink.emit("quorum_lost", summary="0 of 2 references", instance="VI_1", details={"reachable": 0})
             sink.emit("peer_fenced", summary="node-b off", peer="node-b")
-            await until(lambda: len(server.requests) == 2)
+            # The server records a request before it answers: wait for the sink to have read both answers too.
+            await until(lambda: len(server.requests) == 2 and sink.status()[0]["delivered"] == 2)
             [status] = sink.status()
             assert (status["delivered"], status["failed_attempts"], status["dead"]) == (2, 0, False)
             assert status["last_success"] is not None and abs(status["last_success"] - time.time()) < 60
@@ -230,6 +231,33 @@ def test_alertmanager_resolving_pairs(receivers: Callable[..., Receiver]) -> Non
     assert opened["labels"]["alertname"] == "KeepalivedArbiterGateClosed"
     assert opened["labels"]["severity"] == "warning"
     assert opened["startsAt"] == opened["endsAt"]
+
+
+def test_alertmanager_firing_alerts_are_sent_again_until_resolved(receivers: Callable[..., Receiver]) -> None:
+    """Alertmanager resolves an alert nobody re-sends within resolve_timeout: a still-lost quorum is re-sent
+    with its first start; after its resolve it is not sent again. A one-off event is never re-sent."""
+    server = receivers()
+
+    def named(alertname: str) -> list[dict[str, Any]]:
+        return [r.json()[0] for r in server.requests if r.json()[0]["labels"]["alertname"] == alertname]
+
+    async def scenario() -> None:
+        async with running(sink_for(hook(server.url + "/api/v2/alerts", format="alertmanager"))) as sink:
+            sink.refire_interval = 0.1
+            sink.emit("quorum_lost", summary="lost")
+            sink.emit("split_brain", summary="both hold VI_1", instance="VI_1")
+            await until(lambda: len(named("KeepalivedArbiterQuorumLost")) >= 3)
+            sink.emit("quorum_regained", summary="back")
+            await until(lambda: any("endsAt" in a for a in named("KeepalivedArbiterQuorumLost")))
+            resolved_at = len(server.requests)
+            await asyncio.sleep(0.35)  # three more re-send intervals
+            assert len(server.requests) == resolved_at
+
+    asyncio.run(scenario())
+    lost = named("KeepalivedArbiterQuorumLost")
+    assert len({a["startsAt"] for a in lost}) == 1  # the same alert each time, from its first start
+    assert "endsAt" in lost[-1] and all("endsAt" not in a for a in lost[:-1])
+    assert len(named("KeepalivedArbiterSplitBrain")) == 1
 
 
 # --- retries --------------------------------------------------------------------------------------------------
@@ -321,7 +349,7 @@ def test_hanging_endpoint_delays_neither_emit_nor_another_endpoint(receivers: Ca
                 await asyncio.sleep(0.05)  # the hanging endpoint's worker is now inside its attempt
                 # A plain call (emit is not a coroutine): it returns while the other worker is stuck in IO.
                 sink.emit("fence_failed", summary="second")
-                await until(lambda: len(server.requests) == 2)
+                await until(lambda: len(server.requests) == 2 and sink.status()[1]["delivered"] == 2)
                 hanging, working = sink.status()
                 assert working["delivered"] == 2
                 # The first attempt to the hanging endpoint has not even failed yet.
