@@ -52,9 +52,6 @@ class LabSpec:
     nopreempt: bool = False
     sentinel: bool = False
     arbiter: bool = False  # an agent per node, gating keepalived through track_file + notify (issue 6)
-    # Nodes whose keepalived.conf lacks the instance's weight-0 track_file (an operator's wiring mistake): the
-    # agent runs there but cannot veto; what it still sees, and what the other node does about it, is tested.
-    unwired: tuple[str, ...] = ()
     webhook: str | None = None  # [alerts] webhook URL written into every node's arbiter.toml
     webhook_secret: str | None = None  # its secret_file
 
@@ -112,7 +109,7 @@ class LabPlan:
     @classmethod
     def load(cls, lab_dir: Path) -> LabPlan:
         raw = json.loads((lab_dir / "plan.json").read_text())
-        raw["spec"] = LabSpec(**{**raw["spec"], "unwired": tuple(raw["spec"].get("unwired", ()))})
+        raw["spec"] = LabSpec(**raw["spec"])
         raw["nodes"] = tuple(NodePlan(**n) for n in raw["nodes"])
         for key in ("vips", "namespaces"):
             raw[key] = tuple(raw[key])
@@ -250,11 +247,7 @@ def keepalived_conf(plan: LabPlan, node: NodePlan, extra_instance: str = "", ext
             "    virtual_ipaddress {",
             f"        {vip}/24 dev eth0",
             "    }",
-            *(
-                ["    track_file {", f"        arbiter_VI_{i + 1} weight 0", "    }"]
-                if spec.arbiter and node.name not in spec.unwired
-                else []
-            ),
+            *(["    track_file {", f"        arbiter_VI_{i + 1} weight 0", "    }"] if spec.arbiter else []),
             *arbiter_lines,
             extra_instance.replace("{instance}", f"VI_{i + 1}"),
             "}",

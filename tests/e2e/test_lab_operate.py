@@ -259,9 +259,10 @@ def alerts_received(path: Path, secret: bytes) -> list[dict[str, Any]]:
 
 
 def test_webhook_receives_signed_alerts_for_a_split_brain(tmp_path: Path) -> None:
-    """Node b's keepalived.conf lacks the gate (an operator's wiring mistake): when VRRP is cut, b's keepalived
-    takes the VIP whatever its agent decides. Node a, holding the lease, sees b claim the VIP in b's heartbeats,
-    alerts the split brain and fences b; b's agent reports its broken wiring (config drift) at start."""
+    """An operator edits node b's keepalived.conf under the running cluster and drops the gate (the weight-0
+    track_file), then reloads keepalived and the agent. b's agent reports the broken wiring (config drift). When
+    VRRP is then cut, b's keepalived takes the VIP whatever its agent decides: node a, holding the lease, sees b
+    claim the VIP in b's heartbeats, alerts the split brain and fences b."""
     secret_file = tmp_path / "webhook.secret"
     fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT, 0o600)
     os.write(fd, os.urandom(16).hex().encode())
@@ -269,7 +270,7 @@ def test_webhook_receives_signed_alerts_for_a_split_brain(tmp_path: Path) -> Non
     secret = load_secret(secret_file)
     log = tmp_path / "alerts.jsonl"
     url = f"http://{topology.WITNESS_IP}:{HOOK_PORT}/hook"
-    spec = LabSpec(arbiter=True, unwired=("b",), webhook=url, webhook_secret=str(secret_file))
+    spec = LabSpec(arbiter=True, webhook=url, webhook_secret=str(secret_file))
     with Lab(spec) as lab:
         (tmp_path / "receiver.py").write_text(RECEIVER)
         argv = ["python3", str(tmp_path / "receiver.py"), str(HOOK_PORT), str(log)]
@@ -281,7 +282,20 @@ def test_webhook_receives_signed_alerts_for_a_split_brain(tmp_path: Path) -> Non
             def kinds() -> set[tuple[str, str]]:
                 return {(a["node"], a["kind"]) for a in alerts_received(log, secret)}
 
+            topology.wait_for(lambda: ("node-a", "agent_started") in kinds(), 20, "a's agent_started alert")
+            assert ("node-b", "config_drift") not in kinds()  # both files wired as the README says
+
+            node_b = lab.plan.node("b")
+            conf = Path(node_b.dir, "keepalived.conf")
+            gate_lines = "    track_file {\n        arbiter_VI_1 weight 0\n    }\n"
+            assert gate_lines in conf.read_text()
+            conf.write_text(conf.read_text().replace(gate_lines, ""))
+            keepalived_b, agent_b = topology.keepalived_pid(node_b), lab.agent_pid("b")
+            assert keepalived_b is not None and agent_b is not None
+            os.kill(keepalived_b, signal.SIGHUP)  # keepalived re-reads its configuration
+            os.kill(agent_b, signal.SIGHUP)  # a reload runs the keepalived.conf check at once
             topology.wait_for(lambda: ("node-b", "config_drift") in kinds(), 20, "b's config_drift alert")
+            time.sleep(2)  # keepalived's reload settles; b stays BACKUP behind a's adverts
             heal = lab.faults.vrrp_cut(None, "both")
             try:
                 want = {("node-a", "split_brain"), ("node-a", "peer_fenced")}
