@@ -19,20 +19,23 @@ EXIT_OK = 0
 EXIT_INVALID = 2
 
 
-def _load_checked(path: Path, offline: bool) -> config_mod.Config:
-    cfg = config_mod.load(path)
-    problems = config_mod.check(cfg, offline=offline)
+def _load_checked(path: Path, offline: bool) -> config_mod.Config | None:
+    """The config, checked; None after printing every problem (one line each, naming its key) to stderr."""
+    try:
+        cfg = config_mod.load(path)
+        problems = config_mod.check(cfg, offline=offline)
+    except config_mod.ConfigError as exc:
+        problems = exc.problems
     if problems:
-        raise config_mod.ConfigError(problems)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return None
     return cfg
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    try:
-        cfg = _load_checked(args.config, args.offline)
-    except config_mod.ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    cfg = _load_checked(args.config, args.offline)
+    if cfg is None:
         return EXIT_INVALID
     where = " (offline: node checks skipped)" if args.offline else ""
     print(
@@ -66,11 +69,8 @@ def explain(cfg: config_mod.Config) -> str:
 
 
 def cmd_policy_explain(args: argparse.Namespace) -> int:
-    try:
-        cfg = _load_checked(args.config, offline=True)
-    except config_mod.ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    cfg = _load_checked(args.config, offline=True)
+    if cfg is None:
         return EXIT_INVALID
     print(explain(cfg))
     return EXIT_OK
@@ -116,11 +116,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415 - only the agent and `fence` run an event loop
     import signal  # noqa: PLC0415
 
-    try:
-        cfg = _load_checked(args.config, offline=False)
-    except config_mod.ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    cfg = _load_checked(args.config, offline=False)
+    if cfg is None:
         return EXIT_INVALID
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)

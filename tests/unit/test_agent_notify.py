@@ -184,24 +184,28 @@ def test_stale_socket_is_replaced_live_one_and_other_files_are_not(sock_dir: Pat
     asyncio.run(main())
 
 
+async def run_as_nobody(code: str, *args: str) -> str:
+    """Run `code` in a Python process as uid/gid 65534 (nobody); its stdout, or its stderr if it printed nothing."""
+    prelude = "import os, socket, sys\nos.setgid(65534); os.setuid(65534)\n"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", prelude + code, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 10)
+    return out.decode() or err.decode()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another uid")
 def test_group_may_connect_but_only_root_or_owner_may_notify(sock_dir: Path) -> None:
     sock_dir.chmod(0o755)
     path = sock_dir / "agent.sock"
     client = (
-        "import os, socket, sys\n"
-        "os.setgid(65534); os.setuid(65534)\n"
         "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.connect(sys.argv[1])\n"
         "s.sendall(sys.argv[2].encode() + b'\\n'); s.shutdown(socket.SHUT_WR)\n"
         "print(s.recv(1024).decode(), end='')\n"
     )
 
     async def as_nobody(line: str) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", client, str(path), line, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 10)
-        return out.decode() or err.decode()
+        return await run_as_nobody(client, str(path), line)
 
     events: list[Event] = []
 
@@ -226,8 +230,6 @@ def test_without_a_group_nobody_else_may_even_ask_for_status(sock_dir: Path) -> 
     sock_dir.chmod(0o755)
     path = sock_dir / "agent.sock"
     client = (
-        "import os, socket, sys\n"
-        "os.setgid(65534); os.setuid(65534)\n"
         "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
         "try:\n    s.connect(sys.argv[1])\nexcept PermissionError:\n    print('refused')\n"
     )
@@ -238,11 +240,7 @@ def test_without_a_group_nobody_else_may_even_ask_for_status(sock_dir: Path) -> 
         await server.start()
         try:
             assert stat.S_IMODE(path.stat().st_mode) == 0o600
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", client, str(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-            )
-            out, err = await asyncio.wait_for(proc.communicate(), 10)
-            assert out.decode() == "refused\n", err.decode()
+            assert await run_as_nobody(client, str(path)) == "refused\n"
         finally:
             await server.stop()
 
