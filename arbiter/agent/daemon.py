@@ -101,7 +101,6 @@ class Agent:
         # systemd (Type=notify): READY=1 after the first decision cycle; WATCHDOG=1 only while cycles keep coming.
         self.systemd = SystemdNotifier.from_env()
         self.watchdog = WatchdogGate(max(5 * cfg.heartbeat.interval_ms / 1000, 1.0))
-        self._ready = False
         self.decided_at: dict[str, float] = {}  # instance → wall time its rule or gate last changed
         self.last_fence: dict[str, dict[str, Any]] = {}  # peer → the last fence run against it
         self.last_fence_any: dict[str, Any] | None = None
@@ -382,10 +381,10 @@ class Agent:
                 tick = asyncio.ensure_future(anext(ticker))
             waker.cancel()
             self._wake.clear()
+            first = self.cycle_at is None
             self.run_cycle()
             self.watchdog.beat()
-            if not self._ready:
-                self._ready = True
+            if first:
                 self.systemd.ready(f"deciding for {len(self.instances)} instance(s); gates written")
 
     def run_cycle(self) -> str:
