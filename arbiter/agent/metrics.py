@@ -4,8 +4,8 @@ Two kinds of series:
 - counted as things happen, in the agent's loop: decisions by instance and rule, fences by result, split
   brains detected, and the decision latency histogram (`AgentMetrics`);
 - read at scrape time from the same snapshot `status --json` shows (`StatusCollector`): gate, role, lease,
-  heartbeat media, reference replies, refused frames, alert endpoints. One source for both views, so a
-  dashboard and `status` can never disagree.
+  heartbeat media, reference replies, refused frames, alert endpoints, maintenance mode (paused). One source
+  for both views, so a dashboard and `status` can never disagree.
 
 prometheus-client serves from a thread; the snapshot must be built in the agent's event loop (its dicts change
 there), so the collector asks the loop for it (`run_coroutine_threadsafe`) and waits at most `SCRAPE_TIMEOUT`.
@@ -143,6 +143,15 @@ class StatusCollector(Collector):
         uptime = _gauge("uptime_seconds", "Seconds since the agent started", [])
         uptime.add_metric([], s["uptime_s"])
         yield uptime
+        paused = _gauge("paused", "1 while the agent is paused (maintenance mode): gates held, no fencing", [])
+        paused.add_metric([], 1 if (s.get("maintenance") or {}).get("paused") else 0)
+        yield paused
+        withheld = _gauge(
+            "withheld_actions", "Actions the paused agent did not carry out in its last cycle", ["instance"]
+        )
+        for inst in s["instances"]:
+            withheld.add_metric([inst["name"]], len(inst.get("withheld", ())))
+        yield withheld
         drift = s.get("drift")
         findings = _gauge("config_findings", "Findings of the last keepalived.conf check (-1: unreadable)", [])
         if drift is not None:
