@@ -140,19 +140,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _agent_socket(args: argparse.Namespace) -> Path:
+    if args.socket is not None:
+        return Path(args.socket)
+    # The agent's socket as configured; an operator in api.group may not be able to read the config (0600),
+    # and then the default path is the best guess (say --socket otherwise).
+    try:
+        return config_mod.load(args.config).api.socket
+    except config_mod.ConfigError as exc:
+        path = config_mod.ApiConfig().socket
+        first = exc.problems[0] if exc.problems else exc
+        print(f"{args.command}: {args.config}: {first}; asking the default socket {path}", file=sys.stderr)
+        return path
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from arbiter import statusview  # noqa: PLC0415
 
-    path = args.socket
-    if path is None:
-        # The agent's socket as configured; an operator in api.group may not be able to read the config (0600),
-        # and then the default path is the best guess (say --socket otherwise).
-        try:
-            path = config_mod.load(args.config).api.socket
-        except config_mod.ConfigError as exc:
-            path = config_mod.ApiConfig().socket
-            first = exc.problems[0] if exc.problems else exc
-            print(f"status: {args.config}: {first}; asking the default socket {path}", file=sys.stderr)
+    path = _agent_socket(args)
     if args.watch is not None and args.watch <= 0:
         print("status: --watch needs a positive number of seconds", file=sys.stderr)
         return EXIT_INVALID
@@ -160,6 +165,33 @@ def cmd_status(args: argparse.Namespace) -> int:
         return statusview.main(path, as_json=args.json, watch=args.watch)
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    """`pause` / `resume`: exit 0 when the agent is (now) paused / running, 1 when it cannot be asked or refused."""
+    import getpass  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    from arbiter import statusview  # noqa: PLC0415
+
+    who = os.environ.get("SUDO_USER") or getpass.getuser()
+    words = [args.command.upper(), "".join(c if c.isprintable() and not c.isspace() else "_" for c in who)]
+    if getattr(args, "reason", None) is not None:
+        reason = " ".join(args.reason.split())  # the socket protocol separates words by single spaces
+        if not reason:
+            print(f"{args.command}: --reason is empty", file=sys.stderr)
+            return EXIT_INVALID
+        words.append(reason)
+    try:
+        answer = statusview.ask(_agent_socket(args), " ".join(words))
+    except statusview.StatusError as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(answer, sort_keys=True))
+    else:
+        print(answer.get("message", answer))
+    return EXIT_OK
 
 
 FENCE_ACTIONS = ("status", "check", "off", "on")
@@ -273,6 +305,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--watch", type=float, nargs="?", const=2.0, metavar="SECONDS", help="refresh every SECONDS (default 2)"
     )
     status.set_defaults(func=cmd_status)
+
+    for verb, text in (
+        ("pause", "maintenance mode: hold every gate as it is, no fencing, no lease changes (survives a restart)"),
+        ("resume", "end maintenance mode: the policy acts again"),
+    ):
+        p = sub.add_parser(
+            verb,
+            help=text,
+            description=f"{text[0].upper()}{text[1:]}. Asks the running agent over its Unix socket (root or the "
+            "agent's user only); exits 1 when it cannot. Pausing a paused agent or resuming a running one "
+            "changes nothing and says so. Pause every node before an upgrade.",
+        )
+        with_config(p)
+        p.add_argument("--socket", type=Path, help="the agent's socket (default: api.socket from the config)")
+        p.add_argument("--json", action="store_true", help="print the agent's answer as JSON")
+        if verb == "pause":
+            p.add_argument("--reason", metavar="TEXT", help="why (shown in status and the alert)")
+        p.set_defaults(func=cmd_maintenance)
 
     fence = sub.add_parser(
         "fence",
