@@ -36,7 +36,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from arbiter import config as config_mod
 from arbiter.agent import arp
-from arbiter.agent.gate import GateFile
+from arbiter.agent.gate import GateFile, GateWatch, GateWrite
 from arbiter.agent.metrics import AgentMetrics, loop_status
 from arbiter.agent.netlink import VipWatch
 from arbiter.agent.notify import BadRequestError, NotifyFifo, NotifyServer
@@ -119,6 +119,8 @@ class Agent:
         self.peers = [p.name for p in cfg.peer]
         self.instances = {i.name: i for i in cfg.instance}
         self.gates = {name: GateFile(i.track_file) for name, i in self.instances.items()}
+        # keepalived rewrites the gates when it starts (init_file ... overwrite): wake up and put them back.
+        self.gate_watch = GateWatch(self.gates, self._gate_overwritten)
         drawn = random.randint(0, cfg.fencing.random_delay_ms)
         self.policy_cfg = {name: PolicyConfig.from_config(cfg, name, drawn) for name in self.instances}
         self.state: dict[str, PolicyState] = {}
@@ -170,6 +172,7 @@ class Agent:
             summary=f"agent started on {self.node}; gates closed until the first evidence round",
             details={"instances": list(self.instances), "pid": os.getpid()},
         )
+        self.gate_watch.start()
         await self.notify.start()
         self.metrics.attach_status(loop_status(asyncio.get_running_loop(), self.status))
         if self.cfg.api.metrics is not None:
@@ -235,6 +238,7 @@ class Agent:
             with contextlib.suppress(Exception):
                 await closer
         self.vips.stop()
+        self.gate_watch.stop()
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.orchestrator.close)
         if self.fifo is not None:
@@ -397,8 +401,11 @@ class Agent:
         for name in self.instances:
             decision = decide(self.state[name], self.evidence(name, now), self.policy_cfg[name], now)
             self.state[name] = decision.state
-            changed = self.gates[name].write(decision.gate)
+            wrote = self.gates[name].write(decision.gate)
             written = time.monotonic()
+            changed = wrote is GateWrite.CHANGED
+            if wrote is GateWrite.RESTORED:
+                self._gate_restored(name, decision)
             self._act(name, decision)
             previous = self.last.get(name)
             self.last[name] = decision
@@ -757,6 +764,23 @@ class Agent:
                 f"{decision.reason}",
                 details={"rule": decision.rule, "reason": decision.reason},
             )
+
+    def _gate_overwritten(self, name: str) -> None:
+        """The watch saw a gate file change behind the agent's back: decide (and rewrite it) now."""
+        self._wake_up("gate")
+
+    def _gate_restored(self, name: str, decision: Decision) -> None:
+        self.metrics.gates_restored.labels(name).inc()
+        self._emit(
+            {
+                "event": "gate-restored",
+                "node": self.node,
+                "instance": name,
+                "gate": decision.gate.value,
+                "rule": decision.rule,
+                "detail": "the gate file said otherwise (keepalived restarted with init_file, or a hand edit)",
+            }
+        )
 
     def _split_brain(self, name: str, via: str, detail: str) -> None:
         self.metrics.split_brains.labels(name, via).inc()
