@@ -37,7 +37,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from arbiter import config as config_mod
 from arbiter.agent import arp, maintenance
-from arbiter.agent.gate import GateFile
+from arbiter.agent.gate import GateFile, GateWatch, GateWrite
 from arbiter.agent.metrics import AgentMetrics, loop_status
 from arbiter.agent.netlink import VipWatch
 from arbiter.agent.notify import BadRequestError, NotifyFifo, NotifyServer
@@ -121,6 +121,8 @@ class Agent:
         self.peers = [p.name for p in cfg.peer]
         self.instances = {i.name: i for i in cfg.instance}
         self.gates = {name: GateFile(i.track_file) for name, i in self.instances.items()}
+        # keepalived rewrites the gates when it starts (init_file ... overwrite): wake up and put them back.
+        self.gate_watch = GateWatch(self.gates, self._gate_overwritten)
         drawn = random.randint(0, cfg.fencing.random_delay_ms)
         self.policy_cfg = {name: PolicyConfig.from_config(cfg, name, drawn) for name in self.instances}
         self.state: dict[str, PolicyState] = {}
@@ -182,6 +184,7 @@ class Agent:
         )
         if self.pause is not None:
             self._paused_alert("still paused after a restart of the agent")
+        self.gate_watch.start()
         await self.notify.start()
         self.metrics.attach_status(loop_status(asyncio.get_running_loop(), self.status))
         if self.cfg.api.metrics is not None:
@@ -262,6 +265,7 @@ class Agent:
             with contextlib.suppress(Exception):
                 await closer
         self.vips.stop()
+        self.gate_watch.stop()
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.orchestrator.close)
         if self.fifo is not None:
@@ -492,8 +496,11 @@ class Agent:
                     self.state[name], evidence, self.policy_cfg[name], now, decision, self.held[name]
                 )
             self.state[name] = carried.state
-            changed = self.gates[name].write(carried.gate)
+            wrote = self.gates[name].write(carried.gate)
             written = time.monotonic()
+            changed = wrote is GateWrite.CHANGED
+            if wrote is GateWrite.RESTORED:
+                self._gate_restored(name, carried)
             self._act(name, carried)
             would = tuple(maintenance.describe(a) for a in withheld)
             news = would != self.withheld.get(name, ())
@@ -859,6 +866,23 @@ class Agent:
                 f"{decision.reason}",
                 details={"rule": decision.rule, "reason": decision.reason},
             )
+
+    def _gate_overwritten(self, name: str) -> None:
+        """The watch saw a gate file change behind the agent's back: decide (and rewrite it) now."""
+        self._wake_up("gate")
+
+    def _gate_restored(self, name: str, decision: Decision) -> None:
+        self.metrics.gates_restored.labels(name).inc()
+        self._emit(
+            {
+                "event": "gate-restored",
+                "node": self.node,
+                "instance": name,
+                "gate": decision.gate.value,
+                "rule": decision.rule,
+                "detail": "the gate file said otherwise (keepalived restarted with init_file, or a hand edit)",
+            }
+        )
 
     def _split_brain(self, name: str, via: str, detail: str) -> None:
         self.metrics.split_brains.labels(name, via).inc()

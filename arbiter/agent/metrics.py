@@ -57,6 +57,13 @@ class AgentMetrics:
             ["instance", "via"],
             registry=self.registry,
         )
+        self.gates_restored = Counter(
+            f"{PREFIX}_gates_restored",
+            "Gate files found saying otherwise than the agent decided (keepalived's init_file at its start, a hand "
+            "edit) and rewritten",
+            ["instance"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             f"{PREFIX}_decision_latency_seconds",
             "From the event that woke the decision loop (VIP change, notify, lease, ...) to the gate written",

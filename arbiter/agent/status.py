@@ -58,6 +58,7 @@ def build_status(agent: Agent) -> dict[str, Any]:
                 "vip_present": agent.vips.present(name),
                 "priority": agent.kprio[name],
                 "gate": None if gate is None else gate.value,
+                "gate_restored": agent.gates[name].restored,
                 "lease": {
                     "status": view.status.value,
                     "holder": view.holder,
