@@ -324,6 +324,21 @@ def test_pause_holds_the_gate_and_withholds_fence_then_resume_fences(tmp_path: P
     run_async(scenario())
 
 
+def test_a_paused_agent_restores_its_held_gate_when_keepalived_rewrites_it(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        a, _bmc, _lease, _posted = wired(tmp_path)
+        a.script = Evidence("VI_1", M, True, 150, False, FREE, ())  # quorum lost, nobody heard: Q1 would close
+        a.gates["VI_1"].write(Gate.OPEN)
+        a._pause_verb(["alice"], 0.0)
+        a.gates["VI_1"].path.write_text("1\n")  # keepalived restarted with init_file 1 overwrite
+        a.run_cycle()
+        assert (a.last["VI_1"].rule, a.last["VI_1"].gate) == ("Q1", Gate.CLOSED)
+        assert a.gates["VI_1"].path.read_text() == "0\n"  # the held value, enforced
+        await a.alerts.close(0.1)
+
+    run_async(scenario())
+
+
 @pytest.mark.parametrize(
     ("evidence", "wanted"),
     [
