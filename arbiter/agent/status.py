@@ -144,7 +144,12 @@ def build_status(agent: Agent) -> dict[str, Any]:
         "instances": instances,
         "peers": peers,
         "last_fence": agent.last_fence_any,
-        "heartbeat": {"refused": refused, "accepted": dict(tracker.accepted)},
+        "heartbeat": {
+            "refused": refused,
+            "accepted": dict(tracker.accepted),
+            # This node's side of each medium: open, or down with the reason and the next retry.
+            "media": {t.medium: t.link.as_dict(now) for t in agent.heartbeats.transports},
+        },
         "alerts": agent.alerts.status(),
         "drift": agent.drift,
     }
