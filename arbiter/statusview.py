@@ -140,6 +140,8 @@ def render(status: Mapping[str, Any]) -> str:
             lease_text = f"{lease['holder']} token {lease['token']}"
             if lease["ttl_ms"] is not None:
                 lease_text += f" ttl {lease['ttl_ms'] / 1000:.1f}s"
+        elif lease.get("error"):
+            lease_text += f" ({lease['error']})"
         rows = [["node", "keepalived", "VIP", "gate", "lease (as this node reads it)", "rule"]]
         decision = inst["decision"] or {}
         rows.append(

@@ -59,6 +59,8 @@ def build_status(agent: Agent) -> dict[str, Any]:
                     "holder": view.holder,
                     "token": view.token,
                     "ttl_ms": None if view.expires_at is None else max(0, round((view.expires_at - now) * 1000)),
+                    # Why the store could not be asked (unreachable at boot or later); retried every renew_ms.
+                    "error": agent.leases[name].last_error,
                 },
                 "decision": None
                 if decision is None
