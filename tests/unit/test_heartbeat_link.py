@@ -4,12 +4,15 @@ and the service's link events (a medium down at start is news, one open at start
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Callable
 
 import pytest
 from redis.backoff import ExponentialBackoff
 
+from arbiter import statusview
 from arbiter.evidence.heartbeat import HeartbeatService, Link, LinkKeeper, MediumCounters
+from tests.unit.test_status_metrics import SNAPSHOT, scrape
 
 
 class FakeClock:
@@ -157,3 +160,24 @@ def test_service_reports_a_medium_down_at_start_once_and_its_opening_once() -> N
         assert [(e.medium, e.link.open) for e in events] == [("serial:/dev/ttyS9", True)]
 
     asyncio.run(scenario())
+
+
+def test_status_text_and_metrics_show_a_medium_down_here_with_its_reason() -> None:
+    status = copy.deepcopy(SNAPSHOT)
+    status["heartbeat"]["media"] = {
+        "udp:eth0": Link(open=True, since=90.0).as_dict(100.0),
+        "serial:/dev/ttyS0": Link(
+            open=False, reason="could not open port /dev/ttyS0", failures=7, since=40.0, next_retry_at=101.5
+        ).as_dict(100.0),
+    }
+    status["instances"][0]["lease"].update(status="unknown", holder=None, token=None, ttl_ms=None, error="Timeout")
+    text = statusview.render(status)
+    assert (
+        "Heartbeat serial:/dev/ttyS0 DOWN on this node: could not open port /dev/ttyS0 "
+        "(7 attempt(s) failed, retry in 1.5s)"
+    ) in text
+    assert "udp:eth0 DOWN on this node" not in text
+    assert "unknown (Timeout)" in text
+    metrics = scrape(status)
+    assert 'keepalived_arbiter_heartbeat_medium_open{medium="serial:/dev/ttyS0"} 0.0' in metrics
+    assert 'keepalived_arbiter_heartbeat_medium_open{medium="udp:eth0"} 1.0' in metrics
