@@ -11,7 +11,9 @@ What runs, each on its own schedule and none able to block the decision loop:
   fences, power reads and gratuitous ARP are tasks whose results feed the next cycle.
 
 Start-up: every gate is written closed before anything else (S0), so a restarted agent never leaves a stale
-open gate behind while it gathers its first evidence.
+open gate behind while it gathers its first evidence. No medium missing at start stops it: a heartbeat medium
+that cannot be opened is down and retried with backoff (`_link_loop` alerts on it), an unreachable Redis is an
+unknown lease and an unreachable reference a lost quorum, each asked again on its own schedule.
 """
 
 from __future__ import annotations
