@@ -3,6 +3,9 @@
 What runs, each on its own schedule and none able to block the decision loop:
 - heartbeats (`HeartbeatService`: send/receive loops on monotonic deadlines), reference rounds, lease
   renew/read every `lease.renew_ms` (renewals of the instances held here batched in one script call);
+- no medium missing at start stops the agent: a heartbeat medium that cannot be opened is down and retried with
+  backoff (`_link_loop` alerts on it), an unreachable Redis is an unknown lease and an unreachable reference a
+  lost quorum, each asked again on its own schedule;
 - keepalived's state as it arrives: the VIP appearing or going (netlink), the notify hook (Unix socket);
 - VRRP adverts on each instance's interface (raw socket, after the host firewall);
 - the decision loop: every heartbeat interval, and at once when an event arrives (a VIP appearing here must
@@ -11,9 +14,7 @@ What runs, each on its own schedule and none able to block the decision loop:
   fences, power reads and gratuitous ARP are tasks whose results feed the next cycle.
 
 Start-up: every gate is written closed before anything else (S0), so a restarted agent never leaves a stale
-open gate behind while it gathers its first evidence. No medium missing at start stops it: a heartbeat medium
-that cannot be opened is down and retried with backoff (`_link_loop` alerts on it), an unreachable Redis is an
-unknown lease and an unreachable reference a lost quorum, each asked again on its own schedule.
+open gate behind while it gathers its first evidence.
 """
 
 from __future__ import annotations
