@@ -123,3 +123,28 @@ def test_udp_medium_whose_nic_appears_after_start(tmp_path: Path) -> None:
             finally:
                 in_a.run(a.stop())
                 in_b.run(b.stop())
+
+
+def test_udp_medium_whose_listen_address_is_assigned_after_start() -> None:
+    """A listen address not (yet) on the node: bind fails with EADDRNOTAVAIL, the medium is down with that reason,
+    and it opens once the address is assigned."""
+    with namespaces("addr") as (ns,):
+        fast = ExponentialBackoff(cap=0.2, base=0.02)
+        with NsThread(ns) as inside:
+
+            async def make() -> UdpTransport:
+                udp = UdpTransport("lo", PORT, [("10.77.1.2", PORT)], listen_address="10.77.1.1", backoff=fast)
+                await udp.open()
+                return udp
+
+            udp = inside.run(make())
+            try:
+                link = inside.call(lambda: udp.link)
+                assert link.open is False and "EADDRNOTAVAIL" in link.reason and "10.77.1.1" in link.reason
+                ip("-n", ns, "addr", "add", "10.77.1.1/32", "dev", "lo")
+                deadline = time.monotonic() + 3
+                while not inside.call(lambda: udp.link.open):
+                    assert time.monotonic() < deadline, "the medium did not open after the address was assigned"
+                    time.sleep(0.02)
+            finally:
+                inside.call(udp.close)
