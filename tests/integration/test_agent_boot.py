@@ -1,11 +1,13 @@
 """The real agent (`keepalived-arbiter run`) booting with its serial cable missing and Redis unreachable, in a
 network namespace this test creates: it runs (issue 12 item 9: it used to exit with "no such device" and leave
 keepalived alone), `status` shows the serial medium down with the reason and next retry and the lease's error,
-and when the cable appears (socat started after the agent) the medium opens without a restart.
+a `medium_down` alert with the reason reaches a webhook (a tiny HTTP server inside the same namespace), and
+when the cable appears (socat started after the agent) the medium opens without a restart (`medium_up`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -19,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.agent_netns import namespaces
+from tests.integration.agent_netns import NsThread, namespaces
 from tests.integration.test_heartbeat_transport import Cable
 
 pytestmark = [
@@ -64,7 +66,38 @@ socket = "{tmp}/agent.sock"
 
 [keepalived]
 config = "{tmp}/keepalived.conf"
+
+[alerts]
+webhooks = [{{ url = "http://127.0.0.1:{hook_port}/hook", format = "json", retry_min_ms = 100, retry_max_ms = 500 }}]
 """
+HOOK_PORT = 18000 + os.getpid() % 1000
+
+
+class Webhook:
+    """The alert endpoint: an HTTP server on the namespace's loopback that keeps every JSON body it is sent."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+
+    async def start(self, port: int) -> asyncio.Server:
+        return await asyncio.start_server(self._serve, "127.0.0.1", port)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.lower().split(b"\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in lines if line.startswith(b"content-length:")), 0)
+        self.bodies.append(json.loads(await reader.readexactly(length)))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    def kinds(self, medium: str) -> list[tuple[str, Any]]:
+        """(kind, details.reason) of the alerts about `medium` as this node's own (no peer), in order."""
+        return [
+            (b["kind"], b["details"].get("reason"))
+            for b in list(self.bodies)
+            if b["details"].get("medium") == medium and b["details"].get("local")
+        ]
 
 
 def status(sock: Path) -> dict[str, Any] | None:
@@ -96,7 +129,7 @@ def test_agent_boots_with_its_serial_cable_missing_and_redis_unreachable(tmp_pat
     key.chmod(0o600)
     (tmp_path / "keepalived.conf").write_text("", encoding="utf-8")
     config = tmp_path / "arbiter.toml"
-    config.write_text(CONFIG.format(tmp=tmp_path), encoding="utf-8")
+    config.write_text(CONFIG.format(tmp=tmp_path, hook_port=HOOK_PORT), encoding="utf-8")
     gate = tmp_path / "VI_1.gate"
     gate.write_text("0\n", encoding="ascii")  # as keepalived's init_file 0 would leave it
     sock = tmp_path / "agent.sock"
@@ -104,8 +137,9 @@ def test_agent_boots_with_its_serial_cable_missing_and_redis_unreachable(tmp_pat
     cable = Cable(tmp_path / "ttyA", tmp_path / "ttyB")
     out = (tmp_path / "agent.out").open("w+", encoding="utf-8")
     err = (tmp_path / "agent.err").open("w+", encoding="utf-8")
-    with namespaces("boot") as (ns,):
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, timeout=10)
+    hook = Webhook()
+    with namespaces("boot") as (ns,), NsThread(ns) as inside:
+        server = inside.run(hook.start(HOOK_PORT))
         argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "arbiter", "run", "-c", str(config)]
         agent = subprocess.Popen(argv, stdout=out, stderr=err, text=True, cwd=Path(__file__).resolve().parents[2])
         try:
@@ -124,8 +158,20 @@ def test_agent_boots_with_its_serial_cable_missing_and_redis_unreachable(tmp_pat
             assert got["instances"][0]["lease"]["error"]  # Redis unreachable: why, in status
             assert gate.read_text(encoding="ascii") == "1\n"  # closed, never left as init_file wrote it
 
+            deadline = time.monotonic() + 10
+            while not hook.kinds(device):
+                assert time.monotonic() < deadline, f"no medium_down alert for {device}: {hook.bodies}"
+                time.sleep(0.1)
+            kind, reason = hook.kinds(device)[0]
+            assert kind == "medium_down" and "No such file" in reason
+
             cable.plug()  # the cable appears after the agent started
             wait_status(sock, agent, lambda s: s["heartbeat"]["media"][device]["open"], "the serial medium open")
+            deadline = time.monotonic() + 10
+            while len(hook.kinds(device)) < 2:
+                assert time.monotonic() < deadline, f"no medium_up alert for {device}: {hook.bodies}"
+                time.sleep(0.1)
+            assert [k for k, _ in hook.kinds(device)] == ["medium_down", "medium_up"]
 
             agent.send_signal(signal.SIGTERM)
             assert agent.wait(timeout=15) == 0
@@ -134,6 +180,7 @@ def test_agent_boots_with_its_serial_cable_missing_and_redis_unreachable(tmp_pat
                 agent.kill()
                 agent.wait(timeout=10)
             cable.cut()
+            server.close()
     out.seek(0)
     lines = [json.loads(line) for line in out if line.startswith("{")]
     links = [(line["open"], line["reason"] is None) for line in lines if line.get("event") == "medium-link"]
