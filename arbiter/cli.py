@@ -20,7 +20,8 @@ EXIT_INVALID = 2
 
 
 def _load_checked(path: Path, offline: bool) -> config_mod.Config | None:
-    """The config, checked; None after printing every problem (one line each, naming its key) to stderr."""
+    """The config, checked; None after printing every problem (one line each, naming its key) to stderr.
+    Media missing right now (`media_warnings`) are printed as warnings and do not make the config invalid."""
     try:
         cfg = config_mod.load(path)
         problems = config_mod.check(cfg, offline=offline)
@@ -30,7 +31,25 @@ def _load_checked(path: Path, offline: bool) -> config_mod.Config | None:
         for problem in problems:
             print(problem, file=sys.stderr)
         return None
+    if not offline:
+        for warning in config_mod.media_warnings(cfg):
+            print(f"warning: {warning}", file=sys.stderr)
     return cfg
+
+
+def close_gates(paths: Sequence[Path]) -> None:
+    """An agent that cannot run leaves every gate it knows of closed (fail closed): keepalived alone, with a gate
+    left open by `init_file 0` or an earlier run, would hold the VIP beside the master. Best effort, each alone."""
+    from arbiter.agent.gate import GateFile  # noqa: PLC0415 - only `run` writes gates
+    from arbiter.model import Gate  # noqa: PLC0415
+
+    for path in paths:
+        try:
+            GateFile(path).write(Gate.CLOSED)
+        except OSError as exc:
+            print(f"keepalived-arbiter run: {exc}", file=sys.stderr)
+        else:
+            print(f"keepalived-arbiter run: gate {path} closed", file=sys.stderr)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -38,6 +57,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_INVALID
     where = " (offline: node checks skipped)" if args.offline else ""
+    if not args.offline and (missing := len(config_mod.media_warnings(cfg))):
+        where += f" ({missing} heartbeat medium(s) missing now: the agent runs with them down)"
     print(
         f"{args.config}: valid{where}; node {cfg.node.name}, {len(cfg.instance)} instance(s), {len(cfg.peer)} peer(s)"
     )
@@ -118,6 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _load_checked(args.config, offline=False)
     if cfg is None:
+        close_gates(config_mod.track_files_of(args.config))
         return EXIT_INVALID
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
@@ -136,6 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(main())
     except Exception as exc:  # a start-up failure (key file, token file, socket): one line, not a traceback
         print(f"keepalived-arbiter run: {type(exc).__name__}: {exc}", file=sys.stderr)
+        close_gates([inst.track_file for inst in cfg.instance])
         return 1
     return EXIT_OK
 

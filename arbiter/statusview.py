@@ -155,6 +155,8 @@ def render(status: Mapping[str, Any]) -> str:
             lease_text = f"{lease['holder']} token {lease['token']}"
             if lease["ttl_ms"] is not None:
                 lease_text += f" ttl {lease['ttl_ms'] / 1000:.1f}s"
+        elif lease.get("error"):
+            lease_text += f" ({lease['error']})"
         rows = [["node", "keepalived", "VIP", "gate", "lease (as this node reads it)", "rule"]]
         decision = inst["decision"] or {}
         rows.append(
@@ -218,6 +220,13 @@ def render(status: Mapping[str, Any]) -> str:
         else:
             lines.append("  last fence: none since the agent started")
     # Duplicates are expected (a frame can arrive on an interface twice); the JSON still counts them.
+    for medium, link in status["heartbeat"].get("media", {}).items():
+        if not link["open"]:
+            retry = link["next_retry_in_s"]
+            when = "retrying" if retry is None else f"retry in {retry:g}s"
+            lines.append(
+                f"Heartbeat {medium} DOWN on this node: {link['reason']} ({link['failures']} attempt(s) failed, {when})"
+            )
     refused = {m: {k: n for k, n in r.items() if k != "duplicate"} for m, r in status["heartbeat"]["refused"].items()}
     refused = {m: r for m, r in refused.items() if r}
     if refused:

@@ -3,6 +3,9 @@
 What runs, each on its own schedule and none able to block the decision loop:
 - heartbeats (`HeartbeatService`: send/receive loops on monotonic deadlines), reference rounds, lease
   renew/read every `lease.renew_ms` (renewals of the instances held here batched in one script call);
+- no medium missing at start stops the agent: a heartbeat medium that cannot be opened is down and retried with
+  backoff (`_link_loop` alerts on it), an unreachable Redis is an unknown lease and an unreachable reference a
+  lost quorum, each asked again on its own schedule;
 - keepalived's state as it arrives: the VIP appearing or going (netlink), the notify hook (Unix socket);
 - VRRP adverts on each instance's interface (raw socket, after the host firewall);
 - the decision loop: every heartbeat interval, and at once when an event arrives (a VIP appearing here must
@@ -204,6 +207,7 @@ class Agent:
             self.reference.run(self._quorum_changed),
             self._power_loop(),
             self._medium_loop(),
+            self._link_loop(),
             self._arp_loop(),
             keep_watchdog(self.systemd, self.watchdog),
         ]
@@ -802,6 +806,34 @@ class Agent:
                 )
             if event.up:
                 self.orchestrator.came_back(event.peer)
+            self._wake_up("medium")
+
+    async def _link_loop(self) -> None:
+        """A medium this node cannot open (device or NIC missing, at boot or later) is a medium down, alerted with
+        its reason; its transport keeps retrying with backoff, and it resolves when the medium opens."""
+        while True:
+            event = await self.heartbeats.link_events.get()
+            link = event.link
+            retry = None if link.next_retry_at is None else round(max(0.0, link.next_retry_at - event.at), 3)
+            self._emit(
+                {
+                    "event": "medium-link",
+                    "node": self.node,
+                    "medium": event.medium,
+                    "open": link.open,
+                    "reason": link.reason or None,
+                    "next_retry_in_s": retry,
+                }
+            )
+            if link.open:
+                summary = f"heartbeat {event.medium} open again on {self.node}"
+            else:
+                summary = f"heartbeat {event.medium} down on {self.node}: {link.reason}; retrying"
+            self.alerts.emit(
+                "medium_up" if link.open else "medium_down",
+                summary=summary,
+                details={"medium": event.medium, "local": True, **({} if link.open else {"reason": link.reason})},
+            )
             self._wake_up("medium")
 
     async def drift_check(self) -> dict[str, Any]:

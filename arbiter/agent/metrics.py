@@ -235,7 +235,10 @@ class StatusCollector(Collector):
         )
         for medium, n in hb["accepted"].items():
             accepted.add_metric([medium], n)
-        yield from (refused, accepted)
+        opened = _gauge("heartbeat_medium_open", "1 while this node has the medium open, 0 while retrying", ["medium"])
+        for medium, link in hb.get("media", {}).items():
+            opened.add_metric([medium], 1 if link["open"] else 0)
+        yield from (refused, accepted, opened)
 
     def _alerts(self, endpoints: list[Mapping[str, Any]]) -> Iterator[Any]:
         up = _gauge("alert_endpoint_up", "0 while the webhook endpoint is considered dead", ["url"])

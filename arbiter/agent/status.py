@@ -64,6 +64,8 @@ def build_status(agent: Agent) -> dict[str, Any]:
                     "holder": view.holder,
                     "token": view.token,
                     "ttl_ms": None if view.expires_at is None else max(0, round((view.expires_at - now) * 1000)),
+                    # Why the store could not be asked (unreachable at boot or later); retried every renew_ms.
+                    "error": agent.leases[name].last_error,
                 },
                 "decision": None
                 if decision is None
@@ -155,7 +157,12 @@ def build_status(agent: Agent) -> dict[str, Any]:
         "instances": instances,
         "peers": peers,
         "last_fence": agent.last_fence_any,
-        "heartbeat": {"refused": refused, "accepted": dict(tracker.accepted)},
+        "heartbeat": {
+            "refused": refused,
+            "accepted": dict(tracker.accepted),
+            # This node's side of each medium: open, or down with the reason and the next retry.
+            "media": {t.medium: t.link.as_dict(now) for t in agent.heartbeats.transports},
+        },
         "alerts": agent.alerts.status(),
         "drift": agent.drift,
     }
