@@ -51,7 +51,7 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | H2  | holding, lease mine but within safety margin of expiry (renewals     | closed |                         |
 |     | failing): self-demotion before TTL − safety                          |        |                         |
 | H3  | holding, lease free (expired, or Redis restarted empty), for at most | open   | acquire (seeded)        |
-|     | TTL − safety (since the hold or the last yield) unless the own      |        |                         |
+|     | TTL − safety (since the hold or the last yield) unless the own       |        |                         |
 |     | lease is still valid; then as H4-H6                                  |        |                         |
 | H4  | holding, store unreachable (or not granting), own lease still valid  | open   |                         |
 | H5  | holding, store unreachable, every peer confirms BACKUP or is fenced  | open   |                         |
@@ -113,14 +113,14 @@ from arbiter.model import (
 RULES: dict[str, str] = {
     "S0": "start-up: gate closed until the first full evidence round and some shared evidence (lease or peer)",
     "Q1": "reference quorum lost here (a live peer still reaches it, or no peer is heard): gate closed",
+    "P3": "handover: holding the VIP a lower-priority peer yields; open, acquiring the lease",
     "L1": "holding while the lease is held by a peer: gate closed",
     "L2": "holding while the lease holder confirms BACKUP (handover): open, acquiring when released",
     "L3": "backup, lease renewed by its holder after its adverts stopped (VRRP cut): gate closed",
     "L4": "holding, lease held by a peer whose BMC read OFF after its last heartbeat: open (the holder is dead)",
+    "V1": "backup, peer says MASTER but its adverts stopped (VRRP cut): gate closed before master-down",
     "P1": "handover: a lower-priority peer holds the VIP; gate closed until it yields (keepalived would preempt)",
     "P2": "handover: the lower-priority holder yields; gate open, keepalived preempts it",
-    "P3": "handover: holding the VIP a lower-priority peer yields; open, acquiring the lease",
-    "V1": "backup, peer says MASTER but its adverts stopped (VRRP cut): gate closed before master-down",
     "Y1": "handover: a higher-priority peer waits; lease released, VIP kept until keepalived's preemption",
     "Y2": "handover: the higher-priority peer holds the VIP and this node did not step down: gate closed",
     "D1": "dual master, lease mine: keep the VIP, the peer must step down (fenced if it does not)",
@@ -284,7 +284,7 @@ def _ranks_before(prio: int, name: str, other_prio: int, other_name: str) -> boo
     return (-prio, name) < (-other_prio, other_name)
 
 
-def _handover_bound(cfg: PolicyConfig) -> float:
+def handover_bound(cfg: PolicyConfig) -> float:
     """How long a holder yields: the waiting peer hears the yield and opens its gate (a heartbeat and a cycle,
     within deadtime), keepalived there hears a first advert, waits preempt_delay and then its master-down
     interval (this node's own is the longer: lower priority, larger skew), and its advert reaches this node."""
@@ -465,7 +465,7 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         # Holding without the lease rests on every peer's word that it is not master (rule 2, as H5).
         confirmed = all(_confirms_backup(state, p) or _still_off(state, p, cfg, now) for p in ev.peers)
         if confirmed and not spent and began is not None:
-            bound = _handover_bound(cfg)
+            bound = handover_bound(cfg)
             if now - began < bound:
                 state = replace(state, yield_to=target.name, yield_since=began, yield_spent=False, yielded_at=now)
                 if mine:

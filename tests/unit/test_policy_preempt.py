@@ -16,9 +16,12 @@ FAULT hands the VIP back after b's skew time).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pytest
 
+from arbiter import config as config_mod
+from arbiter.evidence.heartbeat.frame import InstanceReport
 from arbiter.model import (
     AcquireLease,
     Decision,
@@ -33,7 +36,8 @@ from arbiter.model import (
     ReleaseLease,
     VrrpState,
 )
-from arbiter.policy import decide
+from arbiter.policy import decide, handover_bound
+from tests.unit.test_heartbeat_media import FakeClock, frame, tracker
 
 M, B, F = VrrpState.MASTER, VrrpState.BACKUP, VrrpState.FAULT
 NOW = 100.0
@@ -228,7 +232,8 @@ def test_yield_is_bounded_then_the_holder_takes_its_lease_back_once() -> None:
     this node's): after deadtime + 2 adverts + preempt_delay + master-down the holder re-acquires (H3 window from
     the end of the yield) and does not yield again to the same wait."""
     cfg = replace(H_CFG, preempt_delay=2.0)
-    bound = cfg.deadtime + cfg.preempt_delay + cfg.master_down + 2 * cfg.advert_int
+    bound = handover_bound(cfg)
+    assert bound == pytest.approx(0.5 + 2.0 + 3.0 + 156 / 256 + 2 * 1.0)
     state, now = holding(), NOW
     d = decide(state, evidence(M, 100, lease_of("b", "b"), (view("a", F, 150, "P1", heard_at=now),)), cfg, now)
     assert d.rule == "Y1"
@@ -592,3 +597,24 @@ def test_an_agent_restart_during_the_handover_still_moves_once(who: str) -> None
     assert (moves, order) == (1, ["a"])
     assert dual <= TICK and arb.fences == []
     assert arb.nodes["a"].last is not None and arb.nodes["a"].last.rule == "H1"
+
+
+# --- the edges that feed the handover ---------------------------------------------------------------------
+
+
+def test_preempt_delay_reaches_the_policy_and_a_bad_one_is_refused() -> None:
+    text = (Path(__file__).resolve().parents[2] / "deploy" / "arbiter.toml.example").read_text(encoding="utf-8")
+    cfg = config_mod.parse(text.replace("preempt_delay_ms = 0", "preempt_delay_ms = 2500", 1))
+    assert PolicyConfig.from_config(cfg, "VI_1").preempt_delay == 2.5
+    with pytest.raises(config_mod.ConfigError, match=r"instance\[0\]\.preempt_delay_ms"):
+        config_mod.parse(text.replace("preempt_delay_ms = 0", "preempt_delay_ms = -1", 1))
+
+
+def test_the_peers_rule_and_gate_reach_its_peer_view() -> None:
+    clock = FakeClock()
+    t = tracker(clock, [])
+    report = InstanceReport("VI_1", VrrpState.FAULT, False, 150, "node-a", 4, False, "P1")
+    t.accept(frame(1, 7.0, instances=(report,)), "udp:eth0")
+    got = t.peer_view("node-b", "VI_1")
+    assert (got.rule, got.gate_open) == ("P1", False)
+    assert (t.peer_view("node-b", "VI_2").rule, t.peer_view("node-b", "VI_2").gate_open) == (None, None)
