@@ -11,7 +11,7 @@ from pathlib import Path
 
 from arbiter import config as config_mod
 from arbiter.model import PolicyConfig
-from arbiter.policy import RULES
+from arbiter.policy import RULES, handover_bound
 
 # Default for -c/--config when set (the lab sets it for `lab exec`; a node with two configs can too).
 CONFIG_ENV = "KEEPALIVED_ARBITER_CONFIG"
@@ -81,6 +81,8 @@ def explain(cfg: config_mod.Config) -> str:
             f"  heartbeat: every {pc.cycle:g}s, peer silent after {pc.deadtime:g}s",
             f"  fencing: peers with fence levels: {fenceable}; race delay {pc.fence_delay:g}s; "
             f"no-lease fence after {pc.ttl + pc.fence_delay:g}s of silence; on failure: {pc.on_fence_failure}",
+            f"  preemption handover: {'off (nopreempt)' if pc.nopreempt else 'on'}; a holder yields to a returning "
+            f"higher-priority node for at most {handover_bound(pc):.3f}s (preempt_delay {pc.preempt_delay:g}s)",
             "",
         ]
     lines.append("rules (first match wins):")

@@ -155,6 +155,8 @@ class InstanceConfig(_Model):
     advert_int_ms: int = Field(default=1000, strict=True, ge=10, le=255_000)
     vrrp_version: Literal[2, 3] = 2
     nopreempt: bool = Field(default=False, strict=True)
+    # keepalived's preempt_delay (0–1000 s): how long a returning higher-priority node may take to preempt.
+    preempt_delay_ms: int = Field(default=0, strict=True, ge=0, le=1_000_000)
 
     @model_validator(mode="after")
     def _advert_fits_version(self) -> InstanceConfig:

@@ -147,4 +147,6 @@ class MediaTracker:
             highest_token=max(got.frame.highest_token, (report.lease_token or 0) if report else 0),
             left=got.frame.leaving
             and all(i.gate_open is False and not i.vip_present and i.lease_holder != peer for i in got.frame.instances),
+            gate_open=report.gate_open if report else None,
+            rule=report.rule if report else None,
         )
