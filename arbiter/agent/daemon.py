@@ -37,6 +37,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from arbiter import config as config_mod
 from arbiter.agent import arp
 from arbiter.agent.gate import GateFile
+from arbiter.agent.kstate import KeepalivedStates
 from arbiter.agent.metrics import AgentMetrics, loop_status
 from arbiter.agent.netlink import VipWatch
 from arbiter.agent.notify import BadRequestError, NotifyFifo, NotifyServer
@@ -122,8 +123,9 @@ class Agent:
         drawn = random.randint(0, cfg.fencing.random_delay_ms)
         self.policy_cfg = {name: PolicyConfig.from_config(cfg, name, drawn) for name in self.instances}
         self.state: dict[str, PolicyState] = {}
-        self.kstate = dict.fromkeys(self.instances, VrrpState.UNKNOWN)
-        self.kprio = {name: i.priority for name, i in self.instances.items()}
+        # keepalived's state from netlink, FIFO and hooks, merged in one place; kstate/kprio are its tables.
+        self.keepalived = KeepalivedStates({name: i.priority for name, i in self.instances.items()})
+        self.kstate, self.kprio = self.keepalived.state, self.keepalived.priority
         self.lease_views = {name: LeaseView(LeaseStatus.PENDING) for name in self.instances}
         self.fence_results: dict[str, FenceResult] = {}
         self.power: dict[str, tuple[Power, float]] = {}
@@ -153,7 +155,7 @@ class Agent:
         self.notify = NotifyServer(cfg.api.socket, on_event=self._notified, group=cfg.api.group)
         # Open to whoever may connect at all: the socket's mode (0600, or 0660 with api.group) is the access rule.
         self.notify.add_verb("STATUS", self._status_verb, privileged=False)
-        self.fifo = NotifyFifo(cfg.api.notify_fifo, self._notified) if cfg.api.notify_fifo is not None else None
+        self.fifo = NotifyFifo(cfg.api.notify_fifo, self._fifo_line) if cfg.api.notify_fifo is not None else None
         # Another MAC answering ARP for a VIP held here: instance → (MACs, when seen).
         self.arp_claims: dict[str, tuple[frozenset[str], float]] = {}
 
@@ -175,9 +177,9 @@ class Agent:
         if self.cfg.api.metrics is not None:
             self.metrics.serve(self.cfg.api.metrics)
         await self.vips.start()
+        found_at = time.monotonic()
         for name in self.instances:  # a VIP already up at start: keepalived is MASTER (no event fires for it)
-            if self.vips.present(name):
-                self.kstate[name] = VrrpState.MASTER
+            self.keepalived.vip(name, self.vips.present(name), found_at)
         for listener in self.adverts.values():
             listener.start()
         if self.fifo is not None:
@@ -771,19 +773,26 @@ class Agent:
 
     def _vip_changed(self, name: str, present: bool, at: float) -> None:
         # Only keepalived adds the VIP: its appearance means MASTER, before the notify hook can say so.
-        if present:
-            self.kstate[name] = VrrpState.MASTER
-        elif self.kstate[name] is VrrpState.MASTER:
-            self.kstate[name] = VrrpState.BACKUP
+        self.keepalived.vip(name, present, at)
         self._wake_up("vip", at)
         self.heartbeats.send_now()
 
-    def _notified(self, kind: str, name: str, state: VrrpState, priority: int | None, at: float) -> None:
+    def _notified(
+        self, kind: str, name: str, state: VrrpState, priority: int | None, at: float, sent_at: float | None = None
+    ) -> None:
         if kind != "INSTANCE" or name not in self.instances:
             return
-        self.kstate[name] = state
-        if priority is not None:
-            self.kprio[name] = priority
+        # A hook older than what is already known (it lost the race to a newer one, or to netlink) changes nothing.
+        if self.keepalived.hook(name, state, priority, at if sent_at is None else sent_at):
+            self._wake_up("notify", at)
+            self.heartbeats.send_now()
+
+    def _fifo_line(
+        self, kind: str, name: str, state: VrrpState, priority: int | None, at: float, sent_at: float | None = None
+    ) -> None:
+        if kind != "INSTANCE" or name not in self.instances:
+            return
+        self.keepalived.fifo(name, state, priority, at)
         self._wake_up("notify", at)
         self.heartbeats.send_now()
 

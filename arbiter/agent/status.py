@@ -147,4 +147,8 @@ def build_status(agent: Agent) -> dict[str, Any]:
         "heartbeat": {"refused": refused, "accepted": dict(tracker.accepted)},
         "alerts": agent.alerts.status(),
         "drift": agent.drift,
+        "keepalived_events": {
+            "applied": dict(agent.keepalived.applied),
+            "hooks_dropped": dict(agent.keepalived.dropped),
+        },
     }
