@@ -572,12 +572,15 @@ def timing_problems(cfg: Config) -> list[Problem]:
 
 def frame_problems(cfg: Config) -> list[Problem]:
     """The heartbeat frame this config makes, at its largest (longest state, 19-digit tokens, every optional
-    field set), must fit one UDP datagram: a frame that cannot be sent is silence, and silence gets fenced."""
+    field set, the largest timings), must fit one UDP datagram: a frame that cannot be sent is silence, and
+    silence gets fenced."""
     # Imported here: the heartbeat package imports this module.
     from arbiter.evidence.heartbeat.frame import (  # noqa: PLC0415
         MAX_FRAME,
+        MAX_MS,
         Frame,
         InstanceReport,
+        NodeTimings,
         frame_size,
     )
     from arbiter.model import VrrpState  # noqa: PLC0415
@@ -585,9 +588,11 @@ def frame_problems(cfg: Config) -> list[Problem]:
     holder = max([cfg.node.name, *(p.name for p in cfg.peer)], key=len)
     big = 2**63 - 1
     reports = tuple(
-        InstanceReport(i.name, VrrpState.UNKNOWN, False, 255, holder, big, False, "S0", "f" * 16) for i in cfg.instance
+        InstanceReport(i.name, VrrpState.UNKNOWN, False, 255, holder, big, False, "S0", "f" * 16, MAX_MS)
+        for i in cfg.instance
     )
-    frame = Frame(cfg.node.cluster, cfg.node.name, 2**64 - 1, big, big, big, reports, False, big, leaving=False)
+    timings = NodeTimings(MAX_MS, MAX_MS, MAX_MS, MAX_MS, MAX_MS)
+    frame = Frame(cfg.node.cluster, cfg.node.name, 2**64 - 1, big, big, big, reports, False, big, timings=timings)
     size = frame_size(frame)
     if size <= MAX_FRAME:
         return []

@@ -62,6 +62,19 @@ class FenceResult:
 
 
 @dataclass(frozen=True)
+class Timings:
+    """A node's timings as its own config sets them, in seconds; each node sends its own in its heartbeats, so
+    that a peer judges its lease renewals and heartbeats by them rather than by the peer's own settings."""
+
+    ttl: float  # lease TTL: what its renewals set the lease's expiry to
+    renew: float
+    safety: float
+    interval: float  # heartbeat interval
+    deadtime: float
+    advert_int: float | None = None  # VRRP advert interval of the instance the view is about, if it says
+
+
+@dataclass(frozen=True)
 class PeerView:
     """What this node knows about one peer for one instance."""
 
@@ -85,6 +98,8 @@ class PeerView:
     # The peer's newest frame said it was stopping cleanly, with every gate closed and no VIP held: its silence
     # after that is a stop, not a failure (its gates stay closed until its agent runs again).
     left: bool = False
+    # The peer's own timings, from its newest heartbeat frame; None from a peer whose frames do not carry them.
+    timings: Timings | None = None
 
     @property
     def claims_vip(self) -> bool:

@@ -46,7 +46,7 @@ from arbiter.agent.status import build_status
 from arbiter.agent.vrrp import AdvertListener
 from arbiter.alerts import AlertSink, SecretFileError
 from arbiter.config import Config
-from arbiter.evidence.heartbeat import HeartbeatService, InstanceReport, Snapshot
+from arbiter.evidence.heartbeat import Frame, HeartbeatService, InstanceReport, Snapshot
 from arbiter.evidence.lease import LeaseStore
 from arbiter.evidence.reference import Change, ReferenceQuorum, Round
 from arbiter.evidence.ticks import deadline_ticks
@@ -472,6 +472,7 @@ class Agent:
                     gate_open=None if (gate := self.gates[name].cached) is None else gate is Gate.OPEN,
                     rule=last.rule if (last := self.last.get(name)) is not None else None,
                     fingerprint=self.fingerprints.get(name),
+                    advert_int_ms=self.instances[name].advert_int_ms,
                 )
             )
         highest = max([s.highest_token for s in self.state.values()] or [0])
@@ -717,6 +718,7 @@ class Agent:
             newest = self.heartbeats.newest(peer)
             if newest is not None:
                 findings += peer_drift(path, self.fingerprints, peer, newest.frame.instances)
+                findings += timing_drift(self.config_path, self.cfg, peer, newest.frame)
         previous = self.drift
         self.drift = {"checked": round(time.time(), 3), "path": str(path), "error": error, "findings": findings}
         if (
@@ -834,6 +836,28 @@ def peer_drift(path: Path, mine: dict[str, str], peer: str, reports: Sequence[In
         for report in reports
         if report.fingerprint is not None and mine.get(report.name) not in (None, report.fingerprint)
     ]
+
+
+def timing_drift(config_path: Path | None, cfg: Config, peer: str, frame: Frame) -> list[str]:
+    """Findings for each timing `peer`'s heartbeat frame reports that differs from this node's config, naming the
+    key and both values: nodes with other timings misjudge each other (a lease renewal, a silence)."""
+    where = str(config_path) if config_path is not None else "arbiter config"
+    found = []
+    if frame.timings is not None:
+        mine = (cfg.lease.ttl_ms, cfg.lease.renew_ms, cfg.lease.safety_ms, cfg.heartbeat.interval_ms)
+        keys = ("lease.ttl_ms", "lease.renew_ms", "lease.safety_ms", "heartbeat.interval_ms", "heartbeat.deadtime_ms")
+        for key, here, there in zip(keys, (*mine, cfg.heartbeat.deadtime_ms), frame.timings.as_list(), strict=True):
+            if here != there:
+                found.append(f"{where}: warning: [timing-drift] {key} is {there} on {peer}, {here} on this node")
+    instances = {inst.name: inst for inst in cfg.instance}
+    for report in frame.instances:
+        inst = instances.get(report.name)
+        if inst is not None and report.advert_int_ms is not None and report.advert_int_ms != inst.advert_int_ms:
+            found.append(
+                f"{where}: warning: [timing-drift] instance {report.name} advert_int_ms is {report.advert_int_ms} "
+                f"on {peer}, {inst.advert_int_ms} on this node"
+            )
+    return found
 
 
 class ReloadError(Exception):
