@@ -133,11 +133,13 @@ def test_the_largest_frame_counts_the_timings() -> None:
     cfg = config.parse(text + "\n" + extra)
     holder = max([cfg.node.name, *(p.name for p in cfg.peer)], key=len)
     reports = tuple(
-        InstanceReport(i.name, VrrpState.UNKNOWN, False, 255, holder, 2**63 - 1, False, "S0", "f" * 16, 255_000)
+        InstanceReport(i.name, VrrpState.UNKNOWN, False, 255, holder, 2**63 - 1, False, "S0", "f" * 16, i.advert_int_ms)
         for i in cfg.instance
     )
-    big = NodeTimings(3_600_000, 3_600_000, 3_600_000, 3_600_000, 3_600_000)
-    worst = frame(instances=reports, timings=big, node=cfg.node.name, incarnation=2**64 - 1, seq=2**63 - 1)
+    sent = NodeTimings(
+        cfg.lease.ttl_ms, cfg.lease.renew_ms, cfg.lease.safety_ms, cfg.heartbeat.interval_ms, cfg.heartbeat.deadtime_ms
+    )
+    worst = frame(instances=reports, timings=sent, node=cfg.node.name, incarnation=2**64 - 1, seq=2**63 - 1)
     assert len(encode_frame(worst, KEY)) <= MAX_FRAME
 
 
