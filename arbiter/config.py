@@ -3,7 +3,8 @@
 This module owns the user interface of the config file (key names, defaults, the timing rules of DESIGN.md)
 and the error messages an operator sees. Everything is refused, never silently adjusted. Checks that only make
 sense on the node itself (secret files present, key files private, interfaces present) live in `node_problems`
-and are skipped by `check-config --offline`.
+and are skipped by `check-config --offline`. A heartbeat medium missing at this moment (serial device, NIC) is
+not a problem but a warning (`media_warnings`): the agent runs with that medium down and keeps retrying it.
 """
 
 from __future__ import annotations
@@ -478,6 +479,23 @@ def load(path: Path) -> Config:
     return parse(text, str(path))
 
 
+def track_files_of(path: Path) -> list[Path]:
+    """The gate files (`instance[].track_file`) a config file names, read from its raw TOML: also when the config
+    is not valid, so that an agent refusing to run can still leave its gates closed. Empty when unreadable."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []
+    instances = data.get("instance")
+    if not isinstance(instances, list):
+        return []
+    return [
+        Path(inst["track_file"])
+        for inst in instances
+        if isinstance(inst, dict) and isinstance(inst.get("track_file"), str) and inst["track_file"]
+    ]
+
+
 def _secret_problems(path: Path | None, key: str, must_be_private: bool) -> list[Problem]:
     if path is None:
         return []
@@ -527,11 +545,24 @@ def node_problems(cfg: Config) -> list[Problem]:
             found.append(
                 Problem(f"instance[{i}].track_file", f"directory {str(inst.track_file.parent)!r} does not exist")
             )
+    return found
+
+
+def media_warnings(cfg: Config) -> list[Problem]:
+    """Heartbeat media missing on this node right now. Not fatal: a USB serial adapter, a NIC or a socat pty may
+    appear after the agent starts, and the agent runs with that medium down (retried, shown, alerted) meanwhile."""
+    found: list[Problem] = []
     for i, medium in enumerate(cfg.heartbeat.udp):
-        found += _interface_problems(medium.interface, f"heartbeat.udp[{i}].interface")
+        for problem in _interface_problems(medium.interface, f"heartbeat.udp[{i}].interface"):
+            found.append(Problem(problem.path, f"{problem.message}: that medium stays down until it appears"))
     for i, line in enumerate(cfg.heartbeat.serial):
         if not line.device.exists():
-            found.append(Problem(f"heartbeat.serial[{i}].device", f"no such device {str(line.device)!r}"))
+            found.append(
+                Problem(
+                    f"heartbeat.serial[{i}].device",
+                    f"no such device {str(line.device)!r}: that medium stays down until it appears",
+                )
+            )
     return found
 
 

@@ -441,3 +441,25 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         actions.append(ReleaseLease())
         return out(Gate.OPEN, "B1", "not holding the VIP; releasing the lease")
     return out(Gate.OPEN, "B2", "backup: gate open, keepalived decides")
+
+
+# Maintenance mode (`keepalived-arbiter pause`): the actions a paused agent does not carry out.
+WITHHELD_WHEN_PAUSED = (AcquireLease, ReleaseLease, Fence)
+
+
+def withhold(
+    previous: PolicyState, evidence: Evidence, config: PolicyConfig, now: float, decision: Decision, gate: Gate
+) -> tuple[Decision, tuple[Action, ...]]:
+    """Maintenance mode: `decision` (what `decide` returned for the same arguments) as a paused agent carries it
+    out — the gate held at `gate`, no fence, no lease acquired or released — and the actions withheld.
+
+    The state returned forgets the withheld actions: no fence counts as requested and no acquisition as maybe
+    granted (D4 would otherwise demote a holder whose acquisition was never sent). So at resume `decide` asks at
+    once for whatever is still due, which is what the paused agent logged it would do.
+    """
+    withheld = tuple(a for a in decision.actions if isinstance(a, WITHHELD_WHEN_PAUSED))
+    kept = tuple(a for a in decision.actions if not isinstance(a, WITHHELD_WHEN_PAUSED))
+    state = replace(decision.state, gate=gate, fence_requested=previous.fence_requested)
+    if any(isinstance(a, AcquireLease) for a in withheld):
+        state = replace(state, lease_maybe_until=_remember(previous, evidence, config, now).lease_maybe_until)
+    return replace(decision, gate=gate, actions=kept, state=state), withheld

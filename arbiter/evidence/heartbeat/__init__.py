@@ -22,8 +22,8 @@ from arbiter.evidence.heartbeat.frame import (
 )
 from arbiter.evidence.heartbeat.media import MediaTracker, MediumEvent, Received
 from arbiter.evidence.heartbeat.serial import SerialTransport
-from arbiter.evidence.heartbeat.service import HeartbeatService, Snapshot
-from arbiter.evidence.heartbeat.transport import HeartbeatTransport, MediumCounters
+from arbiter.evidence.heartbeat.service import HeartbeatService, LinkEvent, Snapshot
+from arbiter.evidence.heartbeat.transport import HeartbeatTransport, Link, LinkKeeper, MediumCounters
 from arbiter.evidence.heartbeat.udp import UdpTransport
 
 __all__ = [
@@ -34,6 +34,9 @@ __all__ = [
     "HeartbeatTransport",
     "InstanceReport",
     "KeyFileError",
+    "Link",
+    "LinkEvent",
+    "LinkKeeper",
     "MediaTracker",
     "MediumCounters",
     "MediumEvent",

@@ -5,6 +5,10 @@ Three kinds of loops, all on the monotonic clock: the send loop (deadline ticks 
 wake-up skips the missed ticks instead of sending a burst), one receive loop per medium, and a watch loop that
 sleeps until the next moment a medium could go down so that down events come out on time. What a frame says is
 asked from the agent each time (`snapshot`), so it is never older than one interval.
+
+A medium this node cannot open (a serial device or NIC missing at boot) does not stop the service: it is down
+here with its reason (`stats()["media"][m]["link"]`), retried with backoff by its transport, and each change of
+it comes out once in `link_events` (the agent alerts on them).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from arbiter.evidence.heartbeat.frame import (
 )
 from arbiter.evidence.heartbeat.media import MediaTracker, MediumEvent, Received
 from arbiter.evidence.heartbeat.serial import SerialTransport
-from arbiter.evidence.heartbeat.transport import HeartbeatTransport
+from arbiter.evidence.heartbeat.transport import HeartbeatTransport, Link
 from arbiter.evidence.heartbeat.udp import UdpTransport
 from arbiter.evidence.ticks import deadline_ticks
 from arbiter.model import PeerView
@@ -50,6 +54,15 @@ class Snapshot:
     quorate: bool | None = None
     highest_token: int = 0
     leaving: bool = False
+
+
+@dataclass(frozen=True)
+class LinkEvent:
+    """A medium this node opened, or lost or could not open (with the reason and the next retry in `link`)."""
+
+    at: float
+    medium: str
+    link: Link
 
 
 class HeartbeatService:
@@ -90,6 +103,8 @@ class HeartbeatService:
         self.tracker = MediaTracker(self.peers, [t.medium for t in self.transports], deadtime, clock, self._event)
         self._tasks: list[asyncio.Task[None]] = []
         self.send_failures = 0
+        self.link_events: asyncio.Queue[LinkEvent] = asyncio.Queue(EVENT_QUEUE)
+        self._link_open: dict[str, bool] = {}  # medium → open, as link_events last said
 
     @classmethod
     def from_config(cls, cfg: Config, snapshot: Callable[[], Snapshot] = Snapshot) -> HeartbeatService:
@@ -135,6 +150,7 @@ class HeartbeatService:
                 "accepted": self.tracker.accepted[t.medium],
                 "duplicates": self.tracker.refused[(t.medium, Refusal.DUPLICATE)],
                 "refused": refused,
+                "link": t.link.as_dict(self._clock()),
             }
         peers = {p: {m: self.tracker.up(p, m) for m in self.tracker.media_of(p)} for p in self.peers}
         return {
@@ -200,8 +216,25 @@ class HeartbeatService:
         self.tracker.accept(frame, medium)
         return frame
 
+    def check_links(self) -> None:
+        """Put a `LinkEvent` out for each medium whose open/down changed; a medium down at start is news too."""
+        for t in self.transports:
+            link = t.link
+            previous = self._link_open.get(t.medium)
+            self._link_open[t.medium] = link.open
+            if previous == link.open or (previous is None and link.open):
+                continue  # unchanged, or open from the start: not news
+            if link.open:
+                log.info("heartbeat: %s open", t.medium)
+            else:
+                log.warning("heartbeat: %s down here: %s", t.medium, link.reason)
+            if self.link_events.full():
+                self.link_events.get_nowait()
+            self.link_events.put_nowait(LinkEvent(self._clock(), t.medium, link))
+
     async def _send_loop(self) -> None:
         async for _ in deadline_ticks(self.interval, self._clock):
+            self.check_links()
             self.send_now()
 
     async def _receive_loop(self, transport: HeartbeatTransport) -> None:
