@@ -208,6 +208,7 @@ class FakeLease:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.last_error: str | None = None  # as Lease: why the store could not be asked
 
     async def acquire(self, seed: int) -> LeaseView:
         self.calls.append(f"acquire {seed}")
