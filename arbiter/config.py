@@ -605,12 +605,14 @@ def timing_problems(cfg: Config) -> list[Problem]:
 
 def frame_problems(cfg: Config) -> list[Problem]:
     """The heartbeat frame this config makes, at its largest (longest state, 19-digit tokens, every optional
-    field set), must fit one UDP datagram: a frame that cannot be sent is silence, and silence gets fenced."""
+    field set, this config's timings), must fit one UDP datagram: a frame that cannot be sent is silence, and
+    silence gets fenced."""
     # Imported here: the heartbeat package imports this module.
     from arbiter.evidence.heartbeat.frame import (  # noqa: PLC0415
         MAX_FRAME,
         Frame,
         InstanceReport,
+        NodeTimings,
         frame_size,
     )
     from arbiter.model import VrrpState  # noqa: PLC0415
@@ -618,9 +620,12 @@ def frame_problems(cfg: Config) -> list[Problem]:
     holder = max([cfg.node.name, *(p.name for p in cfg.peer)], key=len)
     big = 2**63 - 1
     reports = tuple(
-        InstanceReport(i.name, VrrpState.UNKNOWN, False, 255, holder, big, False, "S0", "f" * 16) for i in cfg.instance
+        InstanceReport(i.name, VrrpState.UNKNOWN, False, 255, holder, big, False, "S0", "f" * 16, i.advert_int_ms)
+        for i in cfg.instance
     )
-    frame = Frame(cfg.node.cluster, cfg.node.name, 2**64 - 1, big, big, big, reports, False, big, leaving=False)
+    lease, hb = cfg.lease, cfg.heartbeat
+    timings = NodeTimings(lease.ttl_ms, lease.renew_ms, lease.safety_ms, hb.interval_ms, hb.deadtime_ms)
+    frame = Frame(cfg.node.cluster, cfg.node.name, 2**64 - 1, big, big, big, reports, False, big, timings=timings)
     size = frame_size(frame)
     if size <= MAX_FRAME:
         return []

@@ -62,6 +62,19 @@ class FenceResult:
 
 
 @dataclass(frozen=True)
+class Timings:
+    """A node's timings as its own config sets them, in seconds; each node sends its own in its heartbeats, so
+    that a peer judges its lease renewals and heartbeats by them rather than by the peer's own settings."""
+
+    ttl: float  # lease TTL: what its renewals set the lease's expiry to
+    renew: float
+    safety: float
+    interval: float  # heartbeat interval
+    deadtime: float
+    advert_int: float | None = None  # VRRP advert interval of the instance the view is about, if it says
+
+
+@dataclass(frozen=True)
 class PeerView:
     """What this node knows about one peer for one instance."""
 
@@ -89,6 +102,8 @@ class PeerView:
     # version 1 frame): the preemption handover reads them (P1 waiting, Y1 yielding).
     gate_open: bool | None = None
     rule: str | None = None
+    # The peer's own timings, from its newest heartbeat frame; None from a peer whose frames do not carry them.
+    timings: Timings | None = None
 
     @property
     def claims_vip(self) -> bool:

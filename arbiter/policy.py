@@ -407,7 +407,8 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
                 )
             return out(Gate.CLOSED, "L1", f"lease held by {lease.holder}{token}; gate closed")
         if holder is not None and holder.adverts_at is not None and lease.expires_at is not None:
-            renewed_at = lease.expires_at - cfg.ttl
+            # The holder renews with its own TTL: judged by this node's, a peer with other timings is misread.
+            renewed_at = lease.expires_at - (holder.timings.ttl if holder.timings is not None else cfg.ttl)
             if now - holder.adverts_at >= cfg.cut_after and renewed_at > holder.adverts_at + cfg.advert_int:
                 return out(
                     Gate.CLOSED,

@@ -41,6 +41,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from arbiter import config as config_mod
 from arbiter.agent import arp, maintenance
 from arbiter.agent.gate import GateFile, GateWatch, GateWrite
+from arbiter.agent.kstate import KeepalivedStates
 from arbiter.agent.metrics import AgentMetrics, loop_status
 from arbiter.agent.netlink import VipWatch
 from arbiter.agent.notify import BadRequestError, NotifyFifo, NotifyServer
@@ -49,7 +50,7 @@ from arbiter.agent.status import build_status
 from arbiter.agent.vrrp import AdvertListener
 from arbiter.alerts import AlertSink, SecretFileError
 from arbiter.config import Config
-from arbiter.evidence.heartbeat import HeartbeatService, InstanceReport, Snapshot
+from arbiter.evidence.heartbeat import Frame, HeartbeatService, InstanceReport, Snapshot
 from arbiter.evidence.lease import LeaseStore
 from arbiter.evidence.reference import Change, ReferenceQuorum, Round
 from arbiter.evidence.ticks import deadline_ticks
@@ -129,8 +130,9 @@ class Agent:
         drawn = random.randint(0, cfg.fencing.random_delay_ms)
         self.policy_cfg = {name: PolicyConfig.from_config(cfg, name, drawn) for name in self.instances}
         self.state: dict[str, PolicyState] = {}
-        self.kstate = dict.fromkeys(self.instances, VrrpState.UNKNOWN)
-        self.kprio = {name: i.priority for name, i in self.instances.items()}
+        # keepalived's state from netlink, FIFO and hooks, merged in one place; kstate/kprio are its tables.
+        self.keepalived = KeepalivedStates({name: i.priority for name, i in self.instances.items()})
+        self.kstate, self.kprio = self.keepalived.state, self.keepalived.priority
         self.lease_views = {name: LeaseView(LeaseStatus.PENDING) for name in self.instances}
         self.fence_results: dict[str, FenceResult] = {}
         self.power: dict[str, tuple[Power, float]] = {}
@@ -167,7 +169,7 @@ class Agent:
         self.withheld: dict[str, tuple[str, ...]] = {}  # instance → actions withheld in the last cycle (paused)
         self.notify.add_verb("PAUSE", self._pause_verb, privileged=True)
         self.notify.add_verb("RESUME", self._resume_verb, privileged=True)
-        self.fifo = NotifyFifo(cfg.api.notify_fifo, self._notified) if cfg.api.notify_fifo is not None else None
+        self.fifo = NotifyFifo(cfg.api.notify_fifo, self._fifo_line) if cfg.api.notify_fifo is not None else None
         # Another MAC answering ARP for a VIP held here: instance → (MACs, when seen).
         self.arp_claims: dict[str, tuple[frozenset[str], float]] = {}
 
@@ -193,9 +195,9 @@ class Agent:
         if self.cfg.api.metrics is not None:
             self.metrics.serve(self.cfg.api.metrics)
         await self.vips.start()
+        found_at = time.monotonic()
         for name in self.instances:  # a VIP already up at start: keepalived is MASTER (no event fires for it)
-            if self.vips.present(name):
-                self.kstate[name] = VrrpState.MASTER
+            self.keepalived.vip(name, self.vips.present(name), found_at)
         for listener in self.adverts.values():
             listener.start()
         if self.fifo is not None:
@@ -581,6 +583,7 @@ class Agent:
                     gate_open=None if (gate := self.gates[name].cached) is None else gate is Gate.OPEN,
                     rule=last.rule if (last := self.last.get(name)) is not None else None,
                     fingerprint=self.fingerprints.get(name),
+                    advert_int_ms=self.instances[name].advert_int_ms,
                 )
             )
         highest = max([s.highest_token for s in self.state.values()] or [0])
@@ -856,6 +859,7 @@ class Agent:
             newest = self.heartbeats.newest(peer)
             if newest is not None:
                 findings += peer_drift(path, self.fingerprints, peer, newest.frame.instances)
+                findings += timing_drift(self.config_path, self.cfg, peer, newest.frame)
         previous = self.drift
         self.drift = {"checked": round(time.time(), 3), "path": str(path), "error": error, "findings": findings}
         if (
@@ -929,19 +933,26 @@ class Agent:
 
     def _vip_changed(self, name: str, present: bool, at: float) -> None:
         # Only keepalived adds the VIP: its appearance means MASTER, before the notify hook can say so.
-        if present:
-            self.kstate[name] = VrrpState.MASTER
-        elif self.kstate[name] is VrrpState.MASTER:
-            self.kstate[name] = VrrpState.BACKUP
+        self.keepalived.vip(name, present, at)
         self._wake_up("vip", at)
         self.heartbeats.send_now()
 
-    def _notified(self, kind: str, name: str, state: VrrpState, priority: int | None, at: float) -> None:
+    def _notified(
+        self, kind: str, name: str, state: VrrpState, priority: int | None, at: float, sent_at: float | None = None
+    ) -> None:
         if kind != "INSTANCE" or name not in self.instances:
             return
-        self.kstate[name] = state
-        if priority is not None:
-            self.kprio[name] = priority
+        # A hook older than what is already known (it lost the race to a newer one, or to netlink) changes nothing.
+        if self.keepalived.hook(name, state, priority, at if sent_at is None else sent_at):
+            self._wake_up("notify", at)
+            self.heartbeats.send_now()
+
+    def _fifo_line(
+        self, kind: str, name: str, state: VrrpState, priority: int | None, at: float, sent_at: float | None = None
+    ) -> None:
+        if kind != "INSTANCE" or name not in self.instances:
+            return
+        self.keepalived.fifo(name, state, priority, at)
         self._wake_up("notify", at)
         self.heartbeats.send_now()
 
@@ -983,6 +994,28 @@ def peer_drift(path: Path, mine: dict[str, str], peer: str, reports: Sequence[In
         for report in reports
         if report.fingerprint is not None and mine.get(report.name) not in (None, report.fingerprint)
     ]
+
+
+def timing_drift(config_path: Path | None, cfg: Config, peer: str, frame: Frame) -> list[str]:
+    """Findings for each timing `peer`'s heartbeat frame reports that differs from this node's config, naming the
+    key and both values: nodes with other timings misjudge each other (a lease renewal, a silence)."""
+    where = str(config_path) if config_path is not None else "arbiter config"
+    found = []
+    if frame.timings is not None:
+        mine = (cfg.lease.ttl_ms, cfg.lease.renew_ms, cfg.lease.safety_ms, cfg.heartbeat.interval_ms)
+        keys = ("lease.ttl_ms", "lease.renew_ms", "lease.safety_ms", "heartbeat.interval_ms", "heartbeat.deadtime_ms")
+        for key, here, there in zip(keys, (*mine, cfg.heartbeat.deadtime_ms), frame.timings.as_list(), strict=True):
+            if here != there:
+                found.append(f"{where}: warning: [timing-drift] {key} is {there} on {peer}, {here} on this node")
+    instances = {inst.name: inst for inst in cfg.instance}
+    for report in frame.instances:
+        inst = instances.get(report.name)
+        if inst is not None and report.advert_int_ms is not None and report.advert_int_ms != inst.advert_int_ms:
+            found.append(
+                f"{where}: warning: [timing-drift] instance {report.name} advert_int_ms is {report.advert_int_ms} "
+                f"on {peer}, {inst.advert_int_ms} on this node"
+            )
+    return found
 
 
 class ReloadError(Exception):

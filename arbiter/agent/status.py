@@ -165,4 +165,8 @@ def build_status(agent: Agent) -> dict[str, Any]:
         },
         "alerts": agent.alerts.status(),
         "drift": agent.drift,
+        "keepalived_events": {
+            "applied": dict(agent.keepalived.applied),
+            "hooks_dropped": dict(agent.keepalived.dropped),
+        },
     }

@@ -24,10 +24,12 @@ from typing import Any
 
 from arbiter.config import Config
 from arbiter.evidence.heartbeat.frame import (
+    VERSION,
     Frame,
     FrameDecoder,
     FrameRefusedError,
     InstanceReport,
+    NodeTimings,
     Refusal,
     encode_frame,
     load_key,
@@ -78,6 +80,7 @@ class HeartbeatService:
         clock: Callable[[], float] = time.monotonic,
         clock_ns: Callable[[], int] = time.monotonic_ns,
         wall_ns: Callable[[], int] = time.time_ns,
+        timings: NodeTimings | None = None,
     ) -> None:
         if deadtime <= 2 * interval:
             raise ValueError(f"heartbeat deadtime {deadtime:g}s must exceed 2 × interval {interval:g}s")
@@ -92,6 +95,7 @@ class HeartbeatService:
         self._clock = clock
         self._clock_ns = clock_ns
         self._wall_ns = wall_ns
+        self.timings = timings  # sent in every frame (version 3): peers judge this node by its own timings
         self.incarnation = secrets.randbits(64)
         self._sequence = 0
         self.events: asyncio.Queue[MediumEvent] = asyncio.Queue(EVENT_QUEUE)
@@ -118,6 +122,9 @@ class HeartbeatService:
             interval=hb.interval_ms / 1000,
             deadtime=hb.deadtime_ms / 1000,
             snapshot=snapshot,
+            timings=NodeTimings(
+                cfg.lease.ttl_ms, cfg.lease.renew_ms, cfg.lease.safety_ms, hb.interval_ms, hb.deadtime_ms
+            ),
         )
 
     # --- what the agent reads -----------------------------------------------------------------------------
@@ -177,7 +184,15 @@ class HeartbeatService:
             quorate=snap.quorate,
             highest_token=snap.highest_token,
             leaving=snap.leaving,
+            version=self.version(),
+            timings=self.timings,
         )
+
+    def version(self) -> int:
+        """The frame version to send: the lowest among the peers' newest frames (a peer still running an older
+        agent refuses newer frames and would take this node for silent); the newest before any is heard."""
+        heard = [got.frame.version for peer in self.peers if (got := self.tracker.newest(peer)) is not None]
+        return min([VERSION, *heard])
 
     def send_now(self) -> None:
         """Send a frame outside the schedule (the agent calls it on a VRRP transition so peers hear at once)."""
