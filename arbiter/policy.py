@@ -22,9 +22,14 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | L1  | holding, lease held by a peer that is not confirmed BACKUP           | closed |                         |
 | L2  | holding, lease held by a peer that confirms BACKUP (handover)        | open   | acquire (when released) |
 | L3  | not holding, lease renewed by its holder after its adverts stopped   | closed |                         |
-|     | (holder alive, VRRP path cut: close before master-down)              |        |                         |
+|     | (holder alive, VRRP path cut: close before master-down); none seen   |        |                         |
+|     | since listening started counts as stopped then                       |        |                         |
+| L5  | not holding, lease held by a peer silent (heartbeats and adverts),   | closed |                         |
+|     | not read OFF, unexpired, and: gate already closed, no BMC for it, a  |        |                         |
+|     | read after its last sign says ON/unknown, or master-down is due      |        |                         |
 | V1  | not holding, a live peer says MASTER 1.5 adverts after its last      | closed |                         |
-|     | advert seen here (VRRP path cut: close before master-down)           |        |                         |
+|     | advert seen here, or after listening started if none was seen (VRRP  |        |                         |
+|     | path cut: close before master-down)                                  |        |                         |
 | D1  | holding, a live peer also holds, lease mine (or still valid)         | open   | fence it if it has not  |
 |     |                                                                      |        | stepped down in deadtime|
 | D2  | holding, a live peer also holds and reports the lease as its own     | closed |                         |
@@ -51,9 +56,10 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | B2  | not holding                                                          | open   |                         |
 
 How the safety rules of DESIGN.md follow:
-1. No dual master while shared evidence can tell: the lease (L1, D1, D2, L3) or a heartbeat (V1, D2, D3)
+1. No dual master while shared evidence can tell: the lease (L1, D1, D2, L3, L5) or a heartbeat (V1, D2, D3)
    decides before or right after keepalived adds the VIP. Cut off from everything, the overlap ends when the
-   lease expires (H2/H6 on the cut-off node) or the fence confirms OFF (H1 on the other).
+   lease expires (H2/H6 on the cut-off node) or the fence confirms OFF (H1 on the other); L5 keeps the other
+   from taking the VIP before that, unless the holder reads OFF (then nobody holds it, L4).
 2. No VIP past lease expiry: H2 and H6 close before TTL − safety; H4/H5 (failsafe) need the peer's word.
 3. No fence of a valid lease holder: fences are issued only with the lease in hand (D1, H1) or on the
    no-lease path after TTL + this node's race delay (D3, H6), by which time a peer's lease has expired.
@@ -90,9 +96,10 @@ RULES: dict[str, str] = {
     "Q1": "reference quorum lost here (a live peer still reaches it, or no peer is heard): gate closed",
     "L1": "holding while the lease is held by a peer: gate closed",
     "L2": "holding while the lease holder confirms BACKUP (handover): open, acquiring when released",
-    "L3": "backup, lease renewed by its holder after its adverts stopped (VRRP cut): gate closed",
+    "L3": "backup, lease renewed by its holder after its adverts stopped or none was seen (VRRP cut): gate closed",
     "L4": "holding, lease held by a peer whose BMC read OFF after its last heartbeat: open (the holder is dead)",
-    "V1": "backup, peer says MASTER but its adverts stopped (VRRP cut): gate closed before master-down",
+    "L5": "backup, lease held by a silent peer not read OFF: gate closed until it expires, reads OFF or is released",
+    "V1": "backup, peer says MASTER but no advert from it for 1.5 adverts (VRRP cut): gate closed before master-down",
     "D1": "dual master, lease mine: keep the VIP, the peer must step down (fenced if it does not)",
     "D2": "dual master, the peer reports holding the lease: gate closed",
     "D3": "dual master without a lease: priority then name decides; the winner fences a peer that stays",
@@ -234,6 +241,53 @@ def _seen_off(peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
     return peer.heard_at is None or peer.power_at > peer.heard_at
 
 
+def _silent_holder(previous: PolicyState, holder: PeerView, cfg: PolicyConfig, now: float) -> str | None:
+    """Why a backup must keep keepalived from taking the VIP of this lease holder (rule L5), or None.
+
+    The holder (not read OFF, not fenced; the caller checks) is silent: no heartbeat for two heartbeat
+    intervals (when the agent reads its BMC) and no advert within 1.5 adverts (`cut_after`). If it is alive,
+    merely cut off, it keeps the VIP until its lease runs out (H2), and keepalived here would take the VIP at
+    master-down only to be vetoed at once (L1): a dual master of a few ms and a FAULT whose priority-0
+    advert hands it straight back, every master-down until the lease expires. So the gate closes.
+
+    But a closed gate puts keepalived in FAULT, and leaving FAULT restarts its master-down timer: closing it
+    and reopening it ms later (when the BMC reads OFF) would add a whole master-down interval to the failover
+    from a dead master. So it closes only on evidence that the holder is not dead, or when waiting longer
+    would let keepalived fire first:
+    - the gate is already closed (keeping it closed costs nothing: keepalived leaves FAULT on reopening
+      and waits its master-down interval then anyway);
+    - no BMC can read it OFF (no fence level for it);
+    - a power read made after its last sign of life (heartbeat or advert) says ON, or could not be made;
+    - keepalived's master-down is due within two decision cycles: its timer runs from the last advert
+      (`master_down` after it; the last heartbeat when adverts are not seen), and a slower read than that
+      would only see the VIP taken and vetoed (L1) instead.
+    A dead holder's BMC reads OFF a few ms after the read is started, long before master-down: no
+    close/reopen, and failover stays at keepalived's speed (L4 then keeps the VIP).
+
+    Silence counts from the holder's newest heartbeat or advert; a holder whose last frame said it was
+    stopping cleanly (gates closed, VIPs released) is not waited for.
+    """
+    if holder.left:
+        return None
+    if holder.heard_at is not None and now - holder.heard_at <= 2 * cfg.cycle:
+        return None
+    if holder.adverts_at is not None and now - holder.adverts_at < cfg.cut_after:
+        return None  # its keepalived still advertises: keepalived here stays BACKUP by itself
+    if previous.gate is Gate.CLOSED:
+        return "gate kept closed"
+    if holder.name not in cfg.fenceable:
+        return "no BMC to read it"
+    signs = [t for t in (holder.heard_at, holder.adverts_at) if t is not None]
+    last_sign = max(signs) if signs else None
+    read_after = holder.power_at is not None and (last_sign is None or holder.power_at > last_sign)
+    if read_after and holder.power is not Power.OFF:
+        return f"its BMC reads {holder.power.value} after its last heartbeat and advert"
+    basis = holder.adverts_at if holder.adverts_at is not None else holder.heard_at
+    if basis is None or now >= basis + cfg.master_down - 2 * cfg.cycle:
+        return "keepalived's master-down is due before its BMC read OFF"
+    return None
+
+
 def _winner(ev: Evidence, cfg: PolicyConfig, rivals: list[PeerView]) -> str:
     """Deterministic tie-break both sides compute alike: higher priority, then the smaller name."""
     contenders = [(ev.priority, cfg.node), *((p.priority, p.name) for p in rivals)]
@@ -324,29 +378,49 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
                     f"handover: lease holder {lease.holder}{token} confirms {holder.state.value}; acquiring",
                 )
             return out(Gate.CLOSED, "L1", f"lease held by {lease.holder}{token}; gate closed")
-        if holder is not None and holder.adverts_at is not None and lease.expires_at is not None:
+        stopped = holder.adverts_stopped_at if holder is not None else None
+        if stopped is not None and lease.expires_at is not None:
             renewed_at = lease.expires_at - cfg.ttl
-            if now - holder.adverts_at >= cfg.cut_after and renewed_at > holder.adverts_at + cfg.advert_int:
+            if now - stopped >= cfg.cut_after and renewed_at > stopped + cfg.advert_int:
+                last = (
+                    "last VRRP advert"
+                    if holder is not None and holder.adverts_at is not None
+                    else ("listening start (no VRRP advert from it seen since)")
+                )
                 return out(
                     Gate.CLOSED,
                     "L3",
-                    f"lease renewed by {lease.holder}{token} {renewed_at - holder.adverts_at:.1f}s after its "
-                    "last VRRP advert: VRRP path cut; gate closed before master-down",
+                    f"lease renewed by {lease.holder}{token} {renewed_at - stopped:.1f}s after its {last}: "
+                    "VRRP path cut; gate closed before master-down",
+                )
+        if holder is not None and holder.name not in state.fenced_off | off:
+            why = _silent_holder(previous, holder, cfg, now)
+            if why is not None:
+                return out(
+                    Gate.CLOSED,
+                    "L5",
+                    f"lease held by {lease.holder}{token}, silent and not read OFF ({why}): gate closed until the "
+                    "lease expires, the holder reads OFF or releases it",
                 )
 
     # V1 -------------------------------------------------------------------------------------------------
     if not ev.holding:
         for peer in alive:
-            if peer.state is VrrpState.MASTER and peer.adverts_at is not None and peer.heard_at is not None:
-                gap = peer.heard_at - peer.adverts_at
+            stopped = peer.adverts_stopped_at
+            if peer.state is VrrpState.MASTER and stopped is not None and peer.heard_at is not None:
+                gap = peer.heard_at - stopped
                 if gap >= cfg.cut_after:
                     if mine:
                         actions.append(ReleaseLease())
+                    what = (
+                        f"its VRRP adverts stopped {gap:.1f}s before that"
+                        if peer.adverts_at is not None
+                        else f"no VRRP advert from it was seen in the {gap:.1f}s of listening before that"
+                    )
                     return out(
                         Gate.CLOSED,
                         "V1",
-                        f"{peer.name} says MASTER but its VRRP adverts stopped {gap:.1f}s before that: "
-                        "VRRP path cut; gate closed before master-down",
+                        f"{peer.name} says MASTER but {what}: VRRP path cut; gate closed before master-down",
                     )
 
     # D1 / D2 / D3 ---------------------------------------------------------------------------------------
