@@ -216,6 +216,8 @@ class PolicyState:
     fenced_off: frozenset[str] = field(default_factory=frozenset)
     was_holding: bool = False
     holding_since: float | None = None  # when keepalived last took the VIP here
+    # When the gate last opened: keepalived left FAULT then, and its master-down timer started over (L5).
+    opened_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 |     | (holder alive, VRRP path cut: close before master-down); none seen   |        |                         |
 |     | since listening started counts as stopped then                       |        |                         |
 | L5  | not holding, lease held by a peer silent (heartbeats and adverts),   | closed |                         |
-|     | not read OFF, unexpired, and: gate already closed, no BMC for it, a  |        |                         |
-|     | read after its last sign says ON/unknown, or master-down is due      |        |                         |
+|     | not read OFF, still valid when keepalived's master-down would fire,  |        |                         |
+|     | and: gate already closed, no BMC for it, a read after its last sign  |        |                         |
+|     | says ON/unknown, or master-down is due (no close for a dead holder)  |        |                         |
 | V1  | not holding, a live peer says MASTER 1.5 adverts after its last      | closed |                         |
 |     | advert seen here, or after listening started if none was seen (VRRP  |        |                         |
 |     | path cut: close before master-down)                                  |        |                         |
@@ -241,28 +242,34 @@ def _seen_off(peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
     return peer.heard_at is None or peer.power_at > peer.heard_at
 
 
-def _silent_holder(previous: PolicyState, holder: PeerView, cfg: PolicyConfig, now: float) -> str | None:
+def _silent_holder(
+    previous: PolicyState, holder: PeerView, expires_at: float | None, cfg: PolicyConfig, now: float
+) -> str | None:
     """Why a backup must keep keepalived from taking the VIP of this lease holder (rule L5), or None.
 
     The holder (not read OFF, not fenced; the caller checks) is silent: no heartbeat for two heartbeat
     intervals (when the agent reads its BMC) and no advert within 1.5 adverts (`cut_after`). If it is alive,
-    merely cut off, it keeps the VIP until its lease runs out (H2), and keepalived here would take the VIP at
-    master-down only to be vetoed at once (L1): a dual master of a few ms and a FAULT whose priority-0
-    advert hands it straight back, every master-down until the lease expires. So the gate closes.
+    merely cut off, it keeps the VIP until its lease runs out (H2), and keepalived here, taking the VIP at
+    master-down while that lease is valid, would be vetoed at once (L1): a dual master of a few ms and a FAULT
+    whose priority-0 advert hands the VIP straight back, every master-down until the lease expires.
 
-    But a closed gate puts keepalived in FAULT, and leaving FAULT restarts its master-down timer: closing it
-    and reopening it ms later (when the BMC reads OFF) would add a whole master-down interval to the failover
-    from a dead master. So it closes only on evidence that the holder is not dead, or when waiting longer
-    would let keepalived fire first:
-    - the gate is already closed (keeping it closed costs nothing: keepalived leaves FAULT on reopening
-      and waits its master-down interval then anyway);
+    But a closed gate puts keepalived in FAULT, and leaving FAULT restarts its master-down timer: a close
+    costs a whole master-down interval after the reopening. So the gate closes only when keepalived would
+    otherwise fire while the lease is still valid, with two decision cycles of slack for the lease's re-read
+    (keepalived fires `master_down` after the later of the holder's last advert seen here, or its last
+    heartbeat when adverts are not seen, and the gate's last opening; or after a reopening now when the gate
+    is closed). And then only on evidence that the holder is not dead, or when waiting longer would let
+    keepalived fire first:
+    - the gate is already closed (keeping it closed costs nothing more: keepalived will wait its
+      master-down interval after the reopening anyway);
     - no BMC can read it OFF (no fence level for it);
     - a power read made after its last sign of life (heartbeat or advert) says ON, or could not be made;
-    - keepalived's master-down is due within two decision cycles: its timer runs from the last advert
-      (`master_down` after it; the last heartbeat when adverts are not seen), and a slower read than that
-      would only see the VIP taken and vetoed (L1) instead.
+    - keepalived's master-down is due within two decision cycles: a read slower than that would only see
+      the VIP taken and vetoed (L1) instead.
     A dead holder's BMC reads OFF a few ms after the read is started, long before master-down: no
-    close/reopen, and failover stays at keepalived's speed (L4 then keeps the VIP).
+    close/reopen, and failover stays at keepalived's speed (L4 then keeps the VIP). A lease that runs out
+    before master-down (VRRPv2's 3.6 s against a 3 s TTL) closes nothing either. A closed gate reopens as soon
+    as master-down after the reopening would fall after the lease's expiry: the VIP is taken then, not vetoed.
 
     Silence counts from the holder's newest heartbeat or advert; a holder whose last frame said it was
     stopping cleanly (gates closed, VIPs released) is not waited for.
@@ -273,6 +280,15 @@ def _silent_holder(previous: PolicyState, holder: PeerView, cfg: PolicyConfig, n
         return None
     if holder.adverts_at is not None and now - holder.adverts_at < cfg.cut_after:
         return None  # its keepalived still advertises: keepalived here stays BACKUP by itself
+    slack = 2 * cfg.cycle
+    basis = holder.adverts_at if holder.adverts_at is not None else holder.heard_at
+    if previous.gate is Gate.CLOSED:
+        fires_at = now + cfg.master_down
+    else:
+        starts = [t for t in (basis, previous.opened_at) if t is not None]
+        fires_at = max(starts) + cfg.master_down if starts else now
+    if expires_at is not None and expires_at <= fires_at - slack:
+        return None  # the lease runs out before keepalived would take the VIP: nothing to veto
     if previous.gate is Gate.CLOSED:
         return "gate kept closed"
     if holder.name not in cfg.fenceable:
@@ -282,8 +298,7 @@ def _silent_holder(previous: PolicyState, holder: PeerView, cfg: PolicyConfig, n
     read_after = holder.power_at is not None and (last_sign is None or holder.power_at > last_sign)
     if read_after and holder.power is not Power.OFF:
         return f"its BMC reads {holder.power.value} after its last heartbeat and advert"
-    basis = holder.adverts_at if holder.adverts_at is not None else holder.heard_at
-    if basis is None or now >= basis + cfg.master_down - 2 * cfg.cycle:
+    if now >= fires_at - slack:
         return "keepalived's master-down is due before its BMC read OFF"
     return None
 
@@ -306,6 +321,8 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         if gate is Gate.OPEN and ev.holding and state.fenced_off - previous.fenced_off:
             actions.append(SendGarp())
         state = replace(state, gate=gate, rule=rule, was_holding=ev.holding)
+        if gate is Gate.OPEN and previous.gate is Gate.CLOSED:
+            state = replace(state, opened_at=now)
         if any(isinstance(a, AcquireLease) for a in actions):
             state = replace(state, lease_maybe_until=now + cfg.ttl)
         return Decision(gate, tuple(dict.fromkeys(actions)), reason, rule, state)
@@ -394,7 +411,7 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
                     "VRRP path cut; gate closed before master-down",
                 )
         if holder is not None and holder.name not in state.fenced_off | off:
-            why = _silent_holder(previous, holder, cfg, now)
+            why = _silent_holder(previous, holder, lease.expires_at, cfg, now)
             if why is not None:
                 return out(
                     Gate.CLOSED,
