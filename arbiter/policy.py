@@ -26,8 +26,8 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 |     | since listening started counts as stopped then                       |        |                         |
 | L5  | not holding, lease held by a peer silent (heartbeats and adverts),   | closed |                         |
 |     | not read OFF, still valid when keepalived's master-down would fire,  |        |                         |
-|     | and: gate already closed, no BMC for it, a read after its last sign  |        |                         |
-|     | says ON/unknown, or master-down is due (no close for a dead holder)  |        |                         |
+|     | and: gate already closed, no BMC for it, or master-down due within   |        |                         |
+|     | 1.5 cycles (a holder read OFF before then never closes the gate)     |        |                         |
 | V1  | not holding, a live peer says MASTER 1.5 adverts after its last      | closed |                         |
 |     | advert seen here, or after listening started if none was seen (VRRP  |        |                         |
 |     | path cut: close before master-down)                                  |        |                         |
@@ -248,28 +248,30 @@ def _silent_holder(
     """Why a backup must keep keepalived from taking the VIP of this lease holder (rule L5), or None.
 
     The holder (not read OFF, not fenced; the caller checks) is silent: no heartbeat for two heartbeat
-    intervals (when the agent reads its BMC) and no advert within 1.5 adverts (`cut_after`). If it is alive,
-    merely cut off, it keeps the VIP until its lease runs out (H2), and keepalived here, taking the VIP at
-    master-down while that lease is valid, would be vetoed at once (L1): a dual master of a few ms and a FAULT
-    whose priority-0 advert hands the VIP straight back, every master-down until the lease expires.
+    intervals (when the agent starts reading its BMC) and no advert within 1.5 adverts (`cut_after`). If it
+    is alive, merely cut off, it keeps the VIP until its lease runs out (H2), and keepalived here, taking the
+    VIP at master-down while that lease is valid, would be vetoed at once (L1): a dual master of a few ms and
+    a FAULT whose priority-0 advert hands the VIP straight back, every master-down until the lease expires.
 
     But a closed gate puts keepalived in FAULT, and leaving FAULT restarts its master-down timer: a close
-    costs a whole master-down interval after the reopening. So the gate closes only when keepalived would
-    otherwise fire while the lease is still valid, with two decision cycles of slack for the lease's re-read
-    (keepalived fires `master_down` after the later of the holder's last advert seen here, or its last
-    heartbeat when adverts are not seen, and the gate's last opening; or after a reopening now when the gate
-    is closed). And then only on evidence that the holder is not dead, or when waiting longer would let
-    keepalived fire first:
-    - the gate is already closed (keeping it closed costs nothing more: keepalived will wait its
-      master-down interval after the reopening anyway);
-    - no BMC can read it OFF (no fence level for it);
-    - a power read made after its last sign of life (heartbeat or advert) says ON, or could not be made;
-    - keepalived's master-down is due within two decision cycles: a read slower than that would only see
-      the VIP taken and vetoed (L1) instead.
-    A dead holder's BMC reads OFF a few ms after the read is started, long before master-down: no
-    close/reopen, and failover stays at keepalived's speed (L4 then keeps the VIP). A lease that runs out
-    before master-down (VRRPv2's 3.6 s against a 3 s TTL) closes nothing either. A closed gate reopens as soon
-    as master-down after the reopening would fall after the lease's expiry: the VIP is taken then, not vetoed.
+    followed by a BMC read of OFF costs a whole master-down interval. So:
+    - nothing closes when keepalived would fire only after the lease ran out (with two decision cycles of
+      slack for the lease's re-read): keepalived fires `master_down` after the later of the holder's last
+      advert seen here (its last heartbeat when adverts are not seen) and the gate's last opening, or after
+      a reopening now when the gate is closed. VRRPv2's 3.6 s against a 3 s TTL closes nothing, and a closed
+      gate reopens as soon as master-down after the reopening falls after the lease's expiry;
+    - otherwise the gate closes only in the last 1.5 decision cycles before keepalived fires, unless the BMC
+      has read OFF by then (then L4 keeps the VIP keepalived takes, at keepalived's own speed). An ON read
+      earlier proves nothing for failover: a node whose power is being cut still reads ON until the cut
+      completes (the lab's power-off takes a few hundred ms from the links going down to the BMC reading
+      OFF), and closing on it would turn an OFF read a moment later into a close/reopen. An isolated holder is
+      closed out just as well at the last moment;
+    - at once when no BMC can read the holder OFF (no fence level for it): it will not read OFF, so nothing
+      is lost, and a stalled decision loop cannot miss the moment;
+    - a gate already closed stays closed (keeping it closed costs nothing more: keepalived waits its
+      master-down interval after any reopening).
+    So a dead holder that reads OFF before master-down never causes a close/reopen; one that reads OFF only
+    after it costs what a veto of the VIP taken would have (L1), without the VIP taken.
 
     Silence counts from the holder's newest heartbeat or advert; a holder whose last frame said it was
     stopping cleanly (gates closed, VIPs released) is not waited for.
@@ -280,26 +282,21 @@ def _silent_holder(
         return None
     if holder.adverts_at is not None and now - holder.adverts_at < cfg.cut_after:
         return None  # its keepalived still advertises: keepalived here stays BACKUP by itself
-    slack = 2 * cfg.cycle
     basis = holder.adverts_at if holder.adverts_at is not None else holder.heard_at
     if previous.gate is Gate.CLOSED:
         fires_at = now + cfg.master_down
     else:
         starts = [t for t in (basis, previous.opened_at) if t is not None]
         fires_at = max(starts) + cfg.master_down if starts else now
-    if expires_at is not None and expires_at <= fires_at - slack:
+    if expires_at is not None and expires_at <= fires_at - 2 * cfg.cycle:
         return None  # the lease runs out before keepalived would take the VIP: nothing to veto
     if previous.gate is Gate.CLOSED:
         return "gate kept closed"
     if holder.name not in cfg.fenceable:
         return "no BMC to read it"
-    signs = [t for t in (holder.heard_at, holder.adverts_at) if t is not None]
-    last_sign = max(signs) if signs else None
-    read_after = holder.power_at is not None and (last_sign is None or holder.power_at > last_sign)
-    if read_after and holder.power is not Power.OFF:
-        return f"its BMC reads {holder.power.value} after its last heartbeat and advert"
-    if now >= fires_at - slack:
-        return "keepalived's master-down is due before its BMC read OFF"
+    if now >= fires_at - 1.5 * cfg.cycle:
+        left = max(0.0, fires_at - now) * 1000
+        return f"keepalived's master-down due in {left:.0f} ms and no BMC read OFF"
     return None
 
 
