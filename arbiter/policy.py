@@ -255,11 +255,12 @@ def _silent_holder(
 
     But a closed gate puts keepalived in FAULT, and leaving FAULT restarts its master-down timer: a close
     followed by a BMC read of OFF costs a whole master-down interval. So:
-    - nothing closes when keepalived would fire only after the lease ran out (with two decision cycles of
-      slack for the lease's re-read): keepalived fires `master_down` after the later of the holder's last
-      advert seen here (its last heartbeat when adverts are not seen) and the gate's last opening, or after
-      a reopening now when the gate is closed. VRRPv2's 3.6 s against a 3 s TTL closes nothing, and a closed
-      gate reopens as soon as master-down after the reopening falls after the lease's expiry;
+    - nothing closes when keepalived would fire only after the lease ran out, and the agent has re-read it:
+      half a master-down interval (at least two decision cycles) after the expiry. Keepalived fires
+      `master_down` after the later of the holder's last advert seen here (its last heartbeat when adverts
+      are not seen) and the gate's last opening, or after a reopening now when the gate is closed. So a
+      closed gate reopens half a master-down interval before the lease's expiry: keepalived then takes the
+      VIP after it, without a veto (an expired view not yet re-read would close the gate too: H6);
     - otherwise the gate closes only in the last 1.5 decision cycles before keepalived fires, unless the BMC
       has read OFF by then (then L4 keeps the VIP keepalived takes, at keepalived's own speed). An ON read
       earlier proves nothing for failover: a node whose power is being cut still reads ON until the cut
@@ -288,8 +289,8 @@ def _silent_holder(
     else:
         starts = [t for t in (basis, previous.opened_at) if t is not None]
         fires_at = max(starts) + cfg.master_down if starts else now
-    if expires_at is not None and expires_at <= fires_at - 2 * cfg.cycle:
-        return None  # the lease runs out before keepalived would take the VIP: nothing to veto
+    if expires_at is not None and expires_at <= fires_at - max(2 * cfg.cycle, cfg.master_down / 2):
+        return None  # the lease runs out (and is re-read) before keepalived would take the VIP: nothing to veto
     if previous.gate is Gate.CLOSED:
         return "gate kept closed"
     if holder.name not in cfg.fenceable:
