@@ -26,8 +26,8 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 |     | since listening started counts as stopped then                       |        |                         |
 | L5  | not holding, lease held by a peer silent (heartbeats and adverts),   | closed |                         |
 |     | not read OFF, still valid when keepalived's master-down would fire,  |        |                         |
-|     | and: gate already closed, no BMC for it, or master-down due within   |        |                         |
-|     | 1.5 cycles (a holder read OFF before then never closes the gate)     |        |                         |
+|     | and: gate already closed, or master-down due within 1.5 cycles (a    |        |                         |
+|     | holder whose BMC reads OFF before then never closes the gate)        |        |                         |
 | V1  | not holding, a live peer says MASTER 1.5 adverts after its last      | closed |                         |
 |     | advert seen here, or after listening started if none was seen (VRRP  |        |                         |
 |     | path cut: close before master-down)                                  |        |                         |
@@ -255,20 +255,20 @@ def _silent_holder(
 
     But a closed gate puts keepalived in FAULT, and leaving FAULT restarts its master-down timer: a close
     followed by a BMC read of OFF costs a whole master-down interval. So:
-    - nothing closes when keepalived would fire only after the lease ran out, and the agent has re-read it:
-      half a master-down interval (at least two decision cycles) after the expiry. Keepalived fires
-      `master_down` after the later of the holder's last advert seen here (its last heartbeat when adverts
-      are not seen) and the gate's last opening, or after a reopening now when the gate is closed. So a
-      closed gate reopens half a master-down interval before the lease's expiry: keepalived then takes the
-      VIP after it, without a veto (an expired view not yet re-read would close the gate too: H6);
+    - nothing closes when keepalived would fire only after the lease ran out and the agent has re-read it:
+      half a master-down interval after the expiry, at most the lease's safety margin (the slack this design
+      already grants the store's answers), at least two decision cycles. Keepalived fires `master_down`
+      after the later of the holder's last advert seen here (its last heartbeat when adverts are not seen)
+      and the gate's last opening, or after a reopening now when the gate is closed. So a closed gate
+      reopens once master-down from now falls that long after the lease's expiry: keepalived takes the VIP
+      after the expiry, without a veto (an expired view not yet re-read would close the gate too: H6). At
+      VRRPv2 (3.6 s) with a 3 s TTL, the lease of a holder that stopped advertising runs out first: no close;
     - otherwise the gate closes only in the last 1.5 decision cycles before keepalived fires, unless the BMC
       has read OFF by then (then L4 keeps the VIP keepalived takes, at keepalived's own speed). An ON read
       earlier proves nothing for failover: a node whose power is being cut still reads ON until the cut
       completes (the lab's power-off takes a few hundred ms from the links going down to the BMC reading
       OFF), and closing on it would turn an OFF read a moment later into a close/reopen. An isolated holder is
       closed out just as well at the last moment;
-    - at once when no BMC can read the holder OFF (no fence level for it): it will not read OFF, so nothing
-      is lost, and a stalled decision loop cannot miss the moment;
     - a gate already closed stays closed (keeping it closed costs nothing more: keepalived waits its
       master-down interval after any reopening).
     So a dead holder that reads OFF before master-down never causes a close/reopen; one that reads OFF only
@@ -289,12 +289,11 @@ def _silent_holder(
     else:
         starts = [t for t in (basis, previous.opened_at) if t is not None]
         fires_at = max(starts) + cfg.master_down if starts else now
-    if expires_at is not None and expires_at <= fires_at - max(2 * cfg.cycle, cfg.master_down / 2):
+    reread = max(2 * cfg.cycle, min(cfg.master_down / 2, cfg.safety))
+    if expires_at is not None and expires_at <= fires_at - reread:
         return None  # the lease runs out (and is re-read) before keepalived would take the VIP: nothing to veto
     if previous.gate is Gate.CLOSED:
         return "gate kept closed"
-    if holder.name not in cfg.fenceable:
-        return "no BMC to read it"
     if now >= fires_at - 1.5 * cfg.cycle:
         left = max(0.0, fires_at - now) * 1000
         return f"keepalived's master-down due in {left:.0f} ms and no BMC read OFF"

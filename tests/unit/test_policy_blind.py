@@ -144,7 +144,7 @@ def test_l5_isolated_holder_closes_in_the_last_cycles_before_master_down() -> No
 @pytest.mark.parametrize(
     ("holder", "cfg", "why"),
     [
-        (silent_holder(0.16), replace(V3, fenceable=frozenset()), "no BMC to read it"),
+        (silent_holder(0.335), replace(V3, fenceable=frozenset()), "master-down due in 25 ms"),  # no BMC
         (silent_holder(0.335, power=Power.UNKNOWN, power_at=NOW - 0.05), V3, "master-down due in 25 ms"),
         (silent_holder(0.335, adverts_at=None, listening_since=None), V3, "master-down due in 25 ms"),
     ],
@@ -162,6 +162,7 @@ def test_l5_closes_when_the_holder_cannot_read_off_or_master_down_is_due(
     [
         (silent_holder(0.16), "read still pending, master-down 0.2 s away: a dead holder must not cost a reopen"),
         (silent_holder(0.16, power=Power.ON, power_at=NOW - 0.01), "ON now; a power cut may still read OFF in time"),
+        (silent_holder(0.16, name="c"), "no BMC for it (not fenceable): still waits for the last moment"),
         (silent_holder(0.34, power=Power.OFF, power_at=NOW - 0.01), "read OFF: dead (L4 keeps the VIP)"),
         (silent_holder(0.03, power=Power.ON, power_at=NOW - 0.01), "heard within two heartbeat intervals"),
         (silent_holder(0.5, adverts_at=NOW - 0.05, power=Power.ON, power_at=NOW), "its adverts still arrive"),
@@ -169,7 +170,7 @@ def test_l5_closes_when_the_holder_cannot_read_off_or_master_down_is_due(
     ],
 )
 def test_l5_leaves_the_gate_open(holder: PeerView, why: str) -> None:
-    d = decide(OPEN, ev(theirs(left=2.0), holder), V3, NOW)
+    d = decide(OPEN, ev(theirs(left=2.0, holder=holder.name), holder), V3, NOW)
     assert (d.gate, d.rule) == (Gate.OPEN, "B2"), why
 
 
