@@ -26,7 +26,7 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 |     | since listening started counts as stopped then                       |        |                         |
 | L5  | not holding, lease held by a peer silent (heartbeats and adverts),   | closed |                         |
 |     | not read OFF, still valid when keepalived's master-down would fire,  |        |                         |
-|     | and: gate already closed, or master-down due within 1.5 cycles (a    |        |                         |
+|     | and: gate already closed, or master-down due within one cycle (a     |        |                         |
 |     | holder whose BMC reads OFF before then never closes the gate)        |        |                         |
 | V1  | not holding, a live peer says MASTER 1.5 adverts after its last      | closed |                         |
 |     | advert seen here, or after listening started if none was seen (VRRP  |        |                         |
@@ -263,12 +263,13 @@ def _silent_holder(
       reopens once master-down from now falls that long after the lease's expiry: keepalived takes the VIP
       after the expiry, without a veto (an expired view not yet re-read would close the gate too: H6). At
       VRRPv2 (3.6 s) with a 3 s TTL, the lease of a holder that stopped advertising runs out first: no close;
-    - otherwise the gate closes only in the last 1.5 decision cycles before keepalived fires, unless the BMC
+    - otherwise the gate closes only in the last decision cycle before keepalived fires, unless the BMC
       has read OFF by then (then L4 keeps the VIP keepalived takes, at keepalived's own speed). An ON read
       earlier proves nothing for failover: a node whose power is being cut still reads ON until the cut
       completes (the lab's power-off takes a few hundred ms from the links going down to the BMC reading
       OFF), and closing on it would turn an OFF read a moment later into a close/reopen. An isolated holder is
-      closed out just as well at the last moment;
+      closed out just as well at the last moment (a cycle that comes too late lets keepalived take the VIP
+      once: L1 vetoes it, and the closed gate then stays closed);
     - a gate already closed stays closed (keeping it closed costs nothing more: keepalived waits its
       master-down interval after any reopening).
     So a dead holder that reads OFF before master-down never causes a close/reopen; one that reads OFF only
@@ -294,7 +295,7 @@ def _silent_holder(
         return None  # the lease runs out (and is re-read) before keepalived would take the VIP: nothing to veto
     if previous.gate is Gate.CLOSED:
         return "gate kept closed"
-    if now >= fires_at - 1.5 * cfg.cycle:
+    if now >= fires_at - cfg.cycle:
         left = max(0.0, fires_at - now) * 1000
         return f"keepalived's master-down due in {left:.0f} ms and no BMC read OFF"
     return None
