@@ -397,11 +397,8 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         if stopped is not None and lease.expires_at is not None:
             renewed_at = lease.expires_at - cfg.ttl
             if now - stopped >= cfg.cut_after and renewed_at > stopped + cfg.advert_int:
-                last = (
-                    "last VRRP advert"
-                    if holder is not None and holder.adverts_at is not None
-                    else ("listening start (no VRRP advert from it seen since)")
-                )
+                seen = holder is not None and holder.adverts_at is not None
+                last = "last VRRP advert" if seen else "listening start (no VRRP advert from it seen since)"
                 return out(
                     Gate.CLOSED,
                     "L3",
