@@ -88,9 +88,13 @@ class PeerView:
     quorate: bool | None = None  # the peer's own reference quorum
     lease_holder: str | None = None  # who the peer's own lease view names as holder
     highest_token: int = 0
-    # Newest VRRP advert from this peer seen on the instance's interface (after the host firewall);
-    # None when adverts are not observed at all (no raw socket), which disables the cut-path rule.
+    # Newest VRRP advert from this peer seen on the instance's interface (after the host firewall); None when
+    # none was seen. Whether "none seen" means anything is `listening_since`'s to say.
     adverts_at: float | None = None
+    # Since when every advert of this peer reaching the interface would have been seen here (the listener's
+    # start); None when adverts are not observed at all (no raw socket, or packets that may be this peer's
+    # adverts were refused), which disables the cut-path rules (V1, L3) for a peer with no advert seen.
+    listening_since: float | None = None
     fence: FenceResult | None = None  # newest fencing result against this peer
     # Newest power status read of this peer (BMC), if any: the edge re-reads it while the peer is fenced.
     power: Power = Power.UNKNOWN
@@ -108,6 +112,12 @@ class PeerView:
     @property
     def claims_vip(self) -> bool:
         return self.state is VrrpState.MASTER or self.vip_present
+
+    @property
+    def adverts_stopped_at(self) -> float | None:
+        """No advert from this peer has been seen here since this time: its newest advert, or with none seen,
+        the start of listening; None when adverts are not observed at all."""
+        return self.adverts_at if self.adverts_at is not None else self.listening_since
 
 
 @dataclass(frozen=True)
@@ -234,6 +244,8 @@ class PolicyState:
     yield_since: float | None = None
     yield_spent: bool = False
     yielded_at: float | None = None
+    # When the gate last opened: keepalived left FAULT then, and its master-down timer started over (L5).
+    opened_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,15 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | L1  | holding, lease held by a peer that is not confirmed BACKUP           | closed |                         |
 | L2  | holding, lease held by a peer that confirms BACKUP (handover)        | open   | acquire (when released) |
 | L3  | not holding, lease renewed by its holder after its adverts stopped   | closed |                         |
-|     | (holder alive, VRRP path cut: close before master-down)              |        |                         |
+|     | (holder alive, VRRP path cut: close before master-down); none seen   |        |                         |
+|     | since listening started counts as stopped then                       |        |                         |
+| L5  | not holding, lease held by a peer silent (heartbeats and adverts),   | closed |                         |
+|     | not read OFF, still valid when keepalived's master-down would fire,  |        |                         |
+|     | and: gate already closed, or master-down due within one cycle (a     |        |                         |
+|     | holder whose BMC reads OFF before then never closes the gate)        |        |                         |
 | V1  | not holding, a live peer says MASTER 1.5 adverts after its last      | closed |                         |
-|     | advert seen here (VRRP path cut: close before master-down)           |        |                         |
+|     | advert seen here, or after listening started if none was seen (VRRP  |        |                         |
+|     | path cut: close before master-down)                                  |        |                         |
 | P1  | not holding, preemption on (no nopreempt), a single live peer of     | closed |                         |
 |     | lower priority holds the VIP with the lease (or the lease free):     |        |                         |
 |     | wait for it to yield (keepalived would preempt it, L1 would veto)    |        |                         |
@@ -75,9 +81,10 @@ keepalived does not preempt); with the lease store unreachable there is no lease
 keepalived preempts, and D3 (higher priority wins) keeps P's gate open.
 
 How the safety rules of DESIGN.md follow:
-1. No dual master while shared evidence can tell: the lease (L1, D1, D2, L3) or a heartbeat (V1, D2, D3)
+1. No dual master while shared evidence can tell: the lease (L1, D1, D2, L3, L5) or a heartbeat (V1, D2, D3)
    decides before or right after keepalived adds the VIP. Cut off from everything, the overlap ends when the
-   lease expires (H2/H6 on the cut-off node) or the fence confirms OFF (H1 on the other).
+   lease expires (H2/H6 on the cut-off node) or the fence confirms OFF (H1 on the other); L5 keeps the other
+   from taking the VIP before that, unless the holder reads OFF (then nobody holds it, L4).
 2. No VIP past lease expiry: H2 and H6 close before TTL − safety; H4/H5 (failsafe) and Y1 need the peer's
    word.
 3. No fence of a valid lease holder: fences are issued only with the lease in hand (D1, H1) or on the
@@ -116,9 +123,10 @@ RULES: dict[str, str] = {
     "P3": "handover: holding the VIP a lower-priority peer yields; open, acquiring the lease",
     "L1": "holding while the lease is held by a peer: gate closed",
     "L2": "holding while the lease holder confirms BACKUP (handover): open, acquiring when released",
-    "L3": "backup, lease renewed by its holder after its adverts stopped (VRRP cut): gate closed",
+    "L3": "backup, lease renewed by its holder after its adverts stopped or none was seen (VRRP cut): gate closed",
     "L4": "holding, lease held by a peer whose BMC read OFF after its last heartbeat: open (the holder is dead)",
-    "V1": "backup, peer says MASTER but its adverts stopped (VRRP cut): gate closed before master-down",
+    "L5": "backup, lease held by a silent peer not read OFF: gate closed until it expires, reads OFF or is released",
+    "V1": "backup, peer says MASTER but no advert from it for 1.5 adverts (VRRP cut): gate closed before master-down",
     "P1": "handover: a lower-priority peer holds the VIP; gate closed until it yields (keepalived would preempt)",
     "P2": "handover: the lower-priority holder yields; gate open, keepalived preempts it",
     "Y1": "handover: a higher-priority peer waits; lease released, VIP kept until keepalived's preemption",
@@ -305,6 +313,65 @@ def _yield_target(state: PolicyState, ev: Evidence, alive: list[PeerView]) -> Pe
     return min(candidates, key=lambda p: (-p.priority, p.name), default=None)
 
 
+def _silent_holder(
+    previous: PolicyState, holder: PeerView, expires_at: float | None, cfg: PolicyConfig, now: float
+) -> str | None:
+    """Why a backup must keep keepalived from taking the VIP of this lease holder (rule L5), or None.
+
+    The holder (not read OFF, not fenced; the caller checks) is silent: no heartbeat for two heartbeat
+    intervals (when the agent starts reading its BMC) and no advert within 1.5 adverts (`cut_after`). If it
+    is alive, merely cut off, it keeps the VIP until its lease runs out (H2), and keepalived here, taking the
+    VIP at master-down while that lease is valid, would be vetoed at once (L1): a dual master of a few ms and
+    a FAULT whose priority-0 advert hands the VIP straight back, every master-down until the lease expires.
+
+    But a closed gate puts keepalived in FAULT, and leaving FAULT restarts its master-down timer: a close
+    followed by a BMC read of OFF costs a whole master-down interval. So:
+    - nothing closes when keepalived would fire only after the lease ran out and the agent has re-read it:
+      half a master-down interval after the expiry, at most the lease's safety margin (the slack this design
+      already grants the store's answers), at least two decision cycles. Keepalived fires `master_down`
+      after the later of the holder's last advert seen here (its last heartbeat when adverts are not seen)
+      and the gate's last opening, or after a reopening now when the gate is closed. So a closed gate
+      reopens once master-down from now falls that long after the lease's expiry: keepalived takes the VIP
+      after the expiry, without a veto (an expired view not yet re-read would close the gate too: H6). At
+      VRRPv2 (3.6 s) with a 3 s TTL, the lease of a holder that stopped advertising runs out first: no close;
+    - otherwise the gate closes only in the last decision cycle before keepalived fires, unless the BMC
+      has read OFF by then (then L4 keeps the VIP keepalived takes, at keepalived's own speed). An ON read
+      earlier proves nothing for failover: a node whose power is being cut still reads ON until the cut
+      completes (the lab's power-off takes a few hundred ms from the links going down to the BMC reading
+      OFF), and closing on it would turn an OFF read a moment later into a close/reopen. An isolated holder is
+      closed out just as well at the last moment (a cycle that comes too late lets keepalived take the VIP
+      once: L1 vetoes it, and the closed gate then stays closed);
+    - a gate already closed stays closed (keeping it closed costs nothing more: keepalived waits its
+      master-down interval after any reopening).
+    So a dead holder that reads OFF before master-down never causes a close/reopen; one that reads OFF only
+    after it costs what a veto of the VIP taken would have (L1), without the VIP taken.
+
+    Silence counts from the holder's newest heartbeat or advert; a holder whose last frame said it was
+    stopping cleanly (gates closed, VIPs released) is not waited for.
+    """
+    if holder.left:
+        return None
+    if holder.heard_at is not None and now - holder.heard_at <= 2 * cfg.cycle:
+        return None
+    if holder.adverts_at is not None and now - holder.adverts_at < cfg.cut_after:
+        return None  # its keepalived still advertises: keepalived here stays BACKUP by itself
+    basis = holder.adverts_at if holder.adverts_at is not None else holder.heard_at
+    if previous.gate is Gate.CLOSED:
+        fires_at = now + cfg.master_down
+    else:
+        starts = [t for t in (basis, previous.opened_at) if t is not None]
+        fires_at = max(starts) + cfg.master_down if starts else now
+    reread = max(2 * cfg.cycle, min(cfg.master_down / 2, cfg.safety))
+    if expires_at is not None and expires_at <= fires_at - reread:
+        return None  # the lease runs out (and is re-read) before keepalived would take the VIP: nothing to veto
+    if previous.gate is Gate.CLOSED:
+        return "gate kept closed"
+    if now >= fires_at - cfg.cycle:
+        left = max(0.0, fires_at - now) * 1000
+        return f"keepalived's master-down due in {left:.0f} ms and no BMC read OFF"
+    return None
+
+
 def _winner(ev: Evidence, cfg: PolicyConfig, rivals: list[PeerView]) -> str:
     """Deterministic tie-break both sides compute alike: higher priority, then the smaller name."""
     contenders = [(ev.priority, cfg.node), *((p.priority, p.name) for p in rivals)]
@@ -323,6 +390,8 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         if gate is Gate.OPEN and ev.holding and state.fenced_off - previous.fenced_off:
             actions.append(SendGarp())
         state = replace(state, gate=gate, rule=rule, was_holding=ev.holding)
+        if gate is Gate.OPEN and previous.gate is Gate.CLOSED:
+            state = replace(state, opened_at=now)
         if any(isinstance(a, AcquireLease) for a in actions):
             state = replace(state, lease_maybe_until=now + cfg.ttl)
         return Decision(gate, tuple(dict.fromkeys(actions)), reason, rule, state)
@@ -406,30 +475,49 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
                     f"handover: lease holder {lease.holder}{token} confirms {holder.state.value}; acquiring",
                 )
             return out(Gate.CLOSED, "L1", f"lease held by {lease.holder}{token}; gate closed")
-        if holder is not None and holder.adverts_at is not None and lease.expires_at is not None:
+        stopped = holder.adverts_stopped_at if holder is not None else None
+        if stopped is not None and lease.expires_at is not None:
             # The holder renews with its own TTL: judged by this node's, a peer with other timings is misread.
-            renewed_at = lease.expires_at - (holder.timings.ttl if holder.timings is not None else cfg.ttl)
-            if now - holder.adverts_at >= cfg.cut_after and renewed_at > holder.adverts_at + cfg.advert_int:
+            renewed_at = lease.expires_at - (
+                holder.timings.ttl if holder is not None and holder.timings is not None else cfg.ttl
+            )
+            if now - stopped >= cfg.cut_after and renewed_at > stopped + cfg.advert_int:
+                seen = holder is not None and holder.adverts_at is not None
+                last = "last VRRP advert" if seen else "listening start (no VRRP advert from it seen since)"
                 return out(
                     Gate.CLOSED,
                     "L3",
-                    f"lease renewed by {lease.holder}{token} {renewed_at - holder.adverts_at:.1f}s after its "
-                    "last VRRP advert: VRRP path cut; gate closed before master-down",
+                    f"lease renewed by {lease.holder}{token} {renewed_at - stopped:.1f}s after its {last}: "
+                    "VRRP path cut; gate closed before master-down",
+                )
+        if holder is not None and holder.name not in state.fenced_off | off:
+            why = _silent_holder(previous, holder, lease.expires_at, cfg, now)
+            if why is not None:
+                return out(
+                    Gate.CLOSED,
+                    "L5",
+                    f"lease held by {lease.holder}{token}, silent and not read OFF ({why}): gate closed until the "
+                    "lease expires, the holder reads OFF or releases it",
                 )
 
     # V1 -------------------------------------------------------------------------------------------------
     if not ev.holding:
         for peer in alive:
-            if peer.state is VrrpState.MASTER and peer.adverts_at is not None and peer.heard_at is not None:
-                gap = peer.heard_at - peer.adverts_at
+            stopped = peer.adverts_stopped_at
+            if peer.state is VrrpState.MASTER and stopped is not None and peer.heard_at is not None:
+                gap = peer.heard_at - stopped
                 if gap >= cfg.cut_after:
                     if mine:
                         actions.append(ReleaseLease())
+                    what = (
+                        f"its VRRP adverts stopped {gap:.1f}s before that"
+                        if peer.adverts_at is not None
+                        else f"no VRRP advert from it was seen in the {gap:.1f}s of listening before that"
+                    )
                     return out(
                         Gate.CLOSED,
                         "V1",
-                        f"{peer.name} says MASTER but its VRRP adverts stopped {gap:.1f}s before that: "
-                        "VRRP path cut; gate closed before master-down",
+                        f"{peer.name} says MASTER but {what}: VRRP path cut; gate closed before master-down",
                     )
 
     # P1 / P2 --------------------------------------------------------------------------------------------

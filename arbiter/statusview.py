@@ -232,6 +232,19 @@ def render(status: Mapping[str, Any]) -> str:
     if refused:
         text = "; ".join(f"{m}: " + ", ".join(f"{k} {n}" for k, n in r.items()) for m, r in refused.items())
         lines.append(f"Heartbeat frames refused: {text}")
+    for interface, vrrp in status.get("vrrp", {}).items():
+        if vrrp["refused_from"]:
+            text = "; ".join(
+                f"{source}: " + ", ".join(f"{k} {n}" for k, n in reasons.items())
+                for source, reasons in vrrp["refused_from"].items()
+            )
+            lines.append(f"VRRP packets refused on {interface}: {text}")
+        blind = [*vrrp["unobserved"]["peers"], *vrrp["unobserved"]["instances"]]
+        if blind:
+            lines.append(
+                f"  adverts of {', '.join(blind)} not observed: rules V1 and L3 count only adverts seen "
+                "(see the agent's log for why)"
+            )
     for ep in status["alerts"]:
         if ep["dead"] or ep["queued"] or ep["dropped"]:
             lines.append(

@@ -562,6 +562,7 @@ class Agent:
         return replace(
             view,
             adverts_at=listener.last_advert(name, peer) if listener is not None else None,
+            listening_since=listener.listening_since(name, peer) if listener is not None else None,
             fence=self.fence_results.get(peer),
             power=power,
             power_at=power_at,

@@ -4,8 +4,8 @@ Two kinds of series:
 - counted as things happen, in the agent's loop: decisions by instance and rule, fences by result, split
   brains detected, and the decision latency histogram (`AgentMetrics`);
 - read at scrape time from the same snapshot `status --json` shows (`StatusCollector`): gate, role, lease,
-  heartbeat media, reference replies, refused frames, alert endpoints, maintenance mode (paused). One source
-  for both views, so a dashboard and `status` can never disagree.
+  heartbeat media, reference replies, refused frames and VRRP packets, alert endpoints, maintenance mode
+  (paused). One source for both views, so a dashboard and `status` can never disagree.
 
 prometheus-client serves from a thread; the snapshot must be built in the agent's event loop (its dicts change
 there), so the collector asks the loop for it (`run_coroutine_threadsafe`) and waits at most `SCRAPE_TIMEOUT`.
@@ -138,6 +138,7 @@ class StatusCollector(Collector):
         yield from self._peers(status["peers"])
         yield from self._reference(status["reference"])
         yield from self._heartbeat(status["heartbeat"])
+        yield from self._vrrp(status.get("vrrp", {}), status["peers"])
         yield from self._alerts(status["alerts"])
 
     def _agent(self, s: Mapping[str, Any]) -> Iterator[Any]:
@@ -239,6 +240,29 @@ class StatusCollector(Collector):
         for medium, link in hb.get("media", {}).items():
             opened.add_metric([medium], 1 if link["open"] else 0)
         yield from (refused, accepted, opened)
+
+    def _vrrp(self, listeners: Mapping[str, Mapping[str, Any]], peers: list[Mapping[str, Any]]) -> Iterator[Any]:
+        accepted = CounterMetricFamily(
+            f"{PREFIX}_vrrp_adverts_accepted", "VRRP adverts of the peers accepted, by interface", labels=["interface"]
+        )
+        refused = CounterMetricFamily(
+            f"{PREFIX}_vrrp_adverts_refused",
+            "VRRP packets refused by the advert listener (not counted as the peer's adverts), by interface and reason",
+            labels=["interface", "reason"],
+        )
+        for interface, stats in listeners.items():
+            accepted.add_metric([interface], stats["accepted"])
+            for reason, n in stats["refused"].items():
+                refused.add_metric([interface, reason], n)
+        observed = _gauge(
+            "vrrp_adverts_observed",
+            "1 while a silence of the peer's adverts counts (V1, L3); 0 when its packets were refused or not read",
+            ["peer", "instance"],
+        )
+        for peer in peers:
+            for advert in peer.get("adverts", []):
+                observed.add_metric([peer["name"], advert["instance"]], 1 if advert["observed"] else 0)
+        yield from (accepted, refused, observed)
 
     def _alerts(self, endpoints: list[Mapping[str, Any]]) -> Iterator[Any]:
         up = _gauge("alert_endpoint_up", "0 while the webhook endpoint is considered dead", ["url"])

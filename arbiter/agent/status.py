@@ -88,6 +88,12 @@ def build_status(agent: Agent) -> dict[str, Any]:
         frame = newest.frame if newest is not None else None
         power, power_at = agent.power.get(peer, (None, None))
         fence = agent.last_fence.get(peer)
+        adverts = []
+        for name, inst in agent.instances.items():
+            listener = agent.adverts.get(inst.interface)
+            seen = None if listener is None else listener.last_advert(name, peer)
+            since = None if listener is None else listener.listening_since(name, peer)
+            adverts.append({"instance": name, "last_age_s": _age(now, seen), "observed": since is not None})
         peers.append(
             {
                 "name": peer,
@@ -105,6 +111,7 @@ def build_status(agent: Agent) -> dict[str, Any]:
                 "quorate": None if frame is None else frame.quorate,
                 "power": None if power is None else {"state": power.value, "age_s": _age(now, power_at)},
                 "fence": fence,
+                "adverts": adverts,
                 "instances": []
                 if frame is None
                 else [
@@ -163,6 +170,7 @@ def build_status(agent: Agent) -> dict[str, Any]:
             # This node's side of each medium: open, or down with the reason and the next retry.
             "media": {t.medium: t.link.as_dict(now) for t in agent.heartbeats.transports},
         },
+        "vrrp": {iface: listener.stats(now) for iface, listener in sorted(agent.adverts.items())},
         "alerts": agent.alerts.status(),
         "drift": agent.drift,
         "keepalived_events": {

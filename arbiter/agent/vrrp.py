@@ -13,8 +13,15 @@ is not covered: keepalived's IPv6 instances would need an AF_INET6 socket of the
 
 VRRPv2's simple password (auth type 1) is not compared: the question here is whether the peer's adverts cross
 the path, and keepalived logs a mismatch itself. Malformed or foreign packets never raise: each is counted in
-`refused` under a reason. Packets from this host's own addresses (multicast looped back to local sockets) are
-counted in `own` and otherwise ignored.
+`refused` under a reason (and per source in `refused_from`), with a warning naming the source and the reason at
+most once a minute per pair. Packets from this host's own addresses (multicast looped back to local sockets)
+are counted in `own` and otherwise ignored.
+
+"No advert seen" means something only while the listener reads: `listening_since(instance, peer)` is when it
+started, so a master never heard since then counts as silent since then (V1, L3). It is None, "not observed",
+when a refused packet may have been that peer's advert: one from the peer's address (routed unicast VRRP
+arrives with a TTL below 255, which keepalived's own check may accept), or one for the instance from an
+address no peer lists. Silence proves nothing then, and the cut-path rules fall back to adverts actually seen.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from arbiter.agent.netlink import local_addresses
 
@@ -40,6 +48,11 @@ VRRP_TTL = 255  # RFC 3768 5.2.1 / 5798 5.1.1.3: a router that receives less mus
 TYPE_ADVERTISEMENT = 1
 READ_SIZE = 65535
 OWN_REFRESH = 1.0  # seconds between re-reads of this host's addresses when an unknown source shows up
+WARN_EVERY = 60.0  # seconds between two warnings for one (source, reason)
+MAX_SOURCES = 64  # refused sources counted one by one; the rest under OTHER_SOURCES (a LAN can be noisy)
+OTHER_SOURCES = "other"
+# Why a refused packet matters to an operator, by reason (the counter's key); the default is the reason itself.
+CONSEQUENCE = "its adverts are not observed, so rules V1 and L3 cannot see a cut VRRP path to its sender"
 
 OnAdvert = Callable[[str, str, int, float], None]
 
@@ -58,7 +71,14 @@ class Advert:
 
 
 class NotAnAdvertError(Exception):
-    """A packet that is not a valid VRRP advertisement; the message is the counter's reason."""
+    """A packet that is not a valid VRRP advertisement; the message is the counter's reason. `source` is the
+    IPv4 source when the header was long enough to carry one; `detail` says more for a log line."""
+
+    def __init__(self, reason: str, source: str | None = None, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.source = source
+        self.detail = detail
 
 
 def checksum(data: bytes) -> int:
@@ -75,48 +95,53 @@ def parse(packet: bytes) -> Advert:
     """Parse an IPv4 packet carrying VRRP (as a raw socket returns it); raise NotAnAdvertError(reason) otherwise."""
     if len(packet) < 20:
         raise NotAnAdvertError("short")
+    source, destination = packet[12:16], packet[16:20]
+    sender = socket.inet_ntoa(source)
+
+    def refuse(reason: str, detail: str = "") -> NotAnAdvertError:
+        return NotAnAdvertError(reason, sender, detail)
+
     if packet[0] >> 4 != 4:
         raise NotAnAdvertError("ip_header")
     ihl = (packet[0] & 0x0F) * 4
     total = struct.unpack_from("!H", packet, 2)[0]
     # The kernel hands raw sockets the total length as received; a shorter buffer means a truncated packet.
     if ihl < 20 or total < ihl or total > len(packet):
-        raise NotAnAdvertError("ip_header")
+        raise refuse("ip_header")
     if packet[9] != IPPROTO_VRRP:
-        raise NotAnAdvertError("protocol")
+        raise refuse("protocol")
     if packet[8] != VRRP_TTL:
-        raise NotAnAdvertError("ttl")
-    source, destination = packet[12:16], packet[16:20]
+        raise refuse("ttl", f"TTL {packet[8]}, not {VRRP_TTL}: routed (unicast) VRRP?")
     vrrp = packet[ihl:total]
     if len(vrrp) < 8:
-        raise NotAnAdvertError("short")
+        raise refuse("short")
     version, kind = vrrp[0] >> 4, vrrp[0] & 0x0F
     vrid, priority, count = vrrp[1], vrrp[2], vrrp[3]
     if version not in (2, 3):
-        raise NotAnAdvertError("version")
+        raise refuse("version", f"VRRP version {version}")
     if kind != TYPE_ADVERTISEMENT:
-        raise NotAnAdvertError("type")
+        raise refuse("type", f"VRRP type {kind}")
     if vrid == 0:
-        raise NotAnAdvertError("bad_vrid")
+        raise refuse("bad_vrid")
     if version == 2:
         # Header, addresses, then 8 bytes of authentication data (kept even with auth type 0).
         if len(vrrp) < 8 + 4 * count + 8:
-            raise NotAnAdvertError("length")
+            raise refuse("length")
         vrrp = vrrp[: 8 + 4 * count + 8]
         interval = float(vrrp[5])
         if checksum(vrrp) != 0:
-            raise NotAnAdvertError("checksum")
+            raise refuse("checksum")
     else:
         if len(vrrp) < 8 + 4 * count:
-            raise NotAnAdvertError("length")
+            raise refuse("length")
         vrrp = vrrp[: 8 + 4 * count]
         interval = (struct.unpack_from("!H", vrrp, 4)[0] & 0x0FFF) / 100
         # VRRPv3's checksum covers an IPv4 pseudo-header too (RFC 5798 5.2.8).
         pseudo = source + destination + struct.pack("!BBH", 0, IPPROTO_VRRP, len(vrrp))
         if checksum(pseudo + vrrp) != 0:
-            raise NotAnAdvertError("checksum")
+            raise refuse("checksum", "(VRRPv3's covers the IP addresses: NAT or a rewritten source?)")
     return Advert(
-        source=socket.inet_ntoa(source),
+        source=sender,
         vrid=vrid,
         priority=priority,
         version=version,
@@ -172,6 +197,13 @@ class AdvertListener:
         self.accepted = 0
         self.own = 0
         self.refused: collections.Counter[str] = collections.Counter()
+        self.refused_from: dict[str, collections.Counter[str]] = {}  # source → reason → packets
+        self.listening_from: float | None = None  # monotonic time the socket started reading
+        self.group_joined = True
+        # Peers (by name) and instances whose adverts may have been among the refused packets.
+        self.unobserved_peers: set[str] = set()
+        self.unobserved_instances: set[str] = set()
+        self._warned: dict[tuple[str, str], tuple[float, int]] = {}  # (source, reason) → (last warning, since)
         self._latest: dict[tuple[str, str], Advert] = {}
         self._own_addresses: frozenset[str] = frozenset()
         self._own_read_at = -OWN_REFRESH
@@ -194,7 +226,9 @@ class AdvertListener:
                 mreqn = socket.inet_aton(VRRP_GROUP) + socket.inet_aton("0.0.0.0") + struct.pack("@i", index)
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
             except OSError as exc:
-                # keepalived joins the group itself when it runs; without it only unicast adverts would arrive.
+                # keepalived joins the group itself when it runs; without it only unicast adverts would arrive,
+                # so a silence here proves nothing (see listening_since).
+                self.group_joined = False
                 log.warning("vrrp %s: cannot join %s: %s", self.interface, VRRP_GROUP, exc)
         except OSError as exc:
             sock.close()
@@ -202,6 +236,7 @@ class AdvertListener:
         self._read_own_addresses()
         self._sock, self._loop = sock, loop
         loop.add_reader(sock.fileno(), self._on_readable)
+        self.begin(time.monotonic())
 
     def stop(self) -> None:
         if self._sock is None:
@@ -210,6 +245,35 @@ class AdvertListener:
             self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
         self._sock = None
+        self.listening_from = None
+
+    def begin(self, at: float) -> None:
+        """From monotonic time `at` on, every advert reaching the interface is seen here (start() calls it once
+        the socket reads; tests that feed `receive` call it themselves)."""
+        self.listening_from = at
+
+    def listening_since(self, instance: str, peer: str) -> float | None:
+        """Since when no advert of `peer` for `instance` could have passed unseen: the listening start; None
+        when adverts are not observed (not listening, no multicast membership, or a refused packet that may
+        have been one of that peer's adverts for this instance)."""
+        if self.listening_from is None or not self.group_joined:
+            return None
+        if peer in self.unobserved_peers or instance in self.unobserved_instances:
+            return None
+        return self.listening_from
+
+    def stats(self, now: float) -> dict[str, Any]:
+        """What `status` shows of this listener (JSON-ready; ages in seconds from monotonic `now`)."""
+        return {
+            "listening": self.listening_from is not None,
+            "listening_age_s": None if self.listening_from is None else round(max(0.0, now - self.listening_from), 3),
+            "multicast_joined": self.group_joined,
+            "accepted": self.accepted,
+            "own": self.own,
+            "refused": dict(sorted(self.refused.items())),
+            "refused_from": {source: dict(sorted(c.items())) for source, c in sorted(self.refused_from.items())},
+            "unobserved": {"peers": sorted(self.unobserved_peers), "instances": sorted(self.unobserved_instances)},
+        }
 
     def last_advert(self, instance: str, peer: str) -> float | None:
         """Monotonic receive time of the newest advert from `peer` for `instance`; None if none yet."""
@@ -242,16 +306,27 @@ class AdvertListener:
         try:
             advert = parse(packet)
         except NotAnAdvertError as exc:
-            self.refused[str(exc)] += 1
+            self.refused[exc.reason] += 1
+            if exc.source is not None and not self._is_own(exc.source):
+                peer = self.peers.get(exc.source)
+                if peer is not None:
+                    self.unobserved_peers.add(peer)
+                else:  # whose advert, for which instance, cannot be told: none is observed for sure
+                    self.unobserved_instances.update(self.instances.values())
+                self._refused_from(exc.source, exc.reason, exc.detail, at, peer)
             return None
         peer = self.peers.get(advert.source)
+        instance = self.instances.get(advert.vrid, self.instances.get(None))
         if peer is None:
             if self._is_own(advert.source):
                 self.own += 1
             else:
                 self.refused["unknown_source"] += 1
+                if instance is not None:  # an advert for this instance from an address no peer lists
+                    self.unobserved_instances.add(instance)
+                    detail = f"VRID {advert.vrid} ({instance}) from an address no peer's heartbeat_addresses list"
+                    self._refused_from(advert.source, "unknown_source", detail, at, None)
             return None
-        instance = self.instances.get(advert.vrid, self.instances.get(None))
         if instance is None:
             self.refused["unknown_vrid"] += 1
             return None
@@ -265,6 +340,27 @@ class AdvertListener:
                 # The consumer's bug must not stop the listener: every later advert would be lost with it.
                 log.exception("vrrp %s: on_advert failed", self.interface)
         return advert
+
+    def _refused_from(self, source: str, reason: str, detail: str, at: float, peer: str | None) -> None:
+        """Count a refused packet under its source and warn, at most once per WARN_EVERY per (source, reason)."""
+        key = source if source in self.refused_from or len(self.refused_from) < MAX_SOURCES else OTHER_SOURCES
+        self.refused_from.setdefault(key, collections.Counter())[reason] += 1
+        last, since = self._warned.get((key, reason), (None, 0))
+        if last is not None and at - last < WARN_EVERY:
+            self._warned[(key, reason)] = (last, since + 1)
+            return
+        self._warned[(key, reason)] = (at, 0)
+        sender = f"{source} ({peer})" if peer is not None else source
+        more = f"; {since} more since the last warning" if since else ""
+        log.warning(
+            "vrrp %s: refused a VRRP packet from %s: %s%s; %s%s",
+            self.interface,
+            sender,
+            reason,
+            f" ({detail})" if detail else "",
+            CONSEQUENCE,
+            more,
+        )
 
     def _is_own(self, source: str) -> bool:
         if source not in self._own_addresses and time.monotonic() - self._own_read_at >= OWN_REFRESH:
