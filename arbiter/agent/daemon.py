@@ -387,14 +387,18 @@ class Agent:
             if first:
                 self.systemd.ready(f"deciding for {len(self.instances)} instance(s); gates written")
 
-    def run_cycle(self) -> str:
-        """One decision per instance; returns the reasons (Patroni's run_cycle: the log says why)."""
+    def run_cycle(self, only: str | None = None, trigger: tuple[str, float] | None = None) -> str:
+        """One decision per instance; returns the reasons (Patroni's run_cycle: the log says why).
+
+        With `only`: that instance alone, at once, from an event callback (`trigger` is the event); the loop's
+        own cycle (cycle_at, watchdog, suspect reads) is left to the loop."""
         now = time.monotonic()
-        self.cycle_at = now
-        trigger, self._trigger = self._trigger, None
-        self._read_suspects(now)
+        if only is None:
+            self.cycle_at = now
+            trigger, self._trigger = self._trigger, None
+            self._read_suspects(now)
         reasons = []
-        for name in self.instances:
+        for name in self.instances if only is None else (only,):
             decision = decide(self.state[name], self.evidence(name, now), self.policy_cfg[name], now)
             self.state[name] = decision.state
             changed = self.gates[name].write(decision.gate)
@@ -775,7 +779,13 @@ class Agent:
             self.kstate[name] = VrrpState.MASTER
         elif self.kstate[name] is VrrpState.MASTER:
             self.kstate[name] = VrrpState.BACKUP
-        self._wake_up("vip", at)
+        if self.cycle_at is None:  # before the loop's first cycle: start-up decides, not this event
+            self._wake_up("vip", at)
+        else:
+            # Gate first: a VIP held against the lease is dual master until the gate is written; a hop to the
+            # loop's task costs milliseconds on a busy host. The other instances follow in the loop's cycle.
+            self.run_cycle(only=name, trigger=("vip", at))
+            self._wake.set()
         self.heartbeats.send_now()
 
     def _notified(self, kind: str, name: str, state: VrrpState, priority: int | None, at: float) -> None:

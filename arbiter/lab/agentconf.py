@@ -75,7 +75,7 @@ def arbiter_config(plan: LabPlan, node: NodePlan) -> str:
             f'name = "VI_{i + 1}"',
             f'vip = ["{vip}/24"]',
             'interface = "eth0"',
-            f'track_file = "{node.dir}/VI_{i + 1}.gate"',
+            f'track_file = "{topology.gate_path(node, f"VI_{i + 1}")}"',
             f"priority = {priority}",
             f"virtual_router_id = {51 + i}",
             f"advert_int_ms = {advert_ms}",
