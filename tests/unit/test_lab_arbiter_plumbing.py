@@ -75,7 +75,7 @@ def test_on_boot_waits_for_the_gates_then_execs_the_agent_with_its_pid_file() ->
     assert f"[ -s {gates[0]} ] && [ -s {gates[1]} ]" in script
     assert script.index("until") < script.index("echo $$ > agent.pid") < script.index("exec ")
     agent = Path(plan.python).parent / "keepalived-arbiter"
-    assert f"exec {agent} run -c {node.dir}/arbiter.toml >> agent.log 2>&1" in script
+    assert f"exec chrt --rr --reset-on-fork 1 {agent} run -c {node.dir}/arbiter.toml >> agent.log 2>&1" in script
 
 
 def test_on_boot_is_written_only_with_the_arbiter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
