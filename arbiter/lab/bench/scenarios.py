@@ -55,7 +55,18 @@ class Case:
         return f"{self.scenario} v{self.vrrp_version}/{self.advert_int:g}s"
 
 
-def cases(runs: int) -> list[Case]:
+def cases(runs: int, only: Sequence[str] | None = None) -> list[Case]:
+    """Every case of the bench, or those whose key is in `only` (LabError naming the known keys otherwise)."""
+    every = _cases(runs)
+    if not only:
+        return every
+    unknown = [key for key in only if key not in {c.key for c in every}]
+    if unknown:
+        raise LabError(f"unknown case {', '.join(map(repr, unknown))}; known: {', '.join(c.key for c in every)}")
+    return [c for c in every if c.key in only]
+
+
+def _cases(runs: int) -> list[Case]:
     return [
         Case("vrrp-cut"),
         Case("hb-cut"),
@@ -323,13 +334,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from arbiter.lab.topology import LabSpec  # noqa: PLC0415
 
     runs = max(1, int(getattr(args, "runs", 5) or 5))
+    only = getattr(args, "case", None)
+    selected = cases(runs, only)
     started = time.monotonic()
 
     def progress(line: str) -> None:
         print(f"bench: {line}", file=sys.stderr, flush=True)
 
     rows: dict[str, dict[str, Any]] = {}
-    for case in cases(runs):
+    for case in selected:
         rows[case.key] = {
             "scenario": case.scenario,
             "advert_int": case.advert_int,
@@ -345,7 +358,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from arbiter.lab.bench import decision, hook  # noqa: PLC0415
 
     agent: dict[str, Any] = {}
-    for name, measure in (("decision", decision.measure), ("hook", hook.measure)):
+    for name, measure in () if only else (("decision", decision.measure), ("hook", hook.measure)):
         progress(f"agent: {name}")
         try:
             agent[name] = measure(100)
