@@ -36,6 +36,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from arbiter import config as config_mod
 from arbiter.agent import arp
+from arbiter.agent.bmcreads import ReadSchedule, reads_due
 from arbiter.agent.gate import GateFile
 from arbiter.agent.metrics import AgentMetrics, loop_status
 from arbiter.agent.netlink import VipWatch
@@ -77,6 +78,7 @@ from fencers.orchestration import FenceAttempt, Orchestrator
 
 log = logging.getLogger(__name__)
 POWER_READ_INTERVAL = 1.0  # how often a fenced peer's BMC is re-read (it may be powered on by hand)
+POWER_KEEP_WARM = 20.0  # every BMC is read at least this often: its session stays logged in (pyghmi: ~45 s)
 ARP_PROBE_INTERVAL = 1.0  # housekeeping: heartbeats carry the peer's VIP state every cycle already
 ARP_PROBE_TIMEOUT = 0.2
 EXPIRY_SLACK = 0.005  # re-read a peer's lease this long after its expected expiry (Redis expires keys lazily)
@@ -127,6 +129,7 @@ class Agent:
         self.lease_views = {name: LeaseView(LeaseStatus.PENDING) for name in self.instances}
         self.fence_results: dict[str, FenceResult] = {}
         self.power: dict[str, tuple[Power, float]] = {}
+        self._power_started: dict[str, float] = {}  # peer → when its latest power read started
         self.last: dict[str, Decision] = {}
         self._out = out or _print_json
         self._wake = asyncio.Event()
@@ -640,14 +643,20 @@ class Agent:
 
     def _read_suspects(self, now: float) -> None:
         """A peer silent for two heartbeat intervals may be dead: read its power now (a BMC status read is a few
-        ms), so a dead master's lease does not hold up the failover (rule L4). One read in flight per peer."""
-        pause = 2 * self.cfg.heartbeat.interval_ms / 1000
-        for peer in self.peers:
-            newest = self.heartbeats.newest(peer)
-            if newest is not None and now - newest.received_at > pause:
-                self._spawn(f"power:{peer}", self._read_power(peer))
+        ms), so a dead master's lease does not hold up the failover (rule L4); every BMC is read at least every
+        POWER_KEEP_WARM so that read never pays for a login. When and why: arbiter.agent.bmcreads. One read in
+        flight per peer."""
+        schedule = ReadSchedule(
+            silence=2 * self.cfg.heartbeat.interval_ms / 1000,
+            fresh=self.cfg.heartbeat.deadtime_ms / 1000,
+            keep_warm=POWER_KEEP_WARM,
+        )
+        heard = {p: None if (n := self.heartbeats.newest(p)) is None else n.received_at for p in self.peers}
+        for peer in reads_due(now, self.peers, heard, self.power, self._power_started, schedule):
+            self._spawn(f"power:{peer}", self._read_power(peer))
 
     async def _read_power(self, peer: str) -> None:
+        self._power_started[peer] = time.monotonic()
         with contextlib.suppress(Exception):  # a broken device reads UNKNOWN, never stops the agent
             power, _device = await self.orchestrator.status(peer)
             previous = self.power.get(peer, (Power.UNKNOWN, 0.0))[0]
