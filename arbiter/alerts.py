@@ -35,12 +35,13 @@ Body shapes (Content-Type: application/json, User-Agent: keepalived-arbiter/VERS
                    "peer"?: ..., "medium"?: ..., "severity": ...},
         "annotations": {"summary": ..., "description": ...}, "startsAt": RFC 3339, "endsAt"?: RFC 3339}]
 
-  Three kinds resolve another: `quorum_regained` resolves `quorum_lost`, `medium_up` resolves `medium_down`,
-  `gate_opened` resolves `gate_closed`. The resolving event is sent under the ORIGINAL alertname with the same
-  labels (including the severity the original was sent with, and `medium` taken from `details["medium"]`) and
-  `endsAt` = now, so Alertmanager marks that alert resolved. Every other alert is sent without `endsAt`.
+  Four kinds resolve another: `quorum_regained` resolves `quorum_lost`, `medium_up` resolves `medium_down`,
+  `gate_opened` resolves `gate_closed`, `maintenance_resumed` resolves `maintenance_paused`. The resolving
+  event is sent under the ORIGINAL alertname with the same labels (including the severity the original was
+  sent with, and `medium` taken from `details["medium"]`) and `endsAt` = now, so Alertmanager marks that alert
+  resolved. Every other alert is sent without `endsAt`.
   Alertmanager resolves an alert by itself when it is not sent again within its `resolve_timeout` (5 min by
-  default), so the three resolvable kinds still firing are sent again every `REFIRE_INTERVAL` (60 s) with their
+  default), so the four resolvable kinds still firing are sent again every `REFIRE_INTERVAL` (60 s) with their
   first `startsAt` until their pair arrives; one-off events (split_brain, peer_fenced, ...) are sent once and
   resolve after that timeout.
 
@@ -96,6 +97,8 @@ KINDS = (
     "agent_stopping",
     "config_drift",
     "config_reload_failed",
+    "maintenance_paused",
+    "maintenance_resumed",
 )
 SEVERITIES = ("info", "warning", "critical")
 DEFAULT_SEVERITY: Mapping[str, str] = {
@@ -108,17 +111,20 @@ DEFAULT_SEVERITY: Mapping[str, str] = {
     "gate_closed": "warning",
     "config_drift": "warning",
     "config_reload_failed": "warning",
+    "maintenance_paused": "warning",
     "quorum_regained": "info",
     "medium_up": "info",
     "gate_opened": "info",
     "agent_started": "info",
     "agent_stopping": "info",
+    "maintenance_resumed": "info",
 }
 # Resolving kind → the kind it resolves (Alertmanager shape).
 RESOLVES: Mapping[str, str] = {
     "quorum_regained": "quorum_lost",
     "medium_up": "medium_down",
     "gate_opened": "gate_closed",
+    "maintenance_resumed": "maintenance_paused",
 }
 SCHEMA = "keepalived-arbiter.alert/1"
 SIGNATURE_HEADER = "X-Arbiter-Signature"
@@ -638,9 +644,10 @@ class AlertSink:
             self.refire()
 
     def refire(self) -> int:
-        """Queue every still-firing resolvable alert (quorum_lost, medium_down, gate_closed) again for the
-        Alertmanager webhooks, with its first start: Alertmanager resolves an alert on its own when it is not sent
-        again within its resolve_timeout, and these are not over until their pair arrives. Returns the count."""
+        """Queue every still-firing resolvable alert (quorum_lost, medium_down, gate_closed, maintenance_paused)
+        again for the Alertmanager webhooks, with its first start: Alertmanager resolves an alert on its own when it
+        is not sent again within its resolve_timeout, and these are not over until their pair arrives. Returns the
+        count."""
         queued = 0
         now = time.monotonic()
         for _severity, first, event in list(self._firing.values()):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from arbiter import config as config_mod
 from arbiter.model import PolicyConfig
-from arbiter.policy import RULES
+from arbiter.policy import RULES, handover_bound
 
 # Default for -c/--config when set (the lab sets it for `lab exec`; a node with two configs can too).
 CONFIG_ENV = "KEEPALIVED_ARBITER_CONFIG"
@@ -20,7 +20,8 @@ EXIT_INVALID = 2
 
 
 def _load_checked(path: Path, offline: bool) -> config_mod.Config | None:
-    """The config, checked; None after printing every problem (one line each, naming its key) to stderr."""
+    """The config, checked; None after printing every problem (one line each, naming its key) to stderr.
+    Media missing right now (`media_warnings`) are printed as warnings and do not make the config invalid."""
     try:
         cfg = config_mod.load(path)
         problems = config_mod.check(cfg, offline=offline)
@@ -30,7 +31,25 @@ def _load_checked(path: Path, offline: bool) -> config_mod.Config | None:
         for problem in problems:
             print(problem, file=sys.stderr)
         return None
+    if not offline:
+        for warning in config_mod.media_warnings(cfg):
+            print(f"warning: {warning}", file=sys.stderr)
     return cfg
+
+
+def close_gates(paths: Sequence[Path]) -> None:
+    """An agent that cannot run leaves every gate it knows of closed (fail closed): keepalived alone, with a gate
+    left open by `init_file 0` or an earlier run, would hold the VIP beside the master. Best effort, each alone."""
+    from arbiter.agent.gate import GateFile  # noqa: PLC0415 - only `run` writes gates
+    from arbiter.model import Gate  # noqa: PLC0415
+
+    for path in paths:
+        try:
+            GateFile(path).write(Gate.CLOSED)
+        except OSError as exc:
+            print(f"keepalived-arbiter run: {exc}", file=sys.stderr)
+        else:
+            print(f"keepalived-arbiter run: gate {path} closed", file=sys.stderr)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -38,6 +57,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_INVALID
     where = " (offline: node checks skipped)" if args.offline else ""
+    if not args.offline and (missing := len(config_mod.media_warnings(cfg))):
+        where += f" ({missing} heartbeat medium(s) missing now: the agent runs with them down)"
     print(
         f"{args.config}: valid{where}; node {cfg.node.name}, {len(cfg.instance)} instance(s), {len(cfg.peer)} peer(s)"
     )
@@ -60,6 +81,8 @@ def explain(cfg: config_mod.Config) -> str:
             f"  heartbeat: every {pc.cycle:g}s, peer silent after {pc.deadtime:g}s",
             f"  fencing: peers with fence levels: {fenceable}; race delay {pc.fence_delay:g}s; "
             f"no-lease fence after {pc.ttl + pc.fence_delay:g}s of silence; on failure: {pc.on_fence_failure}",
+            f"  preemption handover: {'off (nopreempt)' if pc.nopreempt else 'on'}; a holder yields to a returning "
+            f"higher-priority node for at most {handover_bound(pc):.3f}s (preempt_delay {pc.preempt_delay:g}s)",
             "",
         ]
     lines.append("rules (first match wins):")
@@ -118,6 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _load_checked(args.config, offline=False)
     if cfg is None:
+        close_gates(config_mod.track_files_of(args.config))
         return EXIT_INVALID
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
@@ -136,23 +160,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(main())
     except Exception as exc:  # a start-up failure (key file, token file, socket): one line, not a traceback
         print(f"keepalived-arbiter run: {type(exc).__name__}: {exc}", file=sys.stderr)
+        close_gates([inst.track_file for inst in cfg.instance])
         return 1
     return EXIT_OK
+
+
+def _agent_socket(args: argparse.Namespace) -> Path:
+    if args.socket is not None:
+        return Path(args.socket)
+    # The agent's socket as configured; an operator in api.group may not be able to read the config (0600),
+    # and then the default path is the best guess (say --socket otherwise).
+    try:
+        return config_mod.load(args.config).api.socket
+    except config_mod.ConfigError as exc:
+        path = config_mod.ApiConfig().socket
+        first = exc.problems[0] if exc.problems else exc
+        print(f"{args.command}: {args.config}: {first}; asking the default socket {path}", file=sys.stderr)
+        return path
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from arbiter import statusview  # noqa: PLC0415
 
-    path = args.socket
-    if path is None:
-        # The agent's socket as configured; an operator in api.group may not be able to read the config (0600),
-        # and then the default path is the best guess (say --socket otherwise).
-        try:
-            path = config_mod.load(args.config).api.socket
-        except config_mod.ConfigError as exc:
-            path = config_mod.ApiConfig().socket
-            first = exc.problems[0] if exc.problems else exc
-            print(f"status: {args.config}: {first}; asking the default socket {path}", file=sys.stderr)
+    path = _agent_socket(args)
     if args.watch is not None and args.watch <= 0:
         print("status: --watch needs a positive number of seconds", file=sys.stderr)
         return EXIT_INVALID
@@ -160,6 +190,33 @@ def cmd_status(args: argparse.Namespace) -> int:
         return statusview.main(path, as_json=args.json, watch=args.watch)
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    """`pause` / `resume`: exit 0 when the agent is (now) paused / running, 1 when it cannot be asked or refused."""
+    import getpass  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    from arbiter import statusview  # noqa: PLC0415
+
+    who = os.environ.get("SUDO_USER") or getpass.getuser()
+    words = [args.command.upper(), "".join(c if c.isprintable() and not c.isspace() else "_" for c in who)]
+    if getattr(args, "reason", None) is not None:
+        reason = " ".join(args.reason.split())  # the socket protocol separates words by single spaces
+        if not reason:
+            print(f"{args.command}: --reason is empty", file=sys.stderr)
+            return EXIT_INVALID
+        words.append(reason)
+    try:
+        answer = statusview.ask(_agent_socket(args), " ".join(words))
+    except statusview.StatusError as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(answer, sort_keys=True))
+    else:
+        print(answer.get("message", answer))
+    return EXIT_OK
 
 
 FENCE_ACTIONS = ("status", "check", "off", "on")
@@ -273,6 +330,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--watch", type=float, nargs="?", const=2.0, metavar="SECONDS", help="refresh every SECONDS (default 2)"
     )
     status.set_defaults(func=cmd_status)
+
+    for verb, text in (
+        ("pause", "maintenance mode: hold every gate as it is, no fencing, no lease changes (survives a restart)"),
+        ("resume", "end maintenance mode: the policy acts again"),
+    ):
+        p = sub.add_parser(
+            verb,
+            help=text,
+            description=f"{text[0].upper()}{text[1:]}. Asks the running agent over its Unix socket (root or the "
+            "agent's user only); exits 1 when it cannot. Pausing a paused agent or resuming a running one "
+            "changes nothing and says so. Pause every node before an upgrade.",
+        )
+        with_config(p)
+        p.add_argument("--socket", type=Path, help="the agent's socket (default: api.socket from the config)")
+        p.add_argument("--json", action="store_true", help="print the agent's answer as JSON")
+        if verb == "pause":
+            p.add_argument("--reason", metavar="TEXT", help="why (shown in status and the alert)")
+        p.set_defaults(func=cmd_maintenance)
 
     fence = sub.add_parser(
         "fence",

@@ -3,7 +3,8 @@
 This module owns the user interface of the config file (key names, defaults, the timing rules of DESIGN.md)
 and the error messages an operator sees. Everything is refused, never silently adjusted. Checks that only make
 sense on the node itself (secret files present, key files private, interfaces present) live in `node_problems`
-and are skipped by `check-config --offline`.
+and are skipped by `check-config --offline`. A heartbeat medium missing at this moment (serial device, NIC) is
+not a problem but a warning (`media_warnings`): the agent runs with that medium down and keeps retrying it.
 """
 
 from __future__ import annotations
@@ -154,6 +155,8 @@ class InstanceConfig(_Model):
     advert_int_ms: int = Field(default=1000, strict=True, ge=10, le=255_000)
     vrrp_version: Literal[2, 3] = 2
     nopreempt: bool = Field(default=False, strict=True)
+    # keepalived's preempt_delay (0–1000 s): how long a returning higher-priority node may take to preempt.
+    preempt_delay_ms: int = Field(default=0, strict=True, ge=0, le=1_000_000)
 
     @model_validator(mode="after")
     def _advert_fits_version(self) -> InstanceConfig:
@@ -478,6 +481,23 @@ def load(path: Path) -> Config:
     return parse(text, str(path))
 
 
+def track_files_of(path: Path) -> list[Path]:
+    """The gate files (`instance[].track_file`) a config file names, read from its raw TOML: also when the config
+    is not valid, so that an agent refusing to run can still leave its gates closed. Empty when unreadable."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []
+    instances = data.get("instance")
+    if not isinstance(instances, list):
+        return []
+    return [
+        Path(inst["track_file"])
+        for inst in instances
+        if isinstance(inst, dict) and isinstance(inst.get("track_file"), str) and inst["track_file"]
+    ]
+
+
 def _secret_problems(path: Path | None, key: str, must_be_private: bool) -> list[Problem]:
     if path is None:
         return []
@@ -527,11 +547,24 @@ def node_problems(cfg: Config) -> list[Problem]:
             found.append(
                 Problem(f"instance[{i}].track_file", f"directory {str(inst.track_file.parent)!r} does not exist")
             )
+    return found
+
+
+def media_warnings(cfg: Config) -> list[Problem]:
+    """Heartbeat media missing on this node right now. Not fatal: a USB serial adapter, a NIC or a socat pty may
+    appear after the agent starts, and the agent runs with that medium down (retried, shown, alerted) meanwhile."""
+    found: list[Problem] = []
     for i, medium in enumerate(cfg.heartbeat.udp):
-        found += _interface_problems(medium.interface, f"heartbeat.udp[{i}].interface")
+        for problem in _interface_problems(medium.interface, f"heartbeat.udp[{i}].interface"):
+            found.append(Problem(problem.path, f"{problem.message}: that medium stays down until it appears"))
     for i, line in enumerate(cfg.heartbeat.serial):
         if not line.device.exists():
-            found.append(Problem(f"heartbeat.serial[{i}].device", f"no such device {str(line.device)!r}"))
+            found.append(
+                Problem(
+                    f"heartbeat.serial[{i}].device",
+                    f"no such device {str(line.device)!r}: that medium stays down until it appears",
+                )
+            )
     return found
 
 
@@ -572,12 +605,14 @@ def timing_problems(cfg: Config) -> list[Problem]:
 
 def frame_problems(cfg: Config) -> list[Problem]:
     """The heartbeat frame this config makes, at its largest (longest state, 19-digit tokens, every optional
-    field set), must fit one UDP datagram: a frame that cannot be sent is silence, and silence gets fenced."""
+    field set, this config's timings), must fit one UDP datagram: a frame that cannot be sent is silence, and
+    silence gets fenced."""
     # Imported here: the heartbeat package imports this module.
     from arbiter.evidence.heartbeat.frame import (  # noqa: PLC0415
         MAX_FRAME,
         Frame,
         InstanceReport,
+        NodeTimings,
         frame_size,
     )
     from arbiter.model import VrrpState  # noqa: PLC0415
@@ -585,9 +620,12 @@ def frame_problems(cfg: Config) -> list[Problem]:
     holder = max([cfg.node.name, *(p.name for p in cfg.peer)], key=len)
     big = 2**63 - 1
     reports = tuple(
-        InstanceReport(i.name, VrrpState.UNKNOWN, False, 255, holder, big, False, "S0", "f" * 16) for i in cfg.instance
+        InstanceReport(i.name, VrrpState.UNKNOWN, False, 255, holder, big, False, "S0", "f" * 16, i.advert_int_ms)
+        for i in cfg.instance
     )
-    frame = Frame(cfg.node.cluster, cfg.node.name, 2**64 - 1, big, big, big, reports, False, big, leaving=False)
+    lease, hb = cfg.lease, cfg.heartbeat
+    timings = NodeTimings(lease.ttl_ms, lease.renew_ms, lease.safety_ms, hb.interval_ms, hb.deadtime_ms)
+    frame = Frame(cfg.node.cluster, cfg.node.name, 2**64 - 1, big, big, big, reports, False, big, timings=timings)
     size = frame_size(frame)
     if size <= MAX_FRAME:
         return []

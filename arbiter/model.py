@@ -62,6 +62,19 @@ class FenceResult:
 
 
 @dataclass(frozen=True)
+class Timings:
+    """A node's timings as its own config sets them, in seconds; each node sends its own in its heartbeats, so
+    that a peer judges its lease renewals and heartbeats by them rather than by the peer's own settings."""
+
+    ttl: float  # lease TTL: what its renewals set the lease's expiry to
+    renew: float
+    safety: float
+    interval: float  # heartbeat interval
+    deadtime: float
+    advert_int: float | None = None  # VRRP advert interval of the instance the view is about, if it says
+
+
+@dataclass(frozen=True)
 class PeerView:
     """What this node knows about one peer for one instance."""
 
@@ -85,6 +98,12 @@ class PeerView:
     # The peer's newest frame said it was stopping cleanly, with every gate closed and no VIP held: its silence
     # after that is a stop, not a failure (its gates stay closed until its agent runs again).
     left: bool = False
+    # The peer's gate and the rule of its last decision, as its newest frame said (None: not said, e.g. a
+    # version 1 frame): the preemption handover reads them (P1 waiting, Y1 yielding).
+    gate_open: bool | None = None
+    rule: str | None = None
+    # The peer's own timings, from its newest heartbeat frame; None from a peer whose frames do not carry them.
+    timings: Timings | None = None
 
     @property
     def claims_vip(self) -> bool:
@@ -124,6 +143,7 @@ class PolicyConfig:
     hold_down: float
     on_fence_failure: str  # "close" | "keep"
     deadtime: float
+    preempt_delay: float = 0.0  # keepalived's preempt_delay (mirrored in the agent's config)
 
     @property
     def cut_after(self) -> float:
@@ -148,6 +168,7 @@ class PolicyConfig:
             hold_down=cfg.fencing.hold_down_ms / 1000,
             on_fence_failure=cfg.fencing.on_failure,
             deadtime=cfg.heartbeat.deadtime_ms / 1000,
+            preempt_delay=inst.preempt_delay_ms / 1000,
         )
 
 
@@ -206,6 +227,13 @@ class PolicyState:
     fenced_off: frozenset[str] = field(default_factory=frozenset)
     was_holding: bool = False
     holding_since: float | None = None  # when keepalived last took the VIP here
+    # Preemption handover, on the holder: the higher-priority peer this node yields to (Y1), since when, whether
+    # that yield ran out of time (not repeated until the peer stops waiting), and the last cycle it yielded in
+    # (H3's window to re-acquire the lease released for the yield starts there).
+    yield_to: str | None = None
+    yield_since: float | None = None
+    yield_spent: bool = False
+    yielded_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 |     | store answered or a peer was heard (a node started cut off stays)    |        |                         |
 | Q1  | reference quorum lost here while a live peer reaches it, or no peer  | closed | release lease if mine   |
 |     | is heard at all (lost everywhere = not a local fault: go on)         |        |                         |
+| P3  | holding, a live lower-priority peer yields to this node (Y1/Y2), the | open   | acquire                 |
+|     | lease free or still that peer's (its release not yet seen here)      |        |                         |
 | L4  | holding, lease held by a peer whose BMC read OFF after its newest    | open   |                         |
 |     | heartbeat (dead: its lease is not in use; failover at keepalived's   |        |                         |
 |     | speed, the lease is taken when it runs out)                          |        |                         |
@@ -25,6 +27,17 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 |     | (holder alive, VRRP path cut: close before master-down)              |        |                         |
 | V1  | not holding, a live peer says MASTER 1.5 adverts after its last      | closed |                         |
 |     | advert seen here (VRRP path cut: close before master-down)           |        |                         |
+| P1  | not holding, preemption on (no nopreempt), a single live peer of     | closed |                         |
+|     | lower priority holds the VIP with the lease (or the lease free):     |        |                         |
+|     | wait for it to yield (keepalived would preempt it, L1 would veto)    |        |                         |
+| P2  | as P1, the holder yields (Y1) and no higher-priority peer waits      | open   |                         |
+|     | (P1/P2): keepalived preempts it, one move                            |        |                         |
+| Y1  | holding, a live higher-priority peer waits (P1/P2), quorum as good,  | open   | release lease if mine   |
+|     | every peer confirms not master: yield, for at most deadtime + 2      |        |                         |
+|     | adverts + preempt_delay + master-down; or the peer now holds too:    |        |                         |
+|     | keepalived steps this node down (no acquire, no fence)               |        |                         |
+| Y2  | Y1's peer holds the VIP and this node has not stepped down within    | closed |                         |
+|     | one advert (VRRP path cut?)                                          |        |                         |
 | D1  | holding, a live peer also holds, lease mine (or still valid)         | open   | fence it if it has not  |
 |     |                                                                      |        | stepped down in deadtime|
 | D2  | holding, a live peer also holds and reports the lease as its own     | closed |                         |
@@ -38,7 +51,8 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | H2  | holding, lease mine but within safety margin of expiry (renewals     | closed |                         |
 |     | failing): self-demotion before TTL − safety                          |        |                         |
 | H3  | holding, lease free (expired, or Redis restarted empty), for at most | open   | acquire (seeded)        |
-|     | TTL − safety unless the own lease is still valid; then as H4-H6      |        |                         |
+|     | TTL − safety (since the hold or the last yield) unless the own       |        |                         |
+|     | lease is still valid; then as H4-H6                                  |        |                         |
 | H4  | holding, store unreachable (or not granting), own lease still valid  | open   |                         |
 | H5  | holding, store unreachable, every peer confirms BACKUP or is fenced  | open   |                         |
 |     | OFF (failsafe)                                                       |        |                         |
@@ -50,11 +64,22 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | B1  | not holding, lease mine                                              | open   | release lease           |
 | B2  | not holding                                                          | open   |                         |
 
+Preemption handover (P1, P2, P3, Y1, Y2): keepalived alone moves the VIP once when a higher-priority node P
+returns; L1 on P would veto that move (the holder H has not said BACKUP yet), and P's FAULT hands the VIP straight
+back: a flap loop. So P waits with its gate closed (P1) and says so in its heartbeats; H releases its lease and
+keeps the VIP (Y1), its hold covered by P's word that it is not master; P opens (P2), keepalived on P leaves FAULT
+and preempts H after its master-down interval (and preempt_delay), while H still holds: no time without master;
+P holding takes the lease (P3, then H3/H1) and H steps down on P's advert. A yield not taken up within its bound
+ends (H re-acquires, H3) and is not repeated until P stops waiting. With `nopreempt` P never waits (B2, and
+keepalived does not preempt); with the lease store unreachable there is no lease to hand over: P opens (B2),
+keepalived preempts, and D3 (higher priority wins) keeps P's gate open.
+
 How the safety rules of DESIGN.md follow:
 1. No dual master while shared evidence can tell: the lease (L1, D1, D2, L3) or a heartbeat (V1, D2, D3)
    decides before or right after keepalived adds the VIP. Cut off from everything, the overlap ends when the
    lease expires (H2/H6 on the cut-off node) or the fence confirms OFF (H1 on the other).
-2. No VIP past lease expiry: H2 and H6 close before TTL − safety; H4/H5 (failsafe) need the peer's word.
+2. No VIP past lease expiry: H2 and H6 close before TTL − safety; H4/H5 (failsafe) and Y1 need the peer's
+   word.
 3. No fence of a valid lease holder: fences are issued only with the lease in hand (D1, H1) or on the
    no-lease path after TTL + this node's race delay (D3, H6), by which time a peer's lease has expired.
 4. "Fenced" (fenced_off) is only set from a FenceResult whose outcome is OFF, i.e. after a status read.
@@ -88,11 +113,16 @@ from arbiter.model import (
 RULES: dict[str, str] = {
     "S0": "start-up: gate closed until the first full evidence round and some shared evidence (lease or peer)",
     "Q1": "reference quorum lost here (a live peer still reaches it, or no peer is heard): gate closed",
+    "P3": "handover: holding the VIP a lower-priority peer yields; open, acquiring the lease",
     "L1": "holding while the lease is held by a peer: gate closed",
     "L2": "holding while the lease holder confirms BACKUP (handover): open, acquiring when released",
     "L3": "backup, lease renewed by its holder after its adverts stopped (VRRP cut): gate closed",
     "L4": "holding, lease held by a peer whose BMC read OFF after its last heartbeat: open (the holder is dead)",
     "V1": "backup, peer says MASTER but its adverts stopped (VRRP cut): gate closed before master-down",
+    "P1": "handover: a lower-priority peer holds the VIP; gate closed until it yields (keepalived would preempt)",
+    "P2": "handover: the lower-priority holder yields; gate open, keepalived preempts it",
+    "Y1": "handover: a higher-priority peer waits; lease released, VIP kept until keepalived's preemption",
+    "Y2": "handover: the higher-priority peer holds the VIP and this node did not step down: gate closed",
     "D1": "dual master, lease mine: keep the VIP, the peer must step down (fenced if it does not)",
     "D2": "dual master, the peer reports holding the lease: gate closed",
     "D3": "dual master without a lease: priority then name decides; the winner fences a peer that stays",
@@ -108,6 +138,11 @@ RULES: dict[str, str] = {
     "B3": "backup, a silent peer last claimed the VIP: acquire the lease and fence it before master-down",
     "B2": "backup: gate open, keepalived decides",
 }
+
+
+# Rules of a node waiting to preempt a lower-priority holder, and of a holder yielding to it (the handover).
+WAITING = frozenset({"P1", "P2"})
+YIELDING = frozenset({"Y1", "Y2"})
 
 
 def _get(pairs: tuple[tuple[str, float], ...], name: str) -> float | None:
@@ -155,6 +190,12 @@ def _remember(prev: PolicyState, ev: Evidence, cfg: PolicyConfig, now: float) ->
         if fence is not None and peer.power is Power.ON and (peer.power_at or -1.0) > fence.at:
             fenced.discard(peer.name)  # powered on again (by an operator) since the fence
     since = (prev.holding_since if prev.was_holding else now) if ev.holding else None
+    yield_to, yield_since, spent, yielded_at = prev.yield_to, prev.yield_since, prev.yield_spent, prev.yielded_at
+    target = next((p for p in ev.peers if p.name == yield_to), None)
+    if not ev.holding:
+        yield_to, yield_since, spent, yielded_at = None, None, False, None
+    elif target is None or not target.alive or (target.rule not in WAITING and not target.claims_vip):
+        yield_to, yield_since, spent = None, None, False  # it stopped waiting: a later wait gets a new yield
     return replace(
         prev,
         holding_since=since,
@@ -165,6 +206,10 @@ def _remember(prev: PolicyState, ev: Evidence, cfg: PolicyConfig, now: float) ->
         dual_since=dual,
         fence_requested=requested,
         fenced_off=frozenset(fenced),
+        yield_to=yield_to,
+        yield_since=yield_since,
+        yield_spent=spent,
+        yielded_at=yielded_at,
     )
 
 
@@ -234,6 +279,32 @@ def _seen_off(peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
     return peer.heard_at is None or peer.power_at > peer.heard_at
 
 
+def _ranks_before(prio: int, name: str, other_prio: int, other_name: str) -> bool:
+    """Higher priority first, then the smaller name: the order both sides compute alike (as `_winner`)."""
+    return (-prio, name) < (-other_prio, other_name)
+
+
+def handover_bound(cfg: PolicyConfig) -> float:
+    """How long a holder yields: the waiting peer hears the yield and opens its gate (a heartbeat and a cycle,
+    within deadtime), keepalived there hears a first advert, waits preempt_delay and then its master-down
+    interval (this node's own is the longer: lower priority, larger skew), and its advert reaches this node."""
+    return cfg.deadtime + cfg.preempt_delay + cfg.master_down + 2 * cfg.advert_int
+
+
+def _yield_target(state: PolicyState, ev: Evidence, alive: list[PeerView]) -> PeerView | None:
+    """The live higher-priority peer this holder hands the VIP to: the first in rank among those waiting to
+    preempt it (P1/P2), or the one it yielded to that now holds the VIP too; never one of worse quorum."""
+    quorum = 1 if ev.reference_quorate else 0
+    candidates = [
+        p
+        for p in alive
+        if p.priority > ev.priority
+        and (p.rule in WAITING or (p.name == state.yield_to and p.claims_vip))
+        and (1 if p.quorate else 0) >= quorum
+    ]
+    return min(candidates, key=lambda p: (-p.priority, p.name), default=None)
+
+
 def _winner(ev: Evidence, cfg: PolicyConfig, rivals: list[PeerView]) -> str:
     """Deterministic tie-break both sides compute alike: higher priority, then the smaller name."""
     contenders = [(ev.priority, cfg.node), *((p.priority, p.name) for p in rivals)]
@@ -301,6 +372,17 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
             where = f"{', '.join(better)} still reaches it" if better else "no peer is heard"
             return out(Gate.CLOSED, "Q1", f"reference quorum lost here and {where}; gate closed")
 
+    # P3 -------------------------------------------------------------------------------------------------
+    # The handover's last step: keepalived here preempted a holder that yields. Its lease is released or about
+    # to be (a late answer): L1 and D2 must not veto the one move the handover was for.
+    if ev.holding:
+        yielder = next((p for p in alive if p.rule in YIELDING and p.priority < ev.priority), None)
+        if yielder is not None and (
+            lease.status is LeaseStatus.FREE or (lease.status is LeaseStatus.PEER and lease.holder == yielder.name)
+        ):
+            actions.append(AcquireLease(seed))
+            return out(Gate.OPEN, "P3", f"handover: holding the VIP {yielder.name} yields; acquiring the lease")
+
     # L1 / L2 / L3 ---------------------------------------------------------------------------------------
     holder_valid = lease.expires_at is None or now < lease.expires_at
     if lease.status is LeaseStatus.PEER and holder_valid and lease.holder != cfg.node:
@@ -325,7 +407,8 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
                 )
             return out(Gate.CLOSED, "L1", f"lease held by {lease.holder}{token}; gate closed")
         if holder is not None and holder.adverts_at is not None and lease.expires_at is not None:
-            renewed_at = lease.expires_at - cfg.ttl
+            # The holder renews with its own TTL: judged by this node's, a peer with other timings is misread.
+            renewed_at = lease.expires_at - (holder.timings.ttl if holder.timings is not None else cfg.ttl)
             if now - holder.adverts_at >= cfg.cut_after and renewed_at > holder.adverts_at + cfg.advert_int:
                 return out(
                     Gate.CLOSED,
@@ -348,6 +431,53 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
                         f"{peer.name} says MASTER but its VRRP adverts stopped {gap:.1f}s before that: "
                         "VRRP path cut; gate closed before master-down",
                     )
+
+    # P1 / P2 --------------------------------------------------------------------------------------------
+    # keepalived here would preempt a lower-priority holder as soon as the gate opens, and L1 would then veto
+    # the new hold while the holder has not yet said BACKUP: its FAULT hands the VIP back (a flap loop). So
+    # wait, gate closed, until the holder yields; only the first-ranked waiting node opens.
+    claimants = [p for p in alive if p.claims_vip]
+    if not ev.holding and not cfg.nopreempt and len(claimants) == 1 and claimants[0].priority < ev.priority:
+        held = claimants[0]
+        its_lease = lease.status is LeaseStatus.PEER and lease.holder == held.name and holder_valid
+        if its_lease or lease.status is LeaseStatus.FREE:
+            first = [p for p in alive if p.rule in WAITING and _ranks_before(p.priority, p.name, ev.priority, cfg.node)]
+            if held.rule == "Y1" and not first:
+                return out(Gate.OPEN, "P2", f"handover: {held.name} yields the VIP; gate open, keepalived preempts it")
+            why = f"{first[0].name} takes it over first" if first else f"waiting for {held.name} to yield it"
+            return out(Gate.CLOSED, "P1", f"handover: {held.name} (priority {held.priority}) holds the VIP; {why}")
+
+    # Y1 / Y2 --------------------------------------------------------------------------------------------
+    target = _yield_target(state, ev, alive) if ev.holding else None
+    if target is not None and target.claims_vip:
+        # It took the VIP (keepalived preempted this node): keepalived here steps down on its advert; closing
+        # the gate after one advert bounds the overlap if that advert does not arrive.
+        state = replace(state, yield_to=target.name, yielded_at=now)
+        if mine:
+            actions.append(ReleaseLease())
+        since = _get(state.dual_since, target.name)
+        if since is not None and now - since >= cfg.advert_int:
+            return out(Gate.CLOSED, "Y2", f"handover: {target.name} holds the VIP and this node has not stepped down")
+        return out(Gate.OPEN, "Y1", f"handover: {target.name} holds the VIP; keepalived steps this node down")
+    if target is not None and lease.status in (LeaseStatus.MINE, LeaseStatus.FREE):
+        fresh = state.yield_to != target.name or state.yield_since is None
+        began = now if fresh else state.yield_since
+        spent = state.yield_spent and not fresh
+        # Holding without the lease rests on every peer's word that it is not master (rule 2, as H5).
+        confirmed = all(_confirms_backup(state, p) or _still_off(state, p, cfg, now) for p in ev.peers)
+        if confirmed and not spent and began is not None:
+            bound = handover_bound(cfg)
+            if now - began < bound:
+                state = replace(state, yield_to=target.name, yield_since=began, yield_spent=False, yielded_at=now)
+                if mine:
+                    actions.append(ReleaseLease())
+                return out(
+                    Gate.OPEN,
+                    "Y1",
+                    f"handover: yielding to {target.name} (priority {target.priority}); lease released, VIP kept "
+                    f"until keepalived there preempts (at most {began + bound - now:.1f}s more)",
+                )
+            state = replace(state, yield_to=target.name, yield_since=began, yield_spent=True)
 
     # D1 / D2 / D3 ---------------------------------------------------------------------------------------
     rivals = [p for p in alive if p.claims_vip] if ev.holding else []
@@ -406,7 +536,13 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
             actions.append(AcquireLease(seed))
             # Acquisition gets as long as a lease would last; a store that answers but never grants (a
             # read-only replica) is then treated like an unreachable one (H4-H6).
-            held_for = now - (state.holding_since if state.holding_since is not None else now)
+            # A yield released the lease on purpose: the window to take it back starts at its end.
+            start = max(
+                t
+                for t in (state.holding_since if state.holding_since is not None else now, state.yielded_at)
+                if t is not None
+            )
+            held_for = now - start
             if own_valid or held_for < cfg.ttl - cfg.safety:
                 return out(Gate.OPEN, "H3", f"lease free; acquiring with the token seeded above {seed}")
         # H4 / H5 / H6 --------------------------------------------------------------------------------------
@@ -440,3 +576,25 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         actions.append(ReleaseLease())
         return out(Gate.OPEN, "B1", "not holding the VIP; releasing the lease")
     return out(Gate.OPEN, "B2", "backup: gate open, keepalived decides")
+
+
+# Maintenance mode (`keepalived-arbiter pause`): the actions a paused agent does not carry out.
+WITHHELD_WHEN_PAUSED = (AcquireLease, ReleaseLease, Fence)
+
+
+def withhold(
+    previous: PolicyState, evidence: Evidence, config: PolicyConfig, now: float, decision: Decision, gate: Gate
+) -> tuple[Decision, tuple[Action, ...]]:
+    """Maintenance mode: `decision` (what `decide` returned for the same arguments) as a paused agent carries it
+    out — the gate held at `gate`, no fence, no lease acquired or released — and the actions withheld.
+
+    The state returned forgets the withheld actions: no fence counts as requested and no acquisition as maybe
+    granted (D4 would otherwise demote a holder whose acquisition was never sent). So at resume `decide` asks at
+    once for whatever is still due, which is what the paused agent logged it would do.
+    """
+    withheld = tuple(a for a in decision.actions if isinstance(a, WITHHELD_WHEN_PAUSED))
+    kept = tuple(a for a in decision.actions if not isinstance(a, WITHHELD_WHEN_PAUSED))
+    state = replace(decision.state, gate=gate, fence_requested=previous.fence_requested)
+    if any(isinstance(a, AcquireLease) for a in withheld):
+        state = replace(state, lease_maybe_until=_remember(previous, evidence, config, now).lease_maybe_until)
+    return replace(decision, gate=gate, actions=kept, state=state), withheld

@@ -1,8 +1,9 @@
 """`keepalived-arbiter status`: ask the agent on its Unix socket, print the cluster at a glance (or the JSON).
 
 The request is one line, `STATUS`, on the same socket the notify hook uses; the agent answers `OK <json>` (the
-schema of arbiter.agent.status) or `ERR <reason>`. This module is the client side only: it needs no agent code,
-so an operator in `api.group` can run it without reading the agent's config.
+schema of arbiter.agent.status) or `ERR <reason>`; `pause` and `resume` use the same client (`ask`). This module
+is the client side only: it needs no agent code, so an operator in `api.group` can run it without reading the
+agent's config.
 
 The text view reads like `crm_mon`: who holds each VIP and why, then each node's side of each instance, the
 heartbeat media, the lease, the reference quorum and the last fence, and alert endpoints in trouble.
@@ -26,6 +27,11 @@ class StatusError(Exception):
 
 
 def fetch(path: Path, timeout: float = TIMEOUT) -> dict[str, Any]:
+    return ask(path, "STATUS", timeout)
+
+
+def ask(path: Path, request: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+    """Send one request line (STATUS, PAUSE, RESUME) and return the JSON object the agent answers with."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -37,7 +43,7 @@ def fetch(path: Path, timeout: float = TIMEOUT) -> dict[str, Any]:
             raise StatusError(f"{path}: permission denied (root or api.group only)") from None
         except ConnectionRefusedError:
             raise StatusError(f"{path}: connection refused; the agent is not listening (stale socket?)") from None
-        sock.sendall(b"STATUS\n")
+        sock.sendall(request.encode("utf-8") + b"\n")
         chunks = []
         size = 0
         while chunk := sock.recv(65536):
@@ -117,6 +123,15 @@ def render(status: Mapping[str, Any]) -> str:
         f"{_duration(status['uptime_s'])}, {health}",
         f"Updated {_clock(status['time'])}",
     ]
+    paused = status.get("maintenance") or {}
+    if paused.get("paused"):
+        why = f": {paused['reason']}" if paused.get("reason") else ""
+        held = ", ".join(f"{n} {g}" for n, g in (paused.get("gates") or {}).items()) or "-"
+        lines += [
+            f"*** MAINTENANCE MODE: {node} PAUSED by {paused['by']} since {_clock(paused['at'])}{why} ***",
+            f"    gates held ({held}); no fencing, no lease acquired or released: nothing guards this node",
+            "    until `keepalived-arbiter resume`. Decisions below are what resume would do.",
+        ]
     ref = status["reference"]
     replies = ref.get("replies") or {}
     answered = ", ".join(f"{a} {'ok' if ok else 'silent'}" for a, ok in replies.items()) or "no round yet"
@@ -140,6 +155,8 @@ def render(status: Mapping[str, Any]) -> str:
             lease_text = f"{lease['holder']} token {lease['token']}"
             if lease["ttl_ms"] is not None:
                 lease_text += f" ttl {lease['ttl_ms'] / 1000:.1f}s"
+        elif lease.get("error"):
+            lease_text += f" ({lease['error']})"
         rows = [["node", "keepalived", "VIP", "gate", "lease (as this node reads it)", "rule"]]
         decision = inst["decision"] or {}
         rows.append(
@@ -172,6 +189,9 @@ def render(status: Mapping[str, Any]) -> str:
         lines += _table(rows)
         if decision:
             lines.append(f"  decision: {decision['rule']} since {_clock(decision['since'])}: {decision['reason']}")
+        if paused.get("paused") and decision:
+            would = ", ".join(inst.get("withheld") or []) or "nothing besides the gate"
+            lines.append(f"  paused: would set the gate {decision['gate']} and {would}")
         if inst["split_brain"]:
             sb = inst["split_brain"]
             lines.append(f"  SPLIT BRAIN on the wire: ARP for the VIP answered by {', '.join(sb['macs'])}")
@@ -200,6 +220,13 @@ def render(status: Mapping[str, Any]) -> str:
         else:
             lines.append("  last fence: none since the agent started")
     # Duplicates are expected (a frame can arrive on an interface twice); the JSON still counts them.
+    for medium, link in status["heartbeat"].get("media", {}).items():
+        if not link["open"]:
+            retry = link["next_retry_in_s"]
+            when = "retrying" if retry is None else f"retry in {retry:g}s"
+            lines.append(
+                f"Heartbeat {medium} DOWN on this node: {link['reason']} ({link['failures']} attempt(s) failed, {when})"
+            )
     refused = {m: {k: n for k, n in r.items() if k != "duplicate"} for m, r in status["heartbeat"]["refused"].items()}
     refused = {m: r for m, r in refused.items() if r}
     if refused:

@@ -7,9 +7,12 @@ veto is the track_file gate). Its only job is to tell the agent quickly, so it i
 little as possible; the agent also watches the VIP itself and never depends on this hook arriving.
 
 Protocol: one SOCK_STREAM connection to the agent's Unix socket (`$KEEPALIVED_ARBITER_SOCKET`, else
-/run/keepalived-arbiter/agent.sock), one UTF-8 line `NOTIFY TYPE NAME STATE PRIORITY\\n` (PRIORITY left out
-when keepalived gave none), a half-close, then an optional one-line reply read until EOF; a reply starting
-with `ERR` is logged. The whole exchange is bounded by a short timeout (0.2 s, or
+/run/keepalived-arbiter/agent.sock), one UTF-8 line `NOTIFY TYPE NAME STATE PRIORITY at=SPAWNED\\n` (PRIORITY
+left out when keepalived gave none), a half-close, then an optional one-line reply read until EOF; a reply
+starting with `ERR` is logged. SPAWNED is when keepalived started this process (monotonic seconds, from the
+kernel's record of the process start, 10 ms resolution): hooks for one transition arrive out of order after
+their start-up, and the agent orders them by it. An agent older than that field refuses the line; the hook then
+sends it again without. The whole exchange is bounded by a short timeout (0.2 s, or
 `$KEEPALIVED_ARBITER_NOTIFY_TIMEOUT` seconds, at most 5).
 
 Exit status: 2 for bad arguments (one line on stderr naming the argument), else 0, also when the agent is
@@ -35,6 +38,7 @@ TYPES = ("INSTANCE", "GROUP")
 STATES = ("MASTER", "BACKUP", "FAULT", "STOP", "DELETED")
 MAX_NAME = 64
 MAX_REPLY = 1024
+OLD_AGENT_REFUSAL = "ERR expected TYPE NAME STATE [PRIORITY], got"
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -71,6 +75,22 @@ def parse_args(argv: list[str]) -> str:
             raise UsageError(f"PRIORITY: expected an integer 0..255 (got {priority!r})")
         fields.append(str(int(priority)))
     return " ".join(fields)
+
+
+def spawned_at() -> float | None:
+    """When this process was forked (by keepalived), on the monotonic clock; None when /proc cannot tell.
+
+    /proc/self/stat's starttime counts clock ticks on the boot-time clock and is rounded down, so the result is
+    never later than the real fork, and at most one tick (10 ms) earlier.
+    """
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+        mono, boot = time.monotonic(), time.clock_gettime(time.CLOCK_BOOTTIME)
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22; the fields after the name start at 3
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, mono - max(0.0, boot - started))
 
 
 def _timeout() -> float:
@@ -142,8 +162,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     path = os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+    spawned = spawned_at()
+    stamped = line if spawned is None else f"{line} at={spawned:.6f}"
     try:
-        reply = send(line, path, _timeout())
+        reply = send(stamped, path, _timeout())
+        if reply.startswith(OLD_AGENT_REFUSAL) and stamped != line:
+            reply = send(line, path, _timeout())  # an agent from before the spawn time (a rolling upgrade)
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
         _log(f"agent not told {line!r}: {path}: {reason}")

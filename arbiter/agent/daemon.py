@@ -3,6 +3,9 @@
 What runs, each on its own schedule and none able to block the decision loop:
 - heartbeats (`HeartbeatService`: send/receive loops on monotonic deadlines), reference rounds, lease
   renew/read every `lease.renew_ms` (renewals of the instances held here batched in one script call);
+- no medium missing at start stops the agent: a heartbeat medium that cannot be opened is down and retried with
+  backoff (`_link_loop` alerts on it), an unreachable Redis is an unknown lease and an unreachable reference a
+  lost quorum, each asked again on its own schedule;
 - keepalived's state as it arrives: the VIP appearing or going (netlink), the notify hook (Unix socket);
 - VRRP adverts on each instance's interface (raw socket, after the host firewall);
 - the decision loop: every heartbeat interval, and at once when an event arrives (a VIP appearing here must
@@ -11,7 +14,8 @@ What runs, each on its own schedule and none able to block the decision loop:
   fences, power reads and gratuitous ARP are tasks whose results feed the next cycle.
 
 Start-up: every gate is written closed before anything else (S0), so a restarted agent never leaves a stale
-open gate behind while it gathers its first evidence.
+open gate behind while it gathers its first evidence — unless it was paused (maintenance mode,
+arbiter.agent.maintenance): a paused agent keeps each gate as found on disk, and stops without closing them.
 """
 
 from __future__ import annotations
@@ -35,9 +39,10 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from arbiter import config as config_mod
-from arbiter.agent import arp
+from arbiter.agent import arp, maintenance
 from arbiter.agent.bmcreads import ReadSchedule, reads_due
-from arbiter.agent.gate import GateFile
+from arbiter.agent.gate import GateFile, GateWatch, GateWrite
+from arbiter.agent.kstate import KeepalivedStates
 from arbiter.agent.metrics import AgentMetrics, loop_status
 from arbiter.agent.netlink import VipWatch
 from arbiter.agent.notify import BadRequestError, NotifyFifo, NotifyServer
@@ -46,7 +51,7 @@ from arbiter.agent.status import build_status
 from arbiter.agent.vrrp import AdvertListener
 from arbiter.alerts import AlertSink, SecretFileError
 from arbiter.config import Config
-from arbiter.evidence.heartbeat import HeartbeatService, InstanceReport, Snapshot
+from arbiter.evidence.heartbeat import Frame, HeartbeatService, InstanceReport, Snapshot
 from arbiter.evidence.lease import LeaseStore
 from arbiter.evidence.reference import Change, ReferenceQuorum, Round
 from arbiter.evidence.ticks import deadline_ticks
@@ -55,6 +60,7 @@ from arbiter.kconf.parser import KconfError
 from arbiter.kconf.parser import load as kconf_load
 from arbiter.model import (
     AcquireLease,
+    Action,
     Alert,
     Decision,
     Evidence,
@@ -72,7 +78,7 @@ from arbiter.model import (
     SendGarp,
     VrrpState,
 )
-from arbiter.policy import decide
+from arbiter.policy import decide, withhold
 from fencers.base import FenceError
 from fencers.orchestration import FenceAttempt, Orchestrator
 
@@ -121,11 +127,14 @@ class Agent:
         self.peers = [p.name for p in cfg.peer]
         self.instances = {i.name: i for i in cfg.instance}
         self.gates = {name: GateFile(i.track_file) for name, i in self.instances.items()}
+        # keepalived rewrites the gates when it starts (init_file ... overwrite): wake up and put them back.
+        self.gate_watch = GateWatch(self.gates, self._gate_overwritten)
         drawn = random.randint(0, cfg.fencing.random_delay_ms)
         self.policy_cfg = {name: PolicyConfig.from_config(cfg, name, drawn) for name in self.instances}
         self.state: dict[str, PolicyState] = {}
-        self.kstate = dict.fromkeys(self.instances, VrrpState.UNKNOWN)
-        self.kprio = {name: i.priority for name, i in self.instances.items()}
+        # keepalived's state from netlink, FIFO and hooks, merged in one place; kstate/kprio are its tables.
+        self.keepalived = KeepalivedStates({name: i.priority for name, i in self.instances.items()})
+        self.kstate, self.kprio = self.keepalived.state, self.keepalived.priority
         self.lease_views = {name: LeaseView(LeaseStatus.PENDING) for name in self.instances}
         self.fence_results: dict[str, FenceResult] = {}
         self.power: dict[str, tuple[Power, float]] = {}
@@ -156,31 +165,42 @@ class Agent:
         self.notify = NotifyServer(cfg.api.socket, on_event=self._notified, group=cfg.api.group)
         # Open to whoever may connect at all: the socket's mode (0600, or 0660 with api.group) is the access rule.
         self.notify.add_verb("STATUS", self._status_verb, privileged=False)
-        self.fifo = NotifyFifo(cfg.api.notify_fifo, self._notified) if cfg.api.notify_fifo is not None else None
+        # Maintenance mode: persisted under state_dir, so an agent restarted while paused starts paused.
+        self.pause_file = maintenance.PauseFile(cfg.node.state_dir)
+        self.pause = self.pause_file.load()
+        self.held: dict[str, Gate] = {}  # while paused: instance → the gate held
+        self.withheld: dict[str, tuple[str, ...]] = {}  # instance → actions withheld in the last cycle (paused)
+        self.notify.add_verb("PAUSE", self._pause_verb, privileged=True)
+        self.notify.add_verb("RESUME", self._resume_verb, privileged=True)
+        self.fifo = NotifyFifo(cfg.api.notify_fifo, self._fifo_line) if cfg.api.notify_fifo is not None else None
         # Another MAC answering ARP for a VIP held here: instance → (MACs, when seen).
         self.arp_claims: dict[str, tuple[frozenset[str], float]] = {}
 
     # --- start and stop -----------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        for gate in self.gates.values():
-            gate.write(Gate.CLOSED)  # S0: before anything else
+        self.write_start_gates()
         tokens = self.store.tokens
         self.state = {name: PolicyState(highest_token=tokens.highest(name)) for name in self.instances}
-        self._emit({"event": "start", "node": self.node, "instances": list(self.instances), "gates": "closed"})
+        gates = "closed" if self.pause is None else "held (paused)"
+        self._emit({"event": "start", "node": self.node, "instances": list(self.instances), "gates": gates})
         self.alerts.emit(
             "agent_started",
-            summary=f"agent started on {self.node}; gates closed until the first evidence round",
+            summary=f"agent started on {self.node}; "
+            + ("gates closed until the first evidence round" if self.pause is None else "PAUSED: gates held as found"),
             details={"instances": list(self.instances), "pid": os.getpid()},
         )
+        if self.pause is not None:
+            self._paused_alert("still paused after a restart of the agent")
+        self.gate_watch.start()
         await self.notify.start()
         self.metrics.attach_status(loop_status(asyncio.get_running_loop(), self.status))
         if self.cfg.api.metrics is not None:
             self.metrics.serve(self.cfg.api.metrics)
         await self.vips.start()
+        found_at = time.monotonic()
         for name in self.instances:  # a VIP already up at start: keepalived is MASTER (no event fires for it)
-            if self.vips.present(name):
-                self.kstate[name] = VrrpState.MASTER
+            self.keepalived.vip(name, self.vips.present(name), found_at)
         for listener in self.adverts.values():
             listener.start()
         if self.fifo is not None:
@@ -192,6 +212,7 @@ class Agent:
             self.reference.run(self._quorum_changed),
             self._power_loop(),
             self._medium_loop(),
+            self._link_loop(),
             self._arp_loop(),
             keep_watchdog(self.systemd, self.watchdog),
         ]
@@ -221,23 +242,39 @@ class Agent:
             await asyncio.gather(*runners, *self._tasks, return_exceptions=True)
             await self.shutdown()
 
+    def write_start_gates(self) -> None:
+        """S0: every gate closed, before anything else. Paused (maintenance), nothing may move, not even at
+        start: each gate is held as found on disk (a missing file is written closed: fail safe)."""
+        if self.pause is None:
+            for gate in self.gates.values():
+                gate.write(Gate.CLOSED)
+            return
+        self.held = {name: gate.read() or Gate.CLOSED for name, gate in self.gates.items()}
+        for name, gate in self.gates.items():
+            gate.write(self.held[name])
+
     def stop(self) -> None:
         self._stopping.set()
 
     async def shutdown(self) -> None:
         self.systemd.stopping()
-        self.alerts.emit("agent_stopping", summary=f"agent stopping on {self.node}; gates closed")
-        # Closed, not left open: without the agent nothing keeps this node from a second master.
-        for gate in self.gates.values():
-            with contextlib.suppress(OSError):
-                gate.write(Gate.CLOSED)
-        with contextlib.suppress(Exception):
-            await self._leave()
+        paused = self.pause is not None
+        held = "paused: gates left as they are" if paused else "gates closed"
+        self.alerts.emit("agent_stopping", summary=f"agent stopping on {self.node}; {held}")
+        # Closed, not left open: without the agent nothing keeps this node from a second master. Paused, the
+        # operator asked that nothing move (an upgrade): gates, VIPs and leases stay as they are.
+        if not paused:
+            for gate in self.gates.values():
+                with contextlib.suppress(OSError):
+                    gate.write(Gate.CLOSED)
+            with contextlib.suppress(Exception):
+                await self._leave()
         self.metrics.stop()
         for closer in (self.heartbeats.stop(), self.notify.stop(), self.store.close()):
             with contextlib.suppress(Exception):
                 await closer
         self.vips.stop()
+        self.gate_watch.stop()
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.orchestrator.close)
         if self.fifo is not None:
@@ -249,7 +286,7 @@ class Agent:
         if self._alerts_task is not None:
             self._alerts_task.cancel()
             await asyncio.gather(self._alerts_task, return_exceptions=True)
-        self._emit({"event": "stop", "node": self.node, "gates": "closed"})
+        self._emit({"event": "stop", "node": self.node, "gates": "held (paused)" if paused else "closed"})
         self.systemd.close()
 
     async def _leave(self) -> None:
@@ -371,6 +408,67 @@ class Agent:
             raise BadRequestError("STATUS takes no arguments")
         return "OK " + json.dumps(self.status(), separators=(",", ":"))
 
+    # --- maintenance mode (pause / resume) -------------------------------------------------------------------
+
+    def _pause_verb(self, words: Sequence[str], at: float) -> str:
+        by, reason = maintenance.parse_pause(words)
+        if self.pause is not None:
+            since = datetime.fromtimestamp(self.pause.at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            why = f" ({self.pause.reason})" if self.pause.reason else ""
+            text = f"already paused by {self.pause.by} since {since}{why}; nothing changed"
+            return maintenance.reply(changed=False, pause=self.pause, message=text)
+        pause = maintenance.Pause(by, round(time.time(), 3), reason)
+        try:
+            self.pause_file.save(pause)  # on disk first: a restart from here on starts paused
+        except OSError as exc:
+            raise BadRequestError(f"not paused: {exc}") from None
+        # The gates as this agent enforces them now (read from disk only before its first write).
+        self.held = {name: gate.cached or gate.read() or Gate.CLOSED for name, gate in self.gates.items()}
+        self.pause = pause
+        self._emit({"event": "pause", "node": self.node, **pause.as_dict(), "gates": self._held_text()})
+        self._paused_alert("paused")
+        self._wake_up("pause")
+        text = (
+            f"paused by {by}: gates held ({self._held_text()}), no fencing, no lease acquired or released; "
+            "`keepalived-arbiter resume` to end"
+        )
+        return maintenance.reply(changed=True, pause=pause, message=text)
+
+    def _resume_verb(self, words: Sequence[str], at: float) -> str:
+        by = maintenance.parse_resume(words)
+        pause = self.pause
+        if pause is None:
+            return maintenance.reply(changed=False, pause=None, message="not paused; nothing to do")
+        try:
+            self.pause_file.clear()  # off disk first: never resumed in memory but paused again by a restart
+        except OSError as exc:
+            raise BadRequestError(f"still paused: {exc}") from None
+        self.pause, self.held, self.withheld = None, {}, {}
+        paused_for = round(time.time() - pause.at, 3)
+        self._emit({"event": "resume", "node": self.node, "by": by, "paused_by": pause.by, "paused_s": paused_for})
+        self.alerts.emit(
+            "maintenance_resumed",
+            summary=f"{self.node} resumed by {by} after {paused_for:.0f}s of maintenance; the policy acts again",
+            details={"by": by, "paused_by": pause.by, "paused_s": paused_for},
+        )
+        self._wake_up("resume")
+        text = f"resumed by {by} (paused by {pause.by} for {paused_for:.0f}s); the policy acts again from this cycle"
+        return maintenance.reply(changed=True, pause=None, message=text)
+
+    def _held_text(self) -> str:
+        return ", ".join(f"{name} {gate.value}" for name, gate in self.held.items())
+
+    def _paused_alert(self, what: str) -> None:
+        if self.pause is None:
+            return
+        why = f": {self.pause.reason}" if self.pause.reason else ""
+        self.alerts.emit(
+            "maintenance_paused",
+            summary=f"{self.node} {what} by {self.pause.by}{why}; gates held ({self._held_text()}), no fencing, "
+            "no lease changes: the arbiter does not guard this node until `keepalived-arbiter resume`",
+            details={**self.pause.as_dict(), "gates": {n: g.value for n, g in self.held.items()}},
+        )
+
     # --- the decision -------------------------------------------------------------------------------------
 
     async def _decision_loop(self) -> None:
@@ -402,11 +500,24 @@ class Agent:
             self._read_suspects(now)
         reasons = []
         for name in self.instances if only is None else (only,):
-            decision = decide(self.state[name], self.evidence(name, now), self.policy_cfg[name], now)
-            self.state[name] = decision.state
-            changed = self.gates[name].write(decision.gate)
+            evidence = self.evidence(name, now)
+            decision = decide(self.state[name], evidence, self.policy_cfg[name], now)
+            carried = decision
+            withheld: tuple[Action, ...] = ()
+            if self.pause is not None:  # maintenance: decided and logged, the gate held, nothing moved
+                carried, withheld = withhold(
+                    self.state[name], evidence, self.policy_cfg[name], now, decision, self.held[name]
+                )
+            self.state[name] = carried.state
+            wrote = self.gates[name].write(carried.gate)
             written = time.monotonic()
-            self._act(name, decision)
+            changed = wrote is GateWrite.CHANGED
+            if wrote is GateWrite.RESTORED:
+                self._gate_restored(name, carried)
+            self._act(name, carried)
+            would = tuple(maintenance.describe(a) for a in withheld)
+            news = would != self.withheld.get(name, ())
+            self.withheld[name] = would
             previous = self.last.get(name)
             self.last[name] = decision
             vip_event = trigger is not None and trigger[0] == "vip"
@@ -414,8 +525,8 @@ class Agent:
             if moved:
                 self.decided_at[name] = round(time.time(), 3)
             if changed:
-                self._gate_changed(name, decision)
-            if vip_event or moved or changed or decision.actions:
+                self._gate_changed(name, carried)
+            if vip_event or moved or changed or carried.actions or news:
                 self.metrics.decisions.labels(name, decision.rule).inc()
                 line: dict[str, Any] = {
                     "event": "decision",
@@ -427,8 +538,10 @@ class Agent:
                     "state": self.kstate[name].value,
                     "lease": self.lease_views[name].status.value,
                 }
-                if decision.actions:
-                    line["actions"] = [type(a).__name__ for a in decision.actions]
+                if carried.actions:
+                    line["actions"] = [type(a).__name__ for a in carried.actions]
+                if self.pause is not None:  # what resume would do now, and the gate really written
+                    line.update(paused=True, held_gate=carried.gate.value, would=list(would))
                 # Decision latency: the event that woke this cycle → this gate written (or confirmed unchanged).
                 if trigger is not None and (changed or vip_event):
                     line["trigger"] = trigger[0]
@@ -477,6 +590,7 @@ class Agent:
                     gate_open=None if (gate := self.gates[name].cached) is None else gate is Gate.OPEN,
                     rule=last.rule if (last := self.last.get(name)) is not None else None,
                     fingerprint=self.fingerprints.get(name),
+                    advert_int_ms=self.instances[name].advert_int_ms,
                 )
             )
         highest = max([s.highest_token for s in self.state.values()] or [0])
@@ -588,7 +702,9 @@ class Agent:
     def _still_a_threat(self, peer: str) -> bool:
         """Whether a fence asked for is still needed just before a device is touched: the peer is still silent
         (it may hold a VIP unseen), or it is heard again but still claims a VIP (a dual master that did not
-        step down). A peer heard again as a backup is not fenced."""
+        step down). A peer heard again as a backup is not fenced, nor any peer once this agent is paused."""
+        if self.pause is not None:
+            return False
         if self.heartbeats.alive(peer) is not True:
             return True
         return any(self.heartbeats.peer_view(peer, name).claims_vip for name in self.instances)
@@ -708,6 +824,34 @@ class Agent:
                 self.orchestrator.came_back(event.peer)
             self._wake_up("medium")
 
+    async def _link_loop(self) -> None:
+        """A medium this node cannot open (device or NIC missing, at boot or later) is a medium down, alerted with
+        its reason; its transport keeps retrying with backoff, and it resolves when the medium opens."""
+        while True:
+            event = await self.heartbeats.link_events.get()
+            link = event.link
+            retry = None if link.next_retry_at is None else round(max(0.0, link.next_retry_at - event.at), 3)
+            self._emit(
+                {
+                    "event": "medium-link",
+                    "node": self.node,
+                    "medium": event.medium,
+                    "open": link.open,
+                    "reason": link.reason or None,
+                    "next_retry_in_s": retry,
+                }
+            )
+            if link.open:
+                summary = f"heartbeat {event.medium} open again on {self.node}"
+            else:
+                summary = f"heartbeat {event.medium} down on {self.node}: {link.reason}; retrying"
+            self.alerts.emit(
+                "medium_up" if link.open else "medium_down",
+                summary=summary,
+                details={"medium": event.medium, "local": True, **({} if link.open else {"reason": link.reason})},
+            )
+            self._wake_up("medium")
+
     async def drift_check(self) -> dict[str, Any]:
         """Lint this node's keepalived.conf against the arbiter config (arbiter.kconf), learn its per-instance
         fingerprints (sent in heartbeats), and compare them with the peers'. Alerts when the findings change
@@ -728,6 +872,7 @@ class Agent:
             newest = self.heartbeats.newest(peer)
             if newest is not None:
                 findings += peer_drift(path, self.fingerprints, peer, newest.frame.instances)
+                findings += timing_drift(self.config_path, self.cfg, peer, newest.frame)
         previous = self.drift
         self.drift = {"checked": round(time.time(), 3), "path": str(path), "error": error, "findings": findings}
         if (
@@ -771,6 +916,23 @@ class Agent:
                 details={"rule": decision.rule, "reason": decision.reason},
             )
 
+    def _gate_overwritten(self, name: str) -> None:
+        """The watch saw a gate file change behind the agent's back: decide (and rewrite it) now."""
+        self._wake_up("gate")
+
+    def _gate_restored(self, name: str, decision: Decision) -> None:
+        self.metrics.gates_restored.labels(name).inc()
+        self._emit(
+            {
+                "event": "gate-restored",
+                "node": self.node,
+                "instance": name,
+                "gate": decision.gate.value,
+                "rule": decision.rule,
+                "detail": "the gate file said otherwise (keepalived restarted with init_file, or a hand edit)",
+            }
+        )
+
     def _split_brain(self, name: str, via: str, detail: str) -> None:
         self.metrics.split_brains.labels(name, via).inc()
         self.alerts.emit(
@@ -784,10 +946,7 @@ class Agent:
 
     def _vip_changed(self, name: str, present: bool, at: float) -> None:
         # Only keepalived adds the VIP: its appearance means MASTER, before the notify hook can say so.
-        if present:
-            self.kstate[name] = VrrpState.MASTER
-        elif self.kstate[name] is VrrpState.MASTER:
-            self.kstate[name] = VrrpState.BACKUP
+        self.keepalived.vip(name, present, at)
         if self.cycle_at is None:  # before the loop's first cycle: start-up decides, not this event
             self._wake_up("vip", at)
         else:
@@ -797,12 +956,22 @@ class Agent:
             self._wake.set()
         self.heartbeats.send_now()
 
-    def _notified(self, kind: str, name: str, state: VrrpState, priority: int | None, at: float) -> None:
+    def _notified(
+        self, kind: str, name: str, state: VrrpState, priority: int | None, at: float, sent_at: float | None = None
+    ) -> None:
         if kind != "INSTANCE" or name not in self.instances:
             return
-        self.kstate[name] = state
-        if priority is not None:
-            self.kprio[name] = priority
+        # A hook older than what is already known (it lost the race to a newer one, or to netlink) changes nothing.
+        if self.keepalived.hook(name, state, priority, at if sent_at is None else sent_at):
+            self._wake_up("notify", at)
+            self.heartbeats.send_now()
+
+    def _fifo_line(
+        self, kind: str, name: str, state: VrrpState, priority: int | None, at: float, sent_at: float | None = None
+    ) -> None:
+        if kind != "INSTANCE" or name not in self.instances:
+            return
+        self.keepalived.fifo(name, state, priority, at)
         self._wake_up("notify", at)
         self.heartbeats.send_now()
 
@@ -844,6 +1013,28 @@ def peer_drift(path: Path, mine: dict[str, str], peer: str, reports: Sequence[In
         for report in reports
         if report.fingerprint is not None and mine.get(report.name) not in (None, report.fingerprint)
     ]
+
+
+def timing_drift(config_path: Path | None, cfg: Config, peer: str, frame: Frame) -> list[str]:
+    """Findings for each timing `peer`'s heartbeat frame reports that differs from this node's config, naming the
+    key and both values: nodes with other timings misjudge each other (a lease renewal, a silence)."""
+    where = str(config_path) if config_path is not None else "arbiter config"
+    found = []
+    if frame.timings is not None:
+        mine = (cfg.lease.ttl_ms, cfg.lease.renew_ms, cfg.lease.safety_ms, cfg.heartbeat.interval_ms)
+        keys = ("lease.ttl_ms", "lease.renew_ms", "lease.safety_ms", "heartbeat.interval_ms", "heartbeat.deadtime_ms")
+        for key, here, there in zip(keys, (*mine, cfg.heartbeat.deadtime_ms), frame.timings.as_list(), strict=True):
+            if here != there:
+                found.append(f"{where}: warning: [timing-drift] {key} is {there} on {peer}, {here} on this node")
+    instances = {inst.name: inst for inst in cfg.instance}
+    for report in frame.instances:
+        inst = instances.get(report.name)
+        if inst is not None and report.advert_int_ms is not None and report.advert_int_ms != inst.advert_int_ms:
+            found.append(
+                f"{where}: warning: [timing-drift] instance {report.name} advert_int_ms is {report.advert_int_ms} "
+                f"on {peer}, {inst.advert_int_ms} on this node"
+            )
+    return found
 
 
 class ReloadError(Exception):

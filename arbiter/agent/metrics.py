@@ -4,8 +4,8 @@ Two kinds of series:
 - counted as things happen, in the agent's loop: decisions by instance and rule, fences by result, split
   brains detected, and the decision latency histogram (`AgentMetrics`);
 - read at scrape time from the same snapshot `status --json` shows (`StatusCollector`): gate, role, lease,
-  heartbeat media, reference replies, refused frames, alert endpoints. One source for both views, so a
-  dashboard and `status` can never disagree.
+  heartbeat media, reference replies, refused frames, alert endpoints, maintenance mode (paused). One source
+  for both views, so a dashboard and `status` can never disagree.
 
 prometheus-client serves from a thread; the snapshot must be built in the agent's event loop (its dicts change
 there), so the collector asks the loop for it (`run_coroutine_threadsafe`) and waits at most `SCRAPE_TIMEOUT`.
@@ -55,6 +55,13 @@ class AgentMetrics:
             f"{PREFIX}_split_brains",
             "Split brains detected: both nodes holding a VIP (via heartbeat or an ARP answer from another MAC)",
             ["instance", "via"],
+            registry=self.registry,
+        )
+        self.gates_restored = Counter(
+            f"{PREFIX}_gates_restored",
+            "Gate files found saying otherwise than the agent decided (keepalived's init_file at its start, a hand "
+            "edit) and rewritten",
+            ["instance"],
             registry=self.registry,
         )
         self.latency = Histogram(
@@ -143,6 +150,15 @@ class StatusCollector(Collector):
         uptime = _gauge("uptime_seconds", "Seconds since the agent started", [])
         uptime.add_metric([], s["uptime_s"])
         yield uptime
+        paused = _gauge("paused", "1 while the agent is paused (maintenance mode): gates held, no fencing", [])
+        paused.add_metric([], 1 if (s.get("maintenance") or {}).get("paused") else 0)
+        yield paused
+        withheld = _gauge(
+            "withheld_actions", "Actions the paused agent did not carry out in its last cycle", ["instance"]
+        )
+        for inst in s["instances"]:
+            withheld.add_metric([inst["name"]], len(inst.get("withheld", ())))
+        yield withheld
         drift = s.get("drift")
         findings = _gauge("config_findings", "Findings of the last keepalived.conf check (-1: unreadable)", [])
         if drift is not None:
@@ -219,7 +235,10 @@ class StatusCollector(Collector):
         )
         for medium, n in hb["accepted"].items():
             accepted.add_metric([medium], n)
-        yield from (refused, accepted)
+        opened = _gauge("heartbeat_medium_open", "1 while this node has the medium open, 0 while retrying", ["medium"])
+        for medium, link in hb.get("media", {}).items():
+            opened.add_metric([medium], 1 if link["open"] else 0)
+        yield from (refused, accepted, opened)
 
     def _alerts(self, endpoints: list[Mapping[str, Any]]) -> Iterator[Any]:
         up = _gauge("alert_endpoint_up", "0 while the webhook endpoint is considered dead", ["url"])

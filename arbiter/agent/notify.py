@@ -2,9 +2,11 @@
 
 This module owns the agent's end of both channels: the line protocol the hook speaks (hooks/notify.py), its
 validation and replies, who may use the socket, and the reading of keepalived's FIFO. Both deliver the same
-event to one callback: `on_event(kind, name, state, priority, at)`, kind "INSTANCE" or "GROUP", `at` the
-monotonic time the line was read. keepalived's DELETED (the instance left the configuration on a reload) is
-delivered as VrrpState.STOP: either way keepalived no longer runs the instance.
+event to a callback: `on_event(kind, name, state, priority, at, sent_at)`, kind "INSTANCE" or "GROUP", `at` the
+monotonic time the line was read, `sent_at` the time keepalived spawned the hook (the hook's `at=` word, never
+later than `at`; None from the FIFO and from a hook that sent none): hooks arrive out of order, and only their
+spawn times tell which is newer (arbiter.agent.kstate). keepalived's DELETED (the instance left the
+configuration on a reload) is delivered as VrrpState.STOP: either way keepalived no longer runs the instance.
 
 The socket is the agent's only local API, so requests are dispatched by their first word; NOTIFY is the first
 verb, STATUS and others are added with `add_verb`. Access is checked twice. The file's mode lets only the owner
@@ -36,7 +38,7 @@ from arbiter.model import VrrpState
 
 log = logging.getLogger(__name__)
 
-OnEvent = Callable[[str, str, VrrpState, int | None, float], None]
+OnEvent = Callable[[str, str, VrrpState, int | None, float, float | None], None]
 # A verb's handler gets the words after the verb and the receive time; it returns the reply line (no newline).
 Handler = Callable[[Sequence[str], float], str | Awaitable[str]]
 
@@ -49,6 +51,8 @@ STATES = {
     "DELETED": VrrpState.STOP,
 }
 MAX_NAME = 64
+SENT_PREFIX = "at="  # the hook's last word: its spawn time in monotonic seconds
+SENT_TIME = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
 MAX_LINE = 1024  # the longest valid NOTIFY line is about 100 bytes
 READ_TIMEOUT = 2.0  # a client that connects and says nothing must not hold a task forever
 
@@ -75,6 +79,13 @@ def parse_event(words: Sequence[str]) -> tuple[str, str, VrrpState, int | None]:
             raise BadRequestError("PRIORITY: expected an integer 0..255")
         priority = int(text)
     return kind, name, STATES[state], priority
+
+
+def parse_sent(text: str) -> float:
+    """The hook's spawn time (seconds on the monotonic clock, which every process on the host shares)."""
+    if SENT_TIME.fullmatch(text) is None:
+        raise BadRequestError(f"{SENT_PREFIX}: expected the hook's spawn time in monotonic seconds")
+    return float(text)
 
 
 @dataclass(frozen=True)
@@ -187,8 +198,12 @@ class NotifyServer:
         return f"ERR {detail}"
 
     def _notify(self, words: Sequence[str], at: float) -> str:
+        sent_at = None
+        if words and words[-1].startswith(SENT_PREFIX):
+            sent_at = min(parse_sent(words[-1][len(SENT_PREFIX) :]), at)
+            words = words[:-1]
         kind, name, state, priority = parse_event(words)
-        self.on_event(kind, name, state, priority, at)
+        self.on_event(kind, name, state, priority, at, sent_at)
         return "OK"
 
     # --- the socket file --------------------------------------------------------------------------------
@@ -314,7 +329,7 @@ class NotifyFifo:
             return False
         self.accepted += 1
         try:
-            self.on_event(*event, at)
+            self.on_event(*event, at, None)
         except Exception:
             # The consumer's bug must not stop the reader: later lines would be lost with it.
             log.exception("notify fifo %s: on_event failed", self.path)

@@ -8,6 +8,10 @@ Unix times (`time`, `started`, `since`, `at`), never both mixed in one key.
 The peer's half of the cluster view comes from its newest heartbeat frame: its keepalived state, VIP, gate and
 last rule per instance, its lease view and its reference quorum — so `status` on either node shows both, and
 shows how stale the peer's half is.
+
+Maintenance mode (`keepalived-arbiter pause`): `maintenance` says whether this agent is paused, by whom, since
+when (`at`) and why, and the gates it holds; each instance's `decision` is then what the policy would do and
+`withheld` the actions it asked for in the last cycle that the paused agent did not carry out.
 """
 
 from __future__ import annotations
@@ -54,11 +58,14 @@ def build_status(agent: Agent) -> dict[str, Any]:
                 "vip_present": agent.vips.present(name),
                 "priority": agent.kprio[name],
                 "gate": None if gate is None else gate.value,
+                "gate_restored": agent.gates[name].restored,
                 "lease": {
                     "status": view.status.value,
                     "holder": view.holder,
                     "token": view.token,
                     "ttl_ms": None if view.expires_at is None else max(0, round((view.expires_at - now) * 1000)),
+                    # Why the store could not be asked (unreachable at boot or later); retried every renew_ms.
+                    "error": agent.leases[name].last_error,
                 },
                 "decision": None
                 if decision is None
@@ -71,6 +78,7 @@ def build_status(agent: Agent) -> dict[str, Any]:
                 "split_brain": None
                 if claim is None
                 else {"via": "arp", "macs": sorted(claim[0]), "age_s": _age(now, claim[1])},
+                "withheld": list(agent.withheld.get(name, ())),
             }
         )
     peers = []
@@ -127,6 +135,11 @@ def build_status(agent: Agent) -> dict[str, Any]:
         "started": round(agent.started_wall, 3),
         "uptime_s": round(now - agent.started_mono, 3),
         "healthy": agent.healthy(now),
+        "maintenance": {
+            "paused": agent.pause is not None,
+            **(agent.pause.as_dict() if agent.pause is not None else {"by": None, "at": None, "reason": None}),
+            "gates": {name: gate.value for name, gate in agent.held.items()},
+        },
         "last_cycle_age_s": _age(now, agent.cycle_at),
         "config": {
             "path": None if agent.config_path is None else str(agent.config_path),
@@ -144,7 +157,16 @@ def build_status(agent: Agent) -> dict[str, Any]:
         "instances": instances,
         "peers": peers,
         "last_fence": agent.last_fence_any,
-        "heartbeat": {"refused": refused, "accepted": dict(tracker.accepted)},
+        "heartbeat": {
+            "refused": refused,
+            "accepted": dict(tracker.accepted),
+            # This node's side of each medium: open, or down with the reason and the next retry.
+            "media": {t.medium: t.link.as_dict(now) for t in agent.heartbeats.transports},
+        },
         "alerts": agent.alerts.status(),
         "drift": agent.drift,
+        "keepalived_events": {
+            "applied": dict(agent.keepalived.applied),
+            "hooks_dropped": dict(agent.keepalived.dropped),
+        },
     }

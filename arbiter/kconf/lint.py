@@ -52,6 +52,7 @@ CODES: dict[str, str] = {
     "arbiter-instance-missing": "the arbiter config names an instance keepalived.conf does not have",
     "gate-missing": "no track_file on the instance points at the arbiter's gate file",
     "gate-weight": "the gate's track_file weight is not 0 (a closed gate would not force FAULT)",
+    "gate-init": "the gate is not `init_file 1 overwrite` (keepalived started without the agent runs open)",
     "notify-missing": "no notify keepalived-arbiter-notify and no vrrp_notify_fifo the agent reads",
     "arbiter-unnamed": "an instance wired to an arbiter gate or hook that the arbiter config does not name",
     "arbiter-mirror": "a value the arbiter mirrors differs from keepalived.conf",
@@ -319,6 +320,28 @@ def two_nodes(a: Summary, b: Summary) -> list[Finding]:
 # --- the arbiter's wiring -----------------------------------------------------------------------------------
 
 
+def _gate_init(a: Summary, gate: Path) -> tuple[str, Where] | None:
+    """Why the track_file block of `gate` does not fail closed (and where), None when it says
+    `init_file 1 overwrite` (or any non-zero value with overwrite)."""
+    track = next((t for t in a.track_files.values() if t.file is not None and t.file.value == gate), None)
+    if track is None:
+        return None  # gate-missing reports it
+    if track.init_file is None:
+        return "has no init_file: keepalived creates no gate, and a missing file reads as open", track.where
+    words = track.init_file.value.split()
+    value = words[0] if words else "0"
+    if not value.lstrip("-").isdigit() or int(value) == 0:
+        opens = f"has `init_file {track.init_file.value}`: keepalived opens the gate each time it starts"
+        return opens, track.init_file.where
+    if "overwrite" not in words[1:]:
+        return (
+            f"has `init_file {track.init_file.value}` without overwrite: a gate the agent left open stays open when "
+            "keepalived restarts without the agent",
+            track.init_file.where,
+        )
+    return None
+
+
 def _gate_refs(a: Summary, inst: Instance) -> list[tuple[Path, Where, int, Value[int] | None]]:
     """Each track_file reference of `inst` as (file it reads, where referenced, effective weight, weight value)."""
     refs = []
@@ -459,6 +482,18 @@ def arbiter_wiring(a: Summary, arbiter: Config, source: Path | None = None) -> l
                         ref_where,
                     )
                 )
+        init = _gate_init(a, mine.track_file) if refs else None
+        if init is not None:
+            found.append(
+                _finding(
+                    "warning",
+                    "gate-init",
+                    f"instance {inst.name}: the gate {mine.track_file} {init[0]}; use `init_file 1 overwrite` so that "
+                    "keepalived starting without a running agent takes no VIP (the agent opens the gate when it "
+                    "decides, and rewrites it whenever keepalived overwrites it)",
+                    init[1],
+                )
+            )
         if not _hooked(inst) and not fifo_wired:
             found.append(
                 _finding(

@@ -121,6 +121,12 @@ class Faults:
         pid = netns.read_pid(str(pid_file))
         if pid is not None:
             netns.kill_pids([pid])
+        # socat killed leaves its links dangling to /dev/pts/N; the next pty anyone opens on this machine may
+        # get that number, and the "cut" cable would then lead into it. A cut cable's device is gone: unlink.
+        for nx, ny, px, py in topology.serial_links(self.plan):
+            if (nx, ny) == (x, y):
+                px.unlink(missing_ok=True)
+                py.unlink(missing_ok=True)
 
         def heal() -> None:
             topology.start_serial(self.plan, x, y)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 import pytest
 
-from arbiter.agent.gate import GateFile
+from arbiter.agent.gate import GateFile, GateWatch, GateWrite
 from arbiter.model import Gate
 
 
@@ -89,3 +90,49 @@ def test_target_that_is_a_directory_raises_and_leaves_no_temporary_file(tmp_path
     with pytest.raises(OSError, match="gate"):
         GateFile(tmp_path / "gate").write(Gate.OPEN)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gate"]
+
+
+def test_a_gate_overwritten_behind_the_agent_is_restored(tmp_path: Path) -> None:
+    """keepalived's `init_file 0 overwrite` reopens a gate the agent closed each time keepalived starts: the next
+    write of the same decision must put it back, and say that it did."""
+    path = tmp_path / "gate"
+    gate = GateFile(path)
+    assert gate.write(Gate.CLOSED) is GateWrite.CHANGED
+    path.write_text("0\n")  # keepalived starting: open + truncate + write, the agent's cache unchanged
+    assert gate.write(Gate.CLOSED) is GateWrite.RESTORED
+    assert path.read_bytes() == b"1\n"
+    assert gate.restored == 1
+    assert gate.write(Gate.CLOSED) is GateWrite.UNCHANGED
+    path.unlink()  # a missing file reads as open to keepalived
+    assert gate.write(Gate.CLOSED) is GateWrite.RESTORED
+    assert path.read_bytes() == b"1\n"
+    assert not GateWrite.UNCHANGED and GateWrite.CHANGED and GateWrite.RESTORED
+
+
+def test_the_watch_reports_a_foreign_write_and_not_the_agents_own(tmp_path: Path) -> None:
+    async def scenario() -> list[str]:
+        seen: list[str] = []
+        changed = asyncio.Event()
+
+        def on_change(name: str) -> None:
+            seen.append(name)
+            changed.set()
+
+        gates = {"VI_1": GateFile(tmp_path / "VI_1.gate"), "VI_2": GateFile(tmp_path / "VI_2.gate")}
+        for gate in gates.values():
+            gate.write(Gate.CLOSED)
+        watch = GateWatch(gates, on_change)
+        watch.start()
+        try:
+            await asyncio.sleep(0.05)  # the watch is in place
+            gates["VI_2"].write(Gate.OPEN)  # the agent's own decision: not news
+            (tmp_path / "unrelated").write_text("0\n")
+            await asyncio.sleep(0.05)
+            assert seen == []
+            (tmp_path / "VI_1.gate").write_text("0\n")  # keepalived restarting with init_file 0 overwrite
+            await asyncio.wait_for(changed.wait(), 5)
+        finally:
+            watch.stop()
+        return seen
+
+    assert asyncio.run(scenario())[:1] == ["VI_1"]

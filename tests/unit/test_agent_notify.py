@@ -293,3 +293,32 @@ def test_fifo_lines(sock_dir: Path) -> None:
             NotifyFifo(sock_dir / "plain", on_event=lambda *e: None).start()
 
     asyncio.run(main())
+
+
+def test_the_hooks_spawn_time_reaches_the_callback_never_later_than_its_arrival(sock_dir: Path) -> None:
+    events: list[Event] = []
+
+    async def main() -> None:
+        server = NotifyServer(sock_dir / "agent.sock", on_event=lambda *e: events.append(e))
+        await server.start()
+        try:
+            before = time.monotonic()
+            assert await hook(server.path, "INSTANCE", "VI_1", "FAULT", "100") == (0, "")
+            assert await request(server.path, b"NOTIFY INSTANCE VI_1 MASTER 100 at=12.5\n") == "OK\n"
+            assert await request(server.path, b"NOTIFY INSTANCE VI_1 MASTER at=99999999999.0\n") == "OK\n"
+            assert await request(server.path, b"NOTIFY INSTANCE VI_1 BACKUP 100\n") == "OK\n"
+            for bad in (b"at=-1", b"at=1e9", b"at=nan", b"at=", b"at=\xd9\xa1"):
+                assert (await request(server.path, b"NOTIFY INSTANCE VI_1 MASTER " + bad + b"\n")).startswith(
+                    "ERR at=: expected the hook's spawn time"
+                ), bad
+        finally:
+            await server.stop()
+        (_, _, _, _, at, spawned), stamped, future, unstamped = events
+        # The real hook: spawned after `before` (less the kernel's 10 ms tick), read later.
+        assert spawned is not None and before - 0.011 <= spawned <= at
+        assert stamped[4:] == (stamped[4], 12.5)
+        assert future[5] == future[4]  # a spawn time after the arrival is taken as the arrival
+        assert unstamped[5] is None
+        assert server.refused == {"notify": 5}
+
+    asyncio.run(main())

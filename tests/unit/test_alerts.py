@@ -76,11 +76,13 @@ def test_every_kind_has_a_default_severity_as_the_issue_lists() -> None:
         "gate_opened",
         "agent_started",
         "agent_stopping",
+        "maintenance_resumed",
     }
     assert set(RESOLVES.items()) == {
         ("quorum_regained", "quorum_lost"),
         ("medium_up", "medium_down"),
         ("gate_opened", "gate_closed"),
+        ("maintenance_resumed", "maintenance_paused"),
     }
 
 

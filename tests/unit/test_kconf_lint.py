@@ -37,6 +37,10 @@ CASES = [
     ("gate-missing.conf", None, ARBITER, "gate-missing", "gate-missing.conf", "vrrp_instance VI_1 {"),
     ("gate-weight.conf", None, ARBITER, "gate-weight", "gate-weight.conf", "arbiter_VI_1 weight 2"),
     ("gate-weight-default.conf", None, ARBITER, "gate-weight", "gate-weight-default.conf", "arbiter_VI_1"),
+    # keepalived started without the agent must take no VIP: init_file 0 opens the gate, and 1 without overwrite
+    # keeps whatever a previous agent left (open).
+    ("gate-init.conf", None, ARBITER, "gate-init", "gate-init.conf", "init_file 0 overwrite"),
+    ("gate-init-keep.conf", None, ARBITER, "gate-init", "gate-init-keep.conf", "init_file 1"),
     ("notify-missing.conf", None, ARBITER, "notify-missing", "notify-missing.conf", "vrrp_instance VI_1 {"),
     # The FIFO alone is not enough when the agent is not configured to read it.
     ("notify-fifo.conf", None, ARBITER, "notify-missing", "notify-fifo.conf", "vrrp_instance VI_1 {"),

@@ -151,7 +151,7 @@ def test_the_summary_of_the_example() -> None:
     assert s.global_defs.vrrp_notify_fifo is None  # commented out in the example
     track = s.track_files["arbiter_VI_1"]
     assert track.file is not None and track.file.value == Path("/run/keepalived-arbiter/VI_1.gate")
-    assert track.init_file is not None and track.init_file.value == "0 overwrite"
+    assert track.init_file is not None and track.init_file.value == "1 overwrite"
     assert not track.deprecated
     inst = s.instances["VI_1"]
     assert inst.nopreempt is None

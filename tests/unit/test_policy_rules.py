@@ -503,7 +503,8 @@ def test_b1_backup_releases_a_stale_lease() -> None:
 
 @pytest.mark.parametrize("state", [B, F, VrrpState.STOP, VrrpState.UNKNOWN])
 def test_b2_not_holding_leaves_keepalived_to_decide(state: VrrpState) -> None:
-    d = run(ev(state=state, lease=theirs(), peers=(peer(state=M, adverts_at=NOW - 0.5),)))
+    # The master outranks this node: no preemption to wait for (a lower-priority master is P1's case).
+    d = run(ev(state=state, lease=theirs(), peers=(peer(state=M, priority=200, adverts_at=NOW - 0.5),)))
     assert (d.gate, d.rule) == (Gate.OPEN, "B2")
 
 
@@ -516,7 +517,8 @@ def test_nopreempt_returning_node_adds_no_transition() -> None:
 def test_two_instances_decide_on_their_own_leases() -> None:
     # Dual-master mode: node a masters VI_1 (its lease), node b masters VI_2 (b's lease).
     vi1 = run(replace(ev(state=M, lease=mine(4)), instance="VI_1"), prev=holding())
-    vi2 = run(replace(ev(state=B, lease=theirs(9), peers=(peer(state=M),)), instance="VI_2"))
+    # b has the higher priority on VI_2 (else keepalived on a would preempt it: P1).
+    vi2 = run(replace(ev(state=B, lease=theirs(9), peers=(peer(state=M),), priority=50), instance="VI_2"))
     assert (vi1.gate, vi1.rule) == (Gate.OPEN, "H1")
     assert (vi2.gate, vi2.rule) == (Gate.OPEN, "B2")
 

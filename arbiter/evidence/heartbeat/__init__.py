@@ -14,6 +14,7 @@ from arbiter.evidence.heartbeat.frame import (
     FrameRefusedError,
     InstanceReport,
     KeyFileError,
+    NodeTimings,
     Refusal,
     encode_frame,
     load_key,
@@ -21,8 +22,8 @@ from arbiter.evidence.heartbeat.frame import (
 )
 from arbiter.evidence.heartbeat.media import MediaTracker, MediumEvent, Received
 from arbiter.evidence.heartbeat.serial import SerialTransport
-from arbiter.evidence.heartbeat.service import HeartbeatService, Snapshot
-from arbiter.evidence.heartbeat.transport import HeartbeatTransport, MediumCounters
+from arbiter.evidence.heartbeat.service import HeartbeatService, LinkEvent, Snapshot
+from arbiter.evidence.heartbeat.transport import HeartbeatTransport, Link, LinkKeeper, MediumCounters
 from arbiter.evidence.heartbeat.udp import UdpTransport
 
 __all__ = [
@@ -33,9 +34,13 @@ __all__ = [
     "HeartbeatTransport",
     "InstanceReport",
     "KeyFileError",
+    "Link",
+    "LinkEvent",
+    "LinkKeeper",
     "MediaTracker",
     "MediumCounters",
     "MediumEvent",
+    "NodeTimings",
     "Received",
     "Refusal",
     "SerialTransport",

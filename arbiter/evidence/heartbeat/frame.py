@@ -1,14 +1,21 @@
 """The heartbeat frame: what one node tells its peers each interval, its wire format, key and acceptance rules.
 
-Wire format (version 2), at most `MAX_FRAME` bytes so one frame fits one UDP datagram on a 1500-byte MTU:
+Wire format (version 3), at most `MAX_FRAME` bytes so one frame fits one UDP datagram on a 1500-byte MTU:
 
     b"KH" | version (1 byte) | body: compact ASCII JSON | HMAC-SHA256 over everything before it (32 bytes)
 
 The body is `{"c": cluster, "n": node, "i": incarnation, "s": sequence, "w": wall ns, "m": monotonic ns,
-"q": quorum, "h": highest token, "l": leaving, "e": [[instance, state, vip, priority, lease holder, lease token,
-gate open, rule, config fingerprint], ...]}`. Version 2 added the gate, the last rule and the keepalived config
+"q": quorum, "h": highest token, "l": leaving, "t": [lease ttl_ms, renew_ms, safety_ms, heartbeat interval_ms,
+deadtime_ms], "e": [[instance, state, vip, priority, lease holder, lease token, gate open, rule, config
+fingerprint, advert_int_ms], ...]}`. Version 2 added the gate, the last rule and the keepalived config
 fingerprint per instance (the peer's half of `status`, and drift between the nodes' keepalived.conf), and "l":
-the agent's last frames on a clean stop, sent after its gates are closed and its VIPs are gone.
+the agent's last frames on a clean stop, sent after its gates are closed and its VIPs are gone. Version 3 added
+the sender's timings ("t", and advert_int_ms per instance): a peer judges the sender's lease renewals by the
+sender's TTL, not its own, and the drift check reports nodes whose timings differ.
+
+Older versions are still read, and sent: a node sends the lowest version among its peers' newest frames (the
+newest version before it has heard any), so a peer that still runs an older agent, which refuses newer
+frames, never takes the upgraded node for silent, and fences it.
 
 `parse_frame` is pure (bytes → Frame or `FrameRefusedError`); `FrameDecoder` adds what needs memory: the cluster and
 own-node checks, the peer's incarnation (a restart) and the sequence per (peer, medium), so that a captured frame
@@ -32,7 +39,7 @@ from arbiter.model import VrrpState
 from arbiter.secretfile import read_secret
 
 MAGIC = b"KH"
-VERSION = 2
+VERSION = 3
 MAC_SIZE = hashlib.sha256().digest_size
 HEADER_SIZE = len(MAGIC) + 1
 # 1500-byte Ethernet MTU minus IPv6 (40) and UDP (8) headers, with room to spare: never fragmented.
@@ -42,10 +49,11 @@ U64 = 2**64 - 1
 I63 = 2**63 - 1
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _STATES = {s.value: s for s in VrrpState}
-_KEYS = {1: frozenset("cniswmqhe"), 2: frozenset("cniswmqhle")}
-# Version 1 frames are still accepted (6 fields per instance, no "l"): during a rolling upgrade a node that runs
-# the newer agent must not take its not-yet-upgraded peer for silent, and fence it. Sent: VERSION only.
-_FIELDS = {1: 6, 2: 9}
+_KEYS = {1: frozenset("cniswmqhe"), 2: frozenset("cniswmqhle"), 3: frozenset("cniswmqhlte")}
+# Older versions are accepted (version 1: 6 fields per instance, no "l"; version 2: 9 fields, no "t"): during a
+# rolling upgrade a node that runs the newer agent must not take its not-yet-upgraded peer for silent, and fence it.
+_FIELDS = {1: 6, 2: 9, 3: 10}
+MAX_MS = 3_600_000  # the config's largest timing (arbiter.config Millis)
 _FINGERPRINT = re.compile(r"[0-9a-f]{1,16}")
 _RULE = re.compile(r"[A-Z][A-Z0-9]{0,3}")
 
@@ -96,6 +104,21 @@ class InstanceReport:
     gate_open: bool | None = None  # the sender's gate for this instance; None before its first decision
     rule: str | None = None  # the policy rule of the sender's last decision (e.g. "H1")
     fingerprint: str | None = None  # of the sender's keepalived.conf for this instance (arbiter.kconf)
+    advert_int_ms: int | None = None  # the instance's VRRP advert interval in the sender's config (version 3)
+
+
+@dataclass(frozen=True)
+class NodeTimings:
+    """The sender's timings as its config sets them, in milliseconds (version 3)."""
+
+    ttl_ms: int  # [lease]
+    renew_ms: int
+    safety_ms: int
+    interval_ms: int  # [heartbeat]
+    deadtime_ms: int
+
+    def as_list(self) -> list[int]:
+        return [self.ttl_ms, self.renew_ms, self.safety_ms, self.interval_ms, self.deadtime_ms]
 
 
 @dataclass(frozen=True)
@@ -112,7 +135,8 @@ class Frame:
     quorate: bool | None  # the sender's reference quorum; None before its first round
     highest_token: int  # highest fencing token the sender has seen
     leaving: bool = False  # a clean stop: gates closed, VIPs released; silence after this is not a failure
-    version: int = VERSION
+    version: int = VERSION  # the wire version it came in, or is to be sent in (older ones leave fields out)
+    timings: NodeTimings | None = None  # the sender's (version 3); None in older frames
 
     def instance(self, name: str) -> InstanceReport | None:
         return next((i for i in self.instances if i.name == name), None)
@@ -145,6 +169,7 @@ def _encode(frame: Frame, key: bytes) -> bytes:
         "q": frame.quorate,
         "h": frame.highest_token,
         "l": frame.leaving,
+        "t": None if frame.timings is None else frame.timings.as_list(),
         "e": [
             [
                 i.name,
@@ -156,11 +181,14 @@ def _encode(frame: Frame, key: bytes) -> bytes:
                 i.gate_open,
                 i.rule,
                 i.fingerprint,
-            ]
+                i.advert_int_ms,
+            ][: _FIELDS[frame.version]]
             for i in frame.instances
         ],
     }
-    signed = MAGIC + bytes([VERSION]) + json.dumps(body, separators=(",", ":")).encode("ascii")
+    # An older version leaves out what it does not know (the peer that reads only it refuses anything more).
+    body = {key: value for key, value in body.items() if key in _KEYS[frame.version]}
+    signed = MAGIC + bytes([frame.version]) + json.dumps(body, separators=(",", ":")).encode("ascii")
     return signed + _mac(key, signed)
 
 
@@ -203,7 +231,7 @@ def _body(body: Any, version: int = VERSION) -> Frame:
     for n, entry in enumerate(entries):
         if type(entry) is not list or len(entry) != _FIELDS[version]:
             raise _malformed(f"e[{n}]: not a list of {_FIELDS[version]} fields")
-        name, state, vip, priority, holder, token, gate, rule, fingerprint = [*entry, None, None, None][:9]
+        name, state, vip, priority, holder, token, gate, rule, fingerprint, advert = [*entry, *[None] * 4][:10]
         if type(state) is not str or state not in _STATES:
             raise _malformed(f"e[{n}].state: not a VRRP state")
         instances.append(
@@ -217,6 +245,7 @@ def _body(body: Any, version: int = VERSION) -> Frame:
                 gate_open=None if gate is None else _bool(gate, f"e[{n}].gate"),
                 rule=None if rule is None else _match(_RULE, rule, f"e[{n}].rule", "a rule id"),
                 fingerprint=None if fingerprint is None else _match(_FINGERPRINT, fingerprint, f"e[{n}].fp", "hex"),
+                advert_int_ms=None if advert is None else _int(advert, f"e[{n}].advert_int_ms", 1, MAX_MS),
             )
         )
     if len({i.name for i in instances}) != len(instances):
@@ -234,7 +263,17 @@ def _body(body: Any, version: int = VERSION) -> Frame:
         highest_token=_int(body["h"], "h", 0, I63),
         leaving=_bool(body["l"], "l") if version >= 2 else False,
         version=version,
+        timings=_timings(body["t"]) if version >= 3 else None,
     )
+
+
+def _timings(value: Any) -> NodeTimings | None:
+    if value is None:
+        return None
+    if type(value) is not list or len(value) != 5:
+        raise _malformed("t: not a list of 5 timings")
+    keys = ("ttl_ms", "renew_ms", "safety_ms", "interval_ms", "deadtime_ms")
+    return NodeTimings(*(_int(v, f"t.{key}", 1, MAX_MS) for key, v in zip(keys, value, strict=True)))
 
 
 def _load_json(raw: bytes) -> Any:

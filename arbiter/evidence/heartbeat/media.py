@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from arbiter.evidence.heartbeat.frame import Frame, Refusal
-from arbiter.model import PeerView, VrrpState
+from arbiter.model import PeerView, Timings, VrrpState
 
 # Frames over which the sender→receiver clock offset is estimated: ~6 s at 10 Hz, short enough that two
 # monotonic clocks drifting apart by tens of ppm move the estimate by well under a millisecond.
@@ -135,6 +135,18 @@ class MediaTracker:
         if got is None:
             return PeerView(name=peer, alive=alive)
         report = got.frame.instance(instance)
+        sent = got.frame.timings
+        advert_ms = report.advert_int_ms if report else None
+        timings = None
+        if sent is not None:
+            timings = Timings(
+                ttl=sent.ttl_ms / 1000,
+                renew=sent.renew_ms / 1000,
+                safety=sent.safety_ms / 1000,
+                interval=sent.interval_ms / 1000,
+                deadtime=sent.deadtime_ms / 1000,
+                advert_int=None if advert_ms is None else advert_ms / 1000,
+            )
         return PeerView(
             name=peer,
             alive=alive,
@@ -147,4 +159,7 @@ class MediaTracker:
             highest_token=max(got.frame.highest_token, (report.lease_token or 0) if report else 0),
             left=got.frame.leaving
             and all(i.gate_open is False and not i.vip_present and i.lease_holder != peer for i in got.frame.instances),
+            gate_open=report.gate_open if report else None,
+            rule=report.rule if report else None,
+            timings=timings,
         )

@@ -8,9 +8,9 @@ refused later by its MAC.
 The device is opened with `exclusive=True` (a second agent on the same port would interleave frames). pyserial
 only opens, configures and locks the port: reads and writes are non-blocking `os.read`/`os.write` on its fd from
 the event loop (`add_reader`/`add_writer`), because pyserial's `write` with `write_timeout=0` spins on EAGAIN.
-When the device vanishes (EIO, or readable with no data: the cable's other end is gone, a USB adapter unplugged,
-socat killed) the port is closed and re-opened with capped exponential backoff until the path works again,
-possibly as a new pty behind the same link.
+When the device is not there at start, or vanishes later (EIO, or readable with no data: the cable's other end is
+gone, a USB adapter unplugged, socat killed), the medium is down and `LinkKeeper` opens it again with capped
+exponential backoff until the path works, possibly as a new pty behind the same link.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ import os
 from pathlib import Path
 
 import serial
+from redis.backoff import ExponentialBackoff
 
 from arbiter.evidence.heartbeat.frame import MAX_FRAME
-from arbiter.evidence.heartbeat.transport import FrameQueue, MediumCounters
+from arbiter.evidence.heartbeat.transport import FrameQueue, Link, LinkKeeper, MediumCounters
 
 START = b"#"
 END = b"\n"
@@ -107,13 +108,21 @@ class SerialTransport:
         self._pending = bytearray()
         self._frames: FrameQueue | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._reopen: asyncio.Task[None] | None = None
+        backoff = ExponentialBackoff(cap=backoff_cap, base=backoff_initial)
+        self._keeper = LinkKeeper(self._medium, self._try_open, backoff)
         self._opened_once = False
-        self.last_error = ""
 
     @property
     def medium(self) -> str:
         return self._medium
+
+    @property
+    def link(self) -> Link:
+        return self._keeper.link
+
+    @property
+    def last_error(self) -> str:
+        return self._keeper.link.reason
 
     @property
     def is_open(self) -> bool:
@@ -122,22 +131,15 @@ class SerialTransport:
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._frames = FrameQueue(self.counters)
-        self._reopen = asyncio.create_task(self._open_with_backoff(), name=f"open {self.medium}")
+        self._keeper.start()
 
-    async def _open_with_backoff(self) -> None:
-        delay = self.backoff_initial
-        while not self._try_open():
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.backoff_cap)
-
-    def _try_open(self) -> bool:
+    def _try_open(self) -> str | None:
         assert self._loop is not None
         try:
             # timeout=0: never block; exclusive: a second process on the same port is refused (flock).
             port = serial.Serial(self.device, self.baud, timeout=0, write_timeout=0, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as exc:
-            self.last_error = str(exc)
-            return False
+            return str(exc)
         assert port.fd is not None
         self._port, self._fd = port, port.fd
         self._framer = LineFramer()  # a half line from before the loss is garbage now
@@ -146,7 +148,7 @@ class SerialTransport:
             self.counters.reopened += 1
         self._opened_once = True
         self._loop.add_reader(port.fd, self._on_readable)
-        return True
+        return None
 
     def _on_readable(self) -> None:
         assert self._fd is not None and self._frames is not None
@@ -197,10 +199,9 @@ class SerialTransport:
 
     def _lost(self, why: str) -> None:
         self.counters.lost += 1
-        self.last_error = why
         self._close_port()
-        if self._loop is not None and (self._reopen is None or self._reopen.done()):
-            self._reopen = self._loop.create_task(self._open_with_backoff(), name=f"reopen {self.medium}")
+        if self._loop is not None:
+            self._keeper.lost(why)
 
     def _close_port(self) -> None:
         if self._fd is not None and self._loop is not None and not self._loop.is_closed():
@@ -219,7 +220,5 @@ class SerialTransport:
         return await self._frames.get()
 
     def close(self) -> None:
-        if self._reopen is not None:
-            self._reopen.cancel()
-            self._reopen = None
+        self._keeper.cancel()
         self._close_port()

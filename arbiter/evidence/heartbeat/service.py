@@ -5,6 +5,10 @@ Three kinds of loops, all on the monotonic clock: the send loop (deadline ticks 
 wake-up skips the missed ticks instead of sending a burst), one receive loop per medium, and a watch loop that
 sleeps until the next moment a medium could go down so that down events come out on time. What a frame says is
 asked from the agent each time (`snapshot`), so it is never older than one interval.
+
+A medium this node cannot open (a serial device or NIC missing at boot) does not stop the service: it is down
+here with its reason (`stats()["media"][m]["link"]`), retried with backoff by its transport, and each change of
+it comes out once in `link_events` (the agent alerts on them).
 """
 
 from __future__ import annotations
@@ -20,17 +24,19 @@ from typing import Any
 
 from arbiter.config import Config
 from arbiter.evidence.heartbeat.frame import (
+    VERSION,
     Frame,
     FrameDecoder,
     FrameRefusedError,
     InstanceReport,
+    NodeTimings,
     Refusal,
     encode_frame,
     load_key,
 )
 from arbiter.evidence.heartbeat.media import MediaTracker, MediumEvent, Received
 from arbiter.evidence.heartbeat.serial import SerialTransport
-from arbiter.evidence.heartbeat.transport import HeartbeatTransport
+from arbiter.evidence.heartbeat.transport import HeartbeatTransport, Link
 from arbiter.evidence.heartbeat.udp import UdpTransport
 from arbiter.evidence.ticks import deadline_ticks
 from arbiter.model import PeerView
@@ -50,6 +56,15 @@ class Snapshot:
     leaving: bool = False
 
 
+@dataclass(frozen=True)
+class LinkEvent:
+    """A medium this node opened, or lost or could not open (with the reason and the next retry in `link`)."""
+
+    at: float
+    medium: str
+    link: Link
+
+
 class HeartbeatService:
     def __init__(
         self,
@@ -65,6 +80,7 @@ class HeartbeatService:
         clock: Callable[[], float] = time.monotonic,
         clock_ns: Callable[[], int] = time.monotonic_ns,
         wall_ns: Callable[[], int] = time.time_ns,
+        timings: NodeTimings | None = None,
     ) -> None:
         if deadtime <= 2 * interval:
             raise ValueError(f"heartbeat deadtime {deadtime:g}s must exceed 2 × interval {interval:g}s")
@@ -79,6 +95,7 @@ class HeartbeatService:
         self._clock = clock
         self._clock_ns = clock_ns
         self._wall_ns = wall_ns
+        self.timings = timings  # sent in every frame (version 3): peers judge this node by its own timings
         self.incarnation = secrets.randbits(64)
         self._sequence = 0
         self.events: asyncio.Queue[MediumEvent] = asyncio.Queue(EVENT_QUEUE)
@@ -86,6 +103,8 @@ class HeartbeatService:
         self.tracker = MediaTracker(self.peers, [t.medium for t in self.transports], deadtime, clock, self._event)
         self._tasks: list[asyncio.Task[None]] = []
         self.send_failures = 0
+        self.link_events: asyncio.Queue[LinkEvent] = asyncio.Queue(EVENT_QUEUE)
+        self._link_open: dict[str, bool] = {}  # medium → open, as link_events last said
 
     @classmethod
     def from_config(cls, cfg: Config, snapshot: Callable[[], Snapshot] = Snapshot) -> HeartbeatService:
@@ -103,6 +122,9 @@ class HeartbeatService:
             interval=hb.interval_ms / 1000,
             deadtime=hb.deadtime_ms / 1000,
             snapshot=snapshot,
+            timings=NodeTimings(
+                cfg.lease.ttl_ms, cfg.lease.renew_ms, cfg.lease.safety_ms, hb.interval_ms, hb.deadtime_ms
+            ),
         )
 
     # --- what the agent reads -----------------------------------------------------------------------------
@@ -128,6 +150,7 @@ class HeartbeatService:
                 "accepted": self.tracker.accepted[t.medium],
                 "duplicates": self.tracker.refused[(t.medium, Refusal.DUPLICATE)],
                 "refused": refused,
+                "link": t.link.as_dict(self._clock()),
             }
         peers = {p: {m: self.tracker.up(p, m) for m in self.tracker.media_of(p)} for p in self.peers}
         return {
@@ -161,7 +184,15 @@ class HeartbeatService:
             quorate=snap.quorate,
             highest_token=snap.highest_token,
             leaving=snap.leaving,
+            version=self.version(),
+            timings=self.timings,
         )
+
+    def version(self) -> int:
+        """The frame version to send: the lowest among the peers' newest frames (a peer still running an older
+        agent refuses newer frames and would take this node for silent); the newest before any is heard."""
+        heard = [got.frame.version for peer in self.peers if (got := self.tracker.newest(peer)) is not None]
+        return min([VERSION, *heard])
 
     def send_now(self) -> None:
         """Send a frame outside the schedule (the agent calls it on a VRRP transition so peers hear at once)."""
@@ -185,8 +216,25 @@ class HeartbeatService:
         self.tracker.accept(frame, medium)
         return frame
 
+    def check_links(self) -> None:
+        """Put a `LinkEvent` out for each medium whose open/down changed; a medium down at start is news too."""
+        for t in self.transports:
+            link = t.link
+            previous = self._link_open.get(t.medium)
+            self._link_open[t.medium] = link.open
+            if previous == link.open or (previous is None and link.open):
+                continue  # unchanged, or open from the start: not news
+            if link.open:
+                log.info("heartbeat: %s open", t.medium)
+            else:
+                log.warning("heartbeat: %s down here: %s", t.medium, link.reason)
+            if self.link_events.full():
+                self.link_events.get_nowait()
+            self.link_events.put_nowait(LinkEvent(self._clock(), t.medium, link))
+
     async def _send_loop(self) -> None:
         async for _ in deadline_ticks(self.interval, self._clock):
+            self.check_links()
             self.send_now()
 
     async def _receive_loop(self, transport: HeartbeatTransport) -> None:

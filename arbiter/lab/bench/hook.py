@@ -28,7 +28,9 @@ DEFAULT_ROUNDS = 200
 
 def _serve(path: Path, ready: threading.Event, stop: threading.Event, seen: list[int]) -> None:
     async def main() -> None:
-        def on_event(kind: str, name: str, state: VrrpState, priority: int | None, at: float) -> None:
+        def on_event(
+            kind: str, name: str, state: VrrpState, priority: int | None, at: float, sent: float | None
+        ) -> None:
             seen.append(1)
 
         server = NotifyServer(path, on_event=on_event)
