@@ -40,6 +40,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from arbiter import config as config_mod
 from arbiter.agent import arp, maintenance
+from arbiter.agent.bmcreads import ReadSchedule, reads_due
 from arbiter.agent.gate import GateFile, GateWatch, GateWrite
 from arbiter.agent.kstate import KeepalivedStates
 from arbiter.agent.metrics import AgentMetrics, loop_status
@@ -83,6 +84,7 @@ from fencers.orchestration import FenceAttempt, Orchestrator
 
 log = logging.getLogger(__name__)
 POWER_READ_INTERVAL = 1.0  # how often a fenced peer's BMC is re-read (it may be powered on by hand)
+POWER_KEEP_WARM = 20.0  # every BMC is read at least this often: its session stays logged in (pyghmi: ~45 s)
 ARP_PROBE_INTERVAL = 1.0  # housekeeping: heartbeats carry the peer's VIP state every cycle already
 ARP_PROBE_TIMEOUT = 0.2
 EXPIRY_SLACK = 0.005  # re-read a peer's lease this long after its expected expiry (Redis expires keys lazily)
@@ -136,6 +138,7 @@ class Agent:
         self.lease_views = {name: LeaseView(LeaseStatus.PENDING) for name in self.instances}
         self.fence_results: dict[str, FenceResult] = {}
         self.power: dict[str, tuple[Power, float]] = {}
+        self._power_started: dict[str, float] = {}  # peer → when its latest power read started
         self.last: dict[str, Decision] = {}
         self._out = out or _print_json
         self._wake = asyncio.Event()
@@ -485,14 +488,18 @@ class Agent:
             if first:
                 self.systemd.ready(f"deciding for {len(self.instances)} instance(s); gates written")
 
-    def run_cycle(self) -> str:
-        """One decision per instance; returns the reasons (Patroni's run_cycle: the log says why)."""
+    def run_cycle(self, only: str | None = None, trigger: tuple[str, float] | None = None) -> str:
+        """One decision per instance; returns the reasons (Patroni's run_cycle: the log says why).
+
+        With `only`: that instance alone, at once, from an event callback (`trigger` is the event); the loop's
+        own cycle (cycle_at, watchdog, suspect reads) is left to the loop."""
         now = time.monotonic()
-        self.cycle_at = now
-        trigger, self._trigger = self._trigger, None
-        self._read_suspects(now)
+        if only is None:
+            self.cycle_at = now
+            trigger, self._trigger = self._trigger, None
+            self._read_suspects(now)
         reasons = []
-        for name in self.instances:
+        for name in self.instances if only is None else (only,):
             evidence = self.evidence(name, now)
             decision = decide(self.state[name], evidence, self.policy_cfg[name], now)
             carried = decision
@@ -753,14 +760,20 @@ class Agent:
 
     def _read_suspects(self, now: float) -> None:
         """A peer silent for two heartbeat intervals may be dead: read its power now (a BMC status read is a few
-        ms), so a dead master's lease does not hold up the failover (rule L4). One read in flight per peer."""
-        pause = 2 * self.cfg.heartbeat.interval_ms / 1000
-        for peer in self.peers:
-            newest = self.heartbeats.newest(peer)
-            if newest is not None and now - newest.received_at > pause:
-                self._spawn(f"power:{peer}", self._read_power(peer))
+        ms), so a dead master's lease does not hold up the failover (rule L4); every BMC is read at least every
+        POWER_KEEP_WARM so that read never pays for a login. When and why: arbiter.agent.bmcreads. One read in
+        flight per peer."""
+        schedule = ReadSchedule(
+            silence=2 * self.cfg.heartbeat.interval_ms / 1000,
+            fresh=self.cfg.heartbeat.deadtime_ms / 1000,
+            keep_warm=POWER_KEEP_WARM,
+        )
+        heard = {p: None if (n := self.heartbeats.newest(p)) is None else n.received_at for p in self.peers}
+        for peer in reads_due(now, self.peers, heard, self.power, self._power_started, schedule):
+            self._spawn(f"power:{peer}", self._read_power(peer))
 
     async def _read_power(self, peer: str) -> None:
+        self._power_started[peer] = time.monotonic()
         with contextlib.suppress(Exception):  # a broken device reads UNKNOWN, never stops the agent
             power, _device = await self.orchestrator.status(peer)
             previous = self.power.get(peer, (Power.UNKNOWN, 0.0))[0]
@@ -935,7 +948,13 @@ class Agent:
     def _vip_changed(self, name: str, present: bool, at: float) -> None:
         # Only keepalived adds the VIP: its appearance means MASTER, before the notify hook can say so.
         self.keepalived.vip(name, present, at)
-        self._wake_up("vip", at)
+        if self.cycle_at is None:  # before the loop's first cycle: start-up decides, not this event
+            self._wake_up("vip", at)
+        else:
+            # Gate first: a VIP held against the lease is dual master until the gate is written; a hop to the
+            # loop's task costs milliseconds on a busy host. The other instances follow in the loop's cycle.
+            self.run_cycle(only=name, trigger=("vip", at))
+            self._wake.set()
         self.heartbeats.send_now()
 
     def _notified(

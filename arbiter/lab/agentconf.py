@@ -75,7 +75,7 @@ def arbiter_config(plan: LabPlan, node: NodePlan) -> str:
             f'name = "VI_{i + 1}"',
             f'vip = ["{vip}/24"]',
             'interface = "eth0"',
-            f'track_file = "{node.dir}/VI_{i + 1}.gate"',
+            f'track_file = "{topology.gate_path(node, f"VI_{i + 1}")}"',
             f"priority = {priority}",
             f"virtual_router_id = {51 + i}",
             f"advert_int_ms = {advert_ms}",
@@ -173,7 +173,8 @@ def on_boot_script(plan: LabPlan, node: NodePlan) -> str:
             # exec: the shell's PID becomes the agent's, so agent.pid names the agent itself.
             f"echo $$ > {AGENT_PID}",
             "export PYTHONUNBUFFERED=1",
-            f"exec {q(str(agent))} run -c {q(str(config_path(node)))} >> {AGENT_LOG} 2>&1",
+            # The scheduling the shipped systemd unit gives the agent (CPUSchedulingPolicy=rr, reset on fork).
+            f"exec chrt --rr --reset-on-fork 1 {q(str(agent))} run -c {q(str(config_path(node)))} >> {AGENT_LOG} 2>&1",
             "",
         ]
     )

@@ -65,6 +65,12 @@ def add_lab_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
         help=f"{', '.join(sorted(TARGETS))} (default: scenarios, keepalived alone beside the arbiter)",
     )
     bench.add_argument("--runs", type=int, default=5, help="scenarios: runs per power-off figure (medians)")
+    bench.add_argument(
+        "--case",
+        action="append",
+        metavar="CASE",
+        help="scenarios: only this case, e.g. 'power-off v3/0.1s' (repeatable; the agent's benches are skipped)",
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--seconds", type=float, default=None, help="measurement length (default: the goal's)")
     bench.add_argument("--instances", type=int, default=10_000, help="lease: VRRP instances renewed each second")

@@ -59,6 +59,7 @@ class Lab:
         Path(plan.dir, "owner.pid").write_text(str(os.getpid()))
         for node in plan.nodes:
             Path(node.dir).mkdir(parents=True, exist_ok=True)
+            topology.gate_dir(node.dir).mkdir(parents=True, exist_ok=True)
             fifo = Path(node.dir, "notify.fifo")
             if not fifo.exists():
                 os.mkfifo(fifo)

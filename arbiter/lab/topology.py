@@ -30,6 +30,9 @@ from arbiter.lab import netns
 from arbiter.lab.netns import LabError, run
 
 LAB_ROOT = Path("/run/keepalived-arbiter-lab")
+# The gates, on tmpfs as /run is on a real node: where /run is a disk (containers), every gate write would pay
+# for an fsync that no real node pays, and the decision latency measured here would be the disk's.
+GATE_ROOT = Path("/dev/shm/keepalived-arbiter-lab")
 PREFIX_TAG = "kal"  # every lab namespace is named kal<4 hex>-<part>
 
 LAN_NET, HB_NET, MGMT_NET = "10.0.0", "192.168.100", "10.0.9"
@@ -191,8 +194,13 @@ SOCKET_ENV = "KEEPALIVED_ARBITER_SOCKET"  # read by hooks/notify.py: where this 
 
 
 def gate_path(node: NodePlan, instance: str) -> Path:
-    """The instance's gate (keepalived's track_file), as the node's arbiter.toml names it."""
-    return Path(node.dir, f"{instance}.gate")
+    """The instance's gate (keepalived's track_file), as the node's arbiter.toml names it: under GATE_ROOT,
+    in a directory named like the node's (lab prefix, node)."""
+    return Path(gate_dir(node.dir), f"{instance}.gate")
+
+
+def gate_dir(node_dir: str) -> Path:
+    return GATE_ROOT.joinpath(*Path(node_dir).parts[-2:])
 
 
 def agent_socket(node: NodePlan) -> Path:
@@ -531,6 +539,7 @@ def teardown(plan: LabPlan) -> None:
         except LabError as exc:
             errors.append(str(exc))
     shutil.rmtree(plan.dir, ignore_errors=True)
+    shutil.rmtree(GATE_ROOT / plan.prefix, ignore_errors=True)
     if errors:
         raise LabError("; ".join(errors))
 
@@ -553,4 +562,5 @@ def clean() -> list[str]:
         netns.delete_namespace(ns)
     for ns in removed:
         shutil.rmtree(LAB_ROOT / ns.split("-", 1)[0], ignore_errors=True)
+        shutil.rmtree(GATE_ROOT / ns.split("-", 1)[0], ignore_errors=True)
     return removed

@@ -1,0 +1,134 @@
+"""The gate of an instance whose VIP appears is written inside the netlink callback, before anything else.
+
+Decision latency (VIP appears → gate written) is dual-master time while keepalived holds a VIP against the
+lease. These tests drive the agent's VIP callback directly (no event loop turn in between) and read the gate
+file keepalived would read; they assert order and content, never a wall-clock time.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from arbiter import config as config_mod
+from arbiter.agent.daemon import Agent
+from arbiter.agent.gate import GateFile
+from arbiter.model import Gate, LeaseStatus, LeaseView, PolicyState
+
+CONFIG = """
+[node]
+name = "node-b"
+cluster = "t"
+state_dir = "{d}/state"
+[[peer]]
+name = "node-a"
+heartbeat_addresses = ["127.0.0.2"]
+fence = [{{ driver = "ipmi", level = 1, host = "127.0.0.3", username = "admin", password_file = "{d}/ipmi.pass" }}]
+[[instance]]
+name = "VI_1"
+vip = ["10.0.0.100/24"]
+interface = "lo"
+track_file = "{d}/VI_1.gate"
+priority = 100
+virtual_router_id = 51
+advert_int_ms = 1000
+[[instance]]
+name = "VI_2"
+vip = ["10.0.0.101/24"]
+interface = "lo"
+track_file = "{d}/VI_2.gate"
+priority = 100
+virtual_router_id = 52
+advert_int_ms = 1000
+[reference]
+addresses = ["127.0.0.1"]
+quorum = 1
+[lease]
+redis_url = "redis://127.0.0.1:1/0"
+[heartbeat]
+port = 6941
+key_file = "{d}/hb.key"
+udp = [{{ interface = "lo" }}]
+[api]
+socket = "{d}/agent.sock"
+[keepalived]
+config = "{d}/keepalived.conf"
+"""
+
+
+class HeldVips:
+    """The part of VipWatch the agent reads: which instances hold a VIP (set by the test)."""
+
+    def __init__(self) -> None:
+        self.held: set[str] = set()
+
+    def present(self, instance: str) -> bool:
+        return instance in self.held
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> tuple[Agent, HeldVips, list[dict[str, Any]]]:
+    for name, text in (("hb.key", "0123456789abcdef0123456789abcdef\n"), ("ipmi.pass", "password\n")):
+        (tmp_path / name).write_text(text)
+        (tmp_path / name).chmod(0o600)
+    cfg = config_mod.parse(CONFIG.format(d=tmp_path))
+    lines: list[dict[str, Any]] = []
+    a = Agent(cfg, out=lines.append)
+    vips = HeldVips()
+    a.vips = vips  # type: ignore[assignment]  # the fake answers the one question the decision asks
+    # Past start-up: the loop has run, both gates are open, node-a holds both leases (valid for 3 s).
+    now = time.monotonic()
+    for name in a.instances:
+        a.state[name] = PolicyState(started=True, gate=Gate.OPEN, rule="B2")
+        a.lease_views[name] = LeaseView(LeaseStatus.PEER, "node-a", 7, now + 3.0)
+        a.gates[name].write(Gate.OPEN)
+    return a, vips, lines
+
+
+def test_vip_appearing_writes_its_gate_before_the_callback_returns(
+    agent: tuple[Agent, HeldVips, list[dict[str, Any]]],
+) -> None:
+    a, vips, lines = agent
+    a.cycle_at = time.monotonic()
+    vips.held.add("VI_1")
+    a._vip_changed("VI_1", True, time.monotonic())
+    # No turn of the event loop happened: the gate on disk is already closed (L1: node-a holds the lease).
+    assert GateFile(a.instances["VI_1"].track_file).read() is Gate.CLOSED
+    decided = [line for line in lines if line.get("event") == "decision"]
+    assert [(d["instance"], d["rule"], d["gate"], d["trigger"]) for d in decided] == [("VI_1", "L1", "closed", "vip")]
+    assert decided[0]["latency_ms"] >= 0
+    # The other instance is left to the loop's cycle, which the callback wakes.
+    assert GateFile(a.instances["VI_2"].track_file).read() is Gate.OPEN
+    assert a._wake.is_set()
+
+
+def test_the_loops_next_cycle_does_not_log_the_vip_decision_twice(
+    agent: tuple[Agent, HeldVips, list[dict[str, Any]]],
+) -> None:
+    a, vips, lines = agent
+    a.cycle_at = time.monotonic()
+    vips.held.add("VI_1")
+    a._vip_changed("VI_1", True, time.monotonic())
+    a.run_cycle()
+    woken = [line for line in lines if line.get("event") == "decision" and line.get("trigger") == "vip"]
+    assert [d["instance"] for d in woken] == ["VI_1"]
+    assert a.state["VI_1"].rule == "L1"
+    assert GateFile(a.instances["VI_1"].track_file).read() is Gate.CLOSED
+
+
+def test_before_the_loops_first_cycle_a_vip_event_only_wakes_the_loop(
+    agent: tuple[Agent, HeldVips, list[dict[str, Any]]],
+) -> None:
+    a, vips, lines = agent
+    assert a.cycle_at is None
+    vips.held.add("VI_1")
+    a._vip_changed("VI_1", True, time.monotonic())
+    assert GateFile(a.instances["VI_1"].track_file).read() is Gate.OPEN  # start-up decides, not the event
+    assert not [line for line in lines if line.get("event") == "decision"]
+    assert a._wake.is_set()
+    a.run_cycle()
+    decided = [line for line in lines if line.get("event") == "decision"]
+    assert ("VI_1", "L1", "vip") in [(d["instance"], d["rule"], d.get("trigger")) for d in decided]
