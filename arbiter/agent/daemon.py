@@ -11,7 +11,9 @@ What runs, each on its own schedule and none able to block the decision loop:
   fences, power reads and gratuitous ARP are tasks whose results feed the next cycle.
 
 Start-up: every gate is written closed before anything else (S0), so a restarted agent never leaves a stale
-open gate behind while it gathers its first evidence.
+open gate behind while it gathers its first evidence; except a gate found open that the previous agent's
+decision record (`state_dir/decisions.json`, arbiter.agent.record) still vouches for: that one stays as found
+until the first full evidence round decides, so a restart moves no VIP.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from arbiter.agent.gate import GateFile
 from arbiter.agent.metrics import AgentMetrics, loop_status
 from arbiter.agent.netlink import VipWatch
 from arbiter.agent.notify import BadRequestError, NotifyFifo, NotifyServer
+from arbiter.agent.record import DECISION_FILE_NAME, Clocks, DecisionFile, DecisionFileError, Entry
 from arbiter.agent.sdnotify import SystemdNotifier, WatchdogGate, keep_watchdog
 from arbiter.agent.status import build_status
 from arbiter.agent.vrrp import AdvertListener
@@ -68,10 +71,11 @@ from arbiter.model import (
     PolicyState,
     Power,
     ReleaseLease,
+    Resumed,
     SendGarp,
     VrrpState,
 )
-from arbiter.policy import decide
+from arbiter.policy import decide, initial_state, may_resume
 from fencers.base import FenceError
 from fencers.orchestration import FenceAttempt, Orchestrator
 
@@ -122,6 +126,11 @@ class Agent:
         drawn = random.randint(0, cfg.fencing.random_delay_ms)
         self.policy_cfg = {name: PolicyConfig.from_config(cfg, name, drawn) for name in self.instances}
         self.state: dict[str, PolicyState] = {}
+        self.record = DecisionFile(cfg.node.state_dir / DECISION_FILE_NAME)
+        self.resumed: dict[str, Resumed] = {}  # what the previous agent decided last (from the record)
+        self._recorded: dict[str, Entry] = {}  # what the record on disk says, and when it was written
+        self._recorded_at = float("-inf")
+        self._record_error: str | None = None
         self.kstate = dict.fromkeys(self.instances, VrrpState.UNKNOWN)
         self.kprio = {name: i.priority for name, i in self.instances.items()}
         self.lease_views = {name: LeaseView(LeaseStatus.PENDING) for name in self.instances}
@@ -160,15 +169,16 @@ class Agent:
     # --- start and stop -----------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        for gate in self.gates.values():
-            gate.write(Gate.CLOSED)  # S0: before anything else
+        kept = self.resume(Clocks.read())  # S0: before anything else
         tokens = self.store.tokens
-        self.state = {name: PolicyState(highest_token=tokens.highest(name)) for name in self.instances}
-        self._emit({"event": "start", "node": self.node, "instances": list(self.instances), "gates": "closed"})
+        self.state = {name: initial_state(tokens.highest(name), self.resumed.get(name)) for name in self.instances}
+        gates = {name: "kept open" if name in kept else "closed" for name in self.instances}
+        self._emit({"event": "start", "node": self.node, "instances": list(self.instances), "gates": gates})
+        what = f"gates of {', '.join(kept)} kept open as found, others closed" if kept else "gates closed"
         self.alerts.emit(
             "agent_started",
-            summary=f"agent started on {self.node}; gates closed until the first evidence round",
-            details={"instances": list(self.instances), "pid": os.getpid()},
+            summary=f"agent started on {self.node}; {what} until the first evidence round",
+            details={"instances": list(self.instances), "pid": os.getpid(), "kept_open": kept},
         )
         await self.notify.start()
         self.metrics.attach_status(loop_status(asyncio.get_running_loop(), self.status))
@@ -220,6 +230,29 @@ class Agent:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def resume(self, clocks: Clocks) -> list[str]:
+        """Close every gate the previous agent's record cannot vouch for; returns the instances left open as
+        found. A record that cannot be read is reported and counts as none (every gate closed)."""
+        try:
+            self.resumed = {n: r for n, r in self.record.load(clocks).items() if n in self.instances}
+        except DecisionFileError as exc:
+            self._record_error = str(exc)
+            log.error("%s; every gate closed at start (it is rewritten after the first decisions)", exc)
+            self._emit({"event": "record", "node": self.node, "error": str(exc)})
+            self.resumed = {}
+        kept = []
+        for name, gate in self.gates.items():
+            resumed = self.resumed.get(name)
+            try:
+                found = gate.read()
+            except OSError:
+                found = None
+            if resumed is not None and may_resume(resumed, found, self.policy_cfg[name], clocks.monotonic):
+                kept.append(name)
+            else:
+                gate.write(Gate.CLOSED)
+        return kept
 
     async def shutdown(self) -> None:
         self.systemd.stopping()
@@ -429,9 +462,45 @@ class Agent:
                     self.metrics.latency.labels(trigger[0]).observe(written - trigger[1])
                 self._emit(line)
             reasons.append(f"{name}: {decision.reason}")
+        self._record_decisions(now)
         return "; ".join(reasons)
 
+    def _record_decisions(self, now: float) -> None:
+        """Keep `state_dir/decisions.json` current: on every change, and at least every renew interval (a
+        restarted agent trusts it only while it is younger than TTL − safety). Written off the event loop.
+        Not before every instance has left S0: until then the previous agent's record, with its own age,
+        is the better one."""
+        if not all(s.started for s in self.state.values()):
+            return
+        entries = {name: self._entry(name) for name in self.instances}
+        if entries == self._recorded and now - self._recorded_at < self.cfg.lease.renew_ms / 1000:
+            return
+        self._spawn("record", self._write_record(entries))
+
+    def _entry(self, name: str) -> Entry:
+        decision, view, state = self.last[name], self.lease_views[name], self.state[name]
+        token, until = (view.token, view.expires_at) if view.status is LeaseStatus.MINE else (None, None)
+        previous = self._recorded.get(name)
+        if view.status is LeaseStatus.UNKNOWN and state.lease_valid_until is not None and previous is not None:
+            token, until = previous.lease_token, state.lease_valid_until  # store unreachable: own lease still valid
+        return Entry(decision.gate, decision.rule, state.was_holding, token, until)
+
+    async def _write_record(self, entries: dict[str, Entry]) -> None:
+        clocks = Clocks.read()
+        try:
+            await asyncio.to_thread(self.record.write, entries, clocks)
+        except OSError as exc:
+            if str(exc) != self._record_error:
+                log.error("%s; a restart will close every gate", exc)
+            self._record_error = str(exc)
+            return
+        self._recorded, self._recorded_at, self._record_error = entries, clocks.monotonic, None
+
     def evidence(self, name: str, now: float) -> Evidence:
+        found = None
+        if not self.state[name].started:  # S0 keeps an open gate only while it is still open on disk
+            with contextlib.suppress(OSError):
+                found = self.gates[name].read()
         return Evidence(
             instance=name,
             state=self.kstate[name],
@@ -440,6 +509,7 @@ class Agent:
             reference_quorate=self.reference.quorate,
             lease=self.lease_views[name],
             peers=tuple(self.peer_view(peer, name) for peer in self.peers),
+            gate_found=found,
         )
 
     def peer_view(self, peer: str, name: str) -> PeerView:
@@ -607,7 +677,13 @@ class Agent:
 
     async def _lease_loop(self) -> None:
         async for _ in deadline_ticks(self.cfg.lease.renew_ms / 1000):
-            held = [n for n in self.instances if self.lease_views[n].status is LeaseStatus.MINE]
+            # A lease the previous agent held is renewed at once, not read: a restart must not let it run out.
+            held = [
+                n
+                for n in self.instances
+                if self.lease_views[n].status is LeaseStatus.MINE
+                or (self.lease_views[n].status is LeaseStatus.PENDING and self._resumed_lease(n))
+            ]
             others = [n for n in self.instances if n not in held and f"lease:{n}" not in self._busy]
             views = await self.store.renew_many([self.leases[n] for n in held])
             for name, view in zip(held, views, strict=True):
@@ -617,6 +693,10 @@ class Agent:
                 if view.status is LeaseStatus.PEER and view.expires_at is not None:
                     self._spawn(f"expiry:{name}", self._reread_at(name, view.expires_at))
             self._wake_up("lease")
+
+    def _resumed_lease(self, name: str) -> bool:
+        resumed = self.resumed.get(name)
+        return resumed is not None and resumed.lease_token is not None
 
     async def _reread_at(self, name: str, expires_at: float) -> None:
         """Read a peer's lease again the moment it should run out, not up to renew_ms later: a backup that must
