@@ -28,7 +28,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -241,18 +241,7 @@ class Agent:
             log.error("%s; every gate closed at start (it is rewritten after the first decisions)", exc)
             self._emit({"event": "record", "node": self.node, "error": str(exc)})
             self.resumed = {}
-        kept = []
-        for name, gate in self.gates.items():
-            resumed = self.resumed.get(name)
-            try:
-                found = gate.read()
-            except OSError:
-                found = None
-            if resumed is not None and may_resume(resumed, found, self.policy_cfg[name], clocks.monotonic):
-                kept.append(name)
-            else:
-                gate.write(Gate.CLOSED)
-        return kept
+        return resume_gates(self.gates, self.resumed, self.policy_cfg, clocks.monotonic)
 
     async def shutdown(self) -> None:
         self.systemd.stopping()
@@ -894,6 +883,25 @@ class Agent:
     def _emit(self, line: dict[str, Any]) -> None:
         line = {"ts": round(time.time(), 3), "mono": round(time.monotonic(), 4), **line}
         self._out(line)
+
+
+def resume_gates(
+    gates: Mapping[str, GateFile], resumed: Mapping[str, Resumed], cfgs: Mapping[str, PolicyConfig], now: float
+) -> list[str]:
+    """Write closed every gate that the previous agent's record does not vouch for as found (S0); returns the
+    instances whose gate is left as found, open. A gate that cannot be read counts as not found."""
+    kept = []
+    for name, gate in gates.items():
+        record = resumed.get(name)
+        try:
+            found = gate.read()
+        except OSError:
+            found = None
+        if record is not None and may_resume(record, found, cfgs[name], now):
+            kept.append(name)
+        else:
+            gate.write(Gate.CLOSED)
+    return kept
 
 
 def peer_drift(path: Path, mine: dict[str, str], peer: str, reports: Sequence[InstanceReport]) -> list[str]:
