@@ -62,6 +62,7 @@ class Violation(AssertionError):  # noqa: N818 - a broken safety rule, named as 
 
 
 Decide = Callable[[PolicyState, Evidence, PolicyConfig, float], Decision]
+MayResume = Callable[[Resumed, Gate | None, PolicyConfig, float], bool]
 
 
 @dataclass(frozen=True)
@@ -180,11 +181,13 @@ class World:
         fold_clock: bool = True,
         edges: Edges = Edges(),
         decide_fn: Decide = decide,
+        resume_fn: MayResume = may_resume,
     ) -> None:
         prios = [150, 100, 50]
         delays = [0.0, 5.0, 10.0]
         self.edges = edges
         self.decide = decide_fn
+        self.may_resume = resume_fn  # the start-up check of arbiter.agent.daemon.resume_gates
         self.nodes = {n: Node(n, prios[i], nopreempt, delays[i]) for i, n in enumerate(names)}
         for i, node in enumerate(self.nodes.values()):
             node.ttl = edges.ttls[i] if i < len(edges.ttls) else TTL
@@ -261,7 +264,7 @@ class World:
         node.seen_state = VrrpState.MASTER if node.vip else VrrpState.UNKNOWN
         # S0 before anything else: close every gate the previous agent's record does not vouch for as found.
         record, cfg = node.record, self.cfgs[node.name]
-        if record is None or not may_resume(record, node.gate, cfg, self.now):
+        if record is None or not self.may_resume(record, node.gate, cfg, self.now):
             self._gate_write(node, Gate.CLOSED)
 
     def restart_store_empty(self, skew: float = 0.0) -> None:
@@ -412,6 +415,8 @@ class World:
     def _snapshot(self, node: Node) -> Snapshot:
         # What the agent believes (its frame is built from its own view, not from the truth).
         holder = self._agent_lease_view(node).holder
+        if self.edges.hooks:
+            self._netlink(node)
         return Snapshot(
             node.seen_state if self.edges.hooks else node.kstate,
             node.vip,
@@ -489,15 +494,19 @@ class World:
                 else:
                     node.power_reads[name] = (power, self.now)
 
-    def _seen_keepalived(self, node: Node) -> VrrpState:
-        """What the agent believes keepalived's state is: netlink's VIP events at once, then the hooks due."""
-        if not self.edges.hooks:
-            return node.kstate
+    def _netlink(self, node: Node) -> None:
+        """The VIP appearing or going reaches the agent within a millisecond, and it sends a frame at once."""
         if node.vip and not node.seen_vip:
             node.seen_state = VrrpState.MASTER
         elif not node.vip and node.seen_vip and node.seen_state is VrrpState.MASTER:
             node.seen_state = VrrpState.BACKUP
         node.seen_vip = node.vip
+
+    def _seen_keepalived(self, node: Node) -> VrrpState:
+        """What the agent believes keepalived's state is: netlink's VIP events at once, then the hooks due."""
+        if not self.edges.hooks:
+            return node.kstate
+        self._netlink(node)
         for _, state in [h for h in node.hooks if h[0] <= self.now + 1e-9]:
             node.seen_state = state
         node.hooks = [h for h in node.hooks if h[0] > self.now + 1e-9]

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings, target
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
-from arbiter.policy import decide
+from arbiter.policy import decide, may_resume
 from tests.unit.policy_sim import DEADTIME, POWER_TIMEOUT, TICK, TTL, Edges, World, master_down
 
 # Keepalived's own master-down plus one lease lifetime, one fence timeout and a heartbeat deadtime — twice,
@@ -24,15 +24,18 @@ class Cluster(RuleBasedStateMachine):
     names: tuple[str, ...] = ("a", "b")
     edges = Edges()
     decide_fn = staticmethod(decide)  # the mutation check (policy_mutations.py) swaps in a broken rule
+    resume_fn = staticmethod(may_resume)
 
     def __init__(self) -> None:
         super().__init__()
-        self.world = World(list(self.names), edges=self.edges, decide_fn=self.decide_fn)
+        self.world = World(list(self.names), edges=self.edges, decide_fn=self.decide_fn, resume_fn=self.resume_fn)
         self.operator_off: set[str] = set()
 
     @initialize(nopreempt=st.booleans(), warmup=st.integers(min_value=0, max_value=40))
     def boot(self, nopreempt: bool, warmup: int) -> None:
-        self.world = World(list(self.names), nopreempt=nopreempt, edges=self.edges, decide_fn=self.decide_fn)
+        self.world = World(
+            list(self.names), nopreempt=nopreempt, edges=self.edges, decide_fn=self.decide_fn, resume_fn=self.resume_fn
+        )
         self.world.run(warmup)
 
     def _node(self, data: st.DataObject) -> str:
