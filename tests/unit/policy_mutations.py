@@ -3,7 +3,8 @@
 A mutant is `decide` wrapped so that one rule's decision comes out wrong (its gate flipped, or its actions
 dropped), or S0's restart keep made careless; nothing inside arbiter.policy is patched. Each mutant runs the
 two-node state machines of test_policy_sim with a fixed seed (derandomized, no shrinking) until the first
-violation or `examples` cases. Run it: `.venv/bin/python -m tests.unit.policy_mutations [examples]`.
+violation or `examples` cases.
+Run it: `.venv/bin/python -m tests.unit.policy_mutations [EXAMPLES [kind|restarts]...]`.
 """
 
 from __future__ import annotations
@@ -106,8 +107,10 @@ def check(mutant: Mutant, base: type[Cluster], examples: int) -> str | None:
     return None
 
 
-def main(examples: int) -> None:
-    bases: list[type[Cluster]] = [Cluster, RestartCluster]
+def main(examples: int, base_names: list[str]) -> None:
+    known: dict[str, type[Cluster]] = {"kind": Cluster, "restarts": RestartCluster}
+    bases = [known[name] for name in base_names or known]
+    print(f"{'mutant':50} | " + " | ".join(c.__name__ for c in bases), flush=True)
     for mutant in mutants():
         cells = []
         for base in bases:
@@ -118,4 +121,4 @@ def main(examples: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 200)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 200, sys.argv[2:])
