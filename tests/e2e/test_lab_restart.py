@@ -33,6 +33,14 @@ def start_agent(lab: Lab, node: str) -> None:
     )
 
 
+def answers(lab: Lab, node: str) -> bool:
+    try:
+        status(lab, node)
+    except AssertionError:  # the old agent's socket until the new one listens
+        return False
+    return True
+
+
 def test_master_agent_killed_and_restarted_moves_no_vip() -> None:
     with Lab(LabSpec(arbiter=True)) as lab:
         lab.wait_holders(VIP, ["a"], 20)
@@ -48,6 +56,7 @@ def test_master_agent_killed_and_restarted_moves_no_vip() -> None:
         netns.kill_pids([old], signal.SIGKILL)
         topology.wait_for(lambda: netns.gone(old), 5, "the agent to die")
         start_agent(lab, "a")
+        topology.wait_for(lambda: answers(lab, "a"), 30, "the new agent to answer status")
         back = wait_status(
             lab, "a", lambda s: lab.agent_pid("a") != old and mine(s)["decision"]["rule"] == "H1", 15, "H1 again"
         )
