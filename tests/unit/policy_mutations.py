@@ -4,7 +4,7 @@ A mutant is `decide` wrapped so that one rule's decision comes out wrong (its ga
 dropped), or S0's restart keep made careless; nothing inside arbiter.policy is patched. Each mutant runs the
 two-node state machines of test_policy_sim with a fixed seed (derandomized, no shrinking) until the first
 violation or `examples` cases.
-Run it: `.venv/bin/python -m tests.unit.policy_mutations [EXAMPLES [kind|restarts]...]`.
+Run it: `.venv/bin/python -m tests.unit.policy_mutations [EXAMPLES [kind|restarts|NAME-PART]...]`.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def mutants() -> list[Mutant]:
         ("S0 keeps any gate found open (record ignored)", blind),
         ("S0 ignores the record's age", lambda r, now: replace(r, written_at=now)),
         ("S0 ignores the lease's expiry", lambda r, now: replace(r, lease_until=now + 1e9)),
+        ("S0 ignores the record's age and the lease", lambda r, now: replace(r, written_at=now, lease_until=now + 1e9)),
         ("S0 keeps a gate the record says closed", lambda r, now: replace(r, gate=Gate.OPEN)),
     ]:
         d, r = careless_resume(change)
@@ -107,11 +108,14 @@ def check(mutant: Mutant, base: type[Cluster], examples: int) -> str | None:
     return None
 
 
-def main(examples: int, base_names: list[str]) -> None:
+def main(examples: int, args: list[str]) -> None:
     known: dict[str, type[Cluster]] = {"kind": Cluster, "restarts": RestartCluster}
-    bases = [known[name] for name in base_names or known]
+    bases = [known[name] for name in args if name in known] or list(known.values())
+    only = [a for a in args if a not in known]  # substrings of mutant names to run (all when none)
     print(f"{'mutant':50} | " + " | ".join(c.__name__ for c in bases), flush=True)
     for mutant in mutants():
+        if only and not any(o in mutant.name for o in only):
+            continue
         cells = []
         for base in bases:
             t = time.monotonic()

@@ -691,6 +691,7 @@ class World:
             if self.now - since > self.max_ttl + POWER_TIMEOUT + 3 * TICK:
                 raise Violation(f"rule 1: {sorted(pair)} dual master for {self.now - since:.1f}s while cut off")
         for node in self.nodes.values():
+            self._check_start_up(node)
             expired = (
                 node.vip
                 and node.agent_running
@@ -710,6 +711,14 @@ class World:
                     f"rule 2: {node.name} holds the VIP past its lease expiry {node.granted_until:.1f} "
                     f"without {', '.join(standing)}'s confirmation (rule {node.last_rule})"
                 )
+
+    def _check_start_up(self, node: Node) -> None:
+        """Rule 2 without the failsafe for an agent still in S0: it has not gathered a peer's word yet, so only
+        its own lease, as granted, may vouch for a VIP its gate keeps."""
+        if not node.agent_running or node.policy.started or not node.vip or node.gate is not Gate.OPEN:
+            return
+        if node.granted_until is None or node.granted_until <= self.now:
+            raise Violation(f"rule 2 at start-up: {node.name} keeps the VIP in S0 past its lease {node.granted_until}")
 
     def _check_flash(self, before: dict[str, bool]) -> None:
         """Stronger than rule 1 at tick resolution: a node must not even briefly take the VIP from a master

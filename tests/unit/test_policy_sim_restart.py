@@ -7,13 +7,14 @@ from dataclasses import replace
 
 import pytest
 
-from tests.unit.policy_sim import TICK, Edges, World
+from tests.unit.policy_mutations import blind, careless_resume
+from tests.unit.policy_sim import TICK, Edges, Violation, World
 
 HARSH = Edges(late_answers=True, prio0=True)
 
 
-def converged() -> World:
-    world = World(["a", "b"], edges=HARSH)
+def converged(**kw: object) -> World:
+    world = World(["a", "b"], edges=HARSH, **kw)  # type: ignore[arg-type]
     world.run(60)
     a = world.nodes["a"]
     assert [n.name for n in world.holders()] == ["a"] and a.last_rule == "H1"
@@ -83,3 +84,37 @@ def test_keepalived_restarted_during_s0_keeps_the_gate_closed_until_the_first_fu
         world.step()
         rules.append((a.last_rule, a.gate.value))
     assert rules[:-1] and set(rules[:-1]) == {("S0", "closed")}
+
+
+@pytest.mark.parametrize(
+    "careless",
+    [
+        pytest.param(blind, id="keeps any gate found open"),
+        # Age alone or lease alone is not a mutant here: the record is rewritten at each renewal, so for a holder
+        # "younger than TTL − safety" and "lease valid past safety" are one condition (each guards the other).
+        pytest.param(
+            lambda r, now: replace(r, written_at=now, lease_until=now + 1e9), id="ignores the age and the lease"
+        ),
+    ],
+)
+def test_the_simulation_catches_a_careless_restart_keep(careless: object) -> None:
+    """The mutation check's S0 mutants in the slow-restart schedule: the master back 2.4 s after its last
+    renewal, its lease store answering 1.2 s later. The real S0 closes (test above); a careless one keeps the VIP
+    past the lease, and the world says so."""
+    decide_fn, resume_fn = careless_resume(careless)  # type: ignore[arg-type]
+    world = converged(decide_fn=decide_fn, resume_fn=resume_fn)
+    a = world.nodes["a"]
+    a.paused = True
+    world.run(12)
+    world.restart_agent("a", lease_delay=6 * TICK)
+    with pytest.raises(Violation, match="rule 2 at start-up"):
+        world.run(10)
+
+
+def test_the_same_slow_restart_is_safe_with_the_real_s0() -> None:
+    world = converged()
+    world.nodes["a"].paused = True
+    world.run(12)
+    world.restart_agent("a", lease_delay=6 * TICK)
+    world.run(40)
+    assert len(world.holders()) == 1
