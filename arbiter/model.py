@@ -199,6 +199,8 @@ class Resumed:
     lease_token: int | None  # the lease it held then (LeaseStatus.MINE), if any
     lease_until: float | None  # until when that lease was known valid
     written_at: float
+    # Since when it held the VIP: a restart must not restart the clock of rules that bound a hold (H3, D4).
+    holding_since: float | None = None
 
 
 @dataclass(frozen=True)

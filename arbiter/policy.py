@@ -241,9 +241,17 @@ def _seen_off(peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
 
 def initial_state(highest_token: int = 0, resumed: Resumed | None = None) -> PolicyState:
     """The state an agent starts from: the highest token it persisted and, after a restart, the previous
-    agent's last decision; a lease it held is counted valid until the expiry that agent knew (H4, D4)."""
+    agent's last decision; a lease it held is counted valid until the expiry that agent knew (H4, D4), and a
+    VIP it held as held since then (a restart does not renew H3's window)."""
     until = resumed.lease_until if resumed is not None and resumed.lease_token is not None else None
-    return PolicyState(highest_token=highest_token, resumed=resumed, lease_valid_until=until)
+    since = resumed.holding_since if resumed is not None and resumed.holding else None
+    return PolicyState(
+        highest_token=highest_token,
+        resumed=resumed,
+        lease_valid_until=until,
+        was_holding=since is not None,
+        holding_since=since,
+    )
 
 
 def may_resume(resumed: Resumed, gate_found: Gate | None, cfg: PolicyConfig, now: float) -> bool:

@@ -472,7 +472,7 @@ class Agent:
         previous = self._recorded.get(name)
         if view.status is LeaseStatus.UNKNOWN and state.lease_valid_until is not None and previous is not None:
             token, until = previous.lease_token, state.lease_valid_until  # store unreachable: own lease still valid
-        return Entry(decision.gate, decision.rule, state.was_holding, token, until)
+        return Entry(decision.gate, decision.rule, state.was_holding, token, until, state.holding_since)
 
     async def _write_record(self, entries: dict[str, Entry]) -> None:
         clocks = Clocks.read()

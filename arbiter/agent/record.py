@@ -66,6 +66,7 @@ class Entry:
     holding: bool
     lease_token: int | None
     lease_until: float | None
+    holding_since: float | None = None
 
 
 def dump(entries: Mapping[str, Entry], clocks: Clocks) -> str:
@@ -76,6 +77,7 @@ def dump(entries: Mapping[str, Entry], clocks: Clocks) -> str:
             "holding": e.holding,
             "lease_token": e.lease_token,
             "lease_until": None if e.lease_until is None else round(clocks.to_boot(e.lease_until), 6),
+            "holding_since": None if e.holding_since is None else round(clocks.to_boot(e.holding_since), 6),
         }
         for name, e in sorted(entries.items())
     }
@@ -127,7 +129,9 @@ def _resumed(raw: Any, where: str, written: float, clocks: Clocks) -> Resumed:
         raise DecisionFileError(f"{where}.lease_token: not a token (got {token!r})")
     until = raw.get("lease_until")
     lease_until = None if until is None else clocks.to_mono(_number(until, f"{where}.lease_until"))
-    return Resumed(gate, rule, holding, token, lease_until, clocks.to_mono(written))
+    since = raw.get("holding_since")
+    holding_since = None if since is None else clocks.to_mono(_number(since, f"{where}.holding_since"))
+    return Resumed(gate, rule, holding, token, lease_until, clocks.to_mono(written), holding_since)
 
 
 def _number(value: Any, where: str) -> float:

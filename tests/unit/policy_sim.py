@@ -556,7 +556,7 @@ class World:
         same = old is not None and (old.gate, old.rule, old.holding, old.lease_token, old.lease_until) == key
         if same and old is not None and self.now - old.written_at < RENEW - 1e-9:
             return
-        node.record = Resumed(*key, written_at=self.now)
+        node.record = Resumed(*key, written_at=self.now, holding_since=decision.state.holding_since)
 
     def _peer_view(self, node: Node, peer: Node) -> PeerView:
         heard = node.heard.get(peer.name)
@@ -636,10 +636,11 @@ class World:
 
     def _check_fence_needed(self, fencer: Node, target: Node) -> None:
         """Goal of issue 12: a fence only of a node that is dead, silent on every medium, or holding the VIP.
-        A target whose agent runs, which the fencer hears now, and which held no VIP for a deadtime is none."""
+        A target whose agent runs, which the fencer hears now (its frames are a tick old at most), and which held
+        no VIP for three ticks is none: a claim in its newest frame would have to be false."""
         heard = fencer.heard.get(target.name)
         recent = heard is not None and heard[0] >= self.now - TICK - 1e-9
-        if target.agent_running and recent and self.now - target.last_vip_at > DEADTIME + 2 * TICK:
+        if target.agent_running and recent and self.now - target.last_vip_at > 3 * TICK + 1e-9:
             raise Violation(
                 f"needless fence: {fencer.name} fences {target.name}, heard now, no VIP since "
                 f"{target.last_vip_at:.1f} (rule {fencer.last_rule})"

@@ -213,3 +213,14 @@ def test_first_full_round_after_a_restart_decides_as_usual() -> None:
     unreachable = restarted(lease=LeaseView(LeaseStatus.UNKNOWN), peers=(peer(heard_at=NOW - 0.5),), quorate=True)
     d = decide(kept.state, unreachable, CFG, NOW)
     assert (d.gate, d.rule) == (Gate.OPEN, "H4")
+
+
+def test_a_resumed_hold_keeps_its_start_so_h3_does_not_start_over() -> None:
+    """H3 keeps a VIP with a free lease for TTL − safety of the hold; after a restart that hold began before it."""
+    held = replace(HELD_RECORD, holding_since=NOW - 2.8, lease_until=NOW - 1.0)
+    state = decide(initial_state(41, held), restarted(found=Gate.CLOSED), CFG, NOW).state  # S0, closed
+    d = decide(
+        state, restarted(lease=LeaseView(LeaseStatus.FREE), peers=(peer(heard_at=NOW - 5),), quorate=True), CFG, NOW
+    )
+    assert d.state.holding_since == NOW - 2.8
+    assert (d.gate, d.rule) == (Gate.CLOSED, "H6")

@@ -118,3 +118,17 @@ def test_the_same_slow_restart_is_safe_with_the_real_s0() -> None:
     world.restart_agent("a", lease_delay=6 * TICK)
     world.run(40)
     assert len(world.holders()) == 1
+
+
+def test_a_restart_does_not_renew_the_hold_window_of_h3() -> None:
+    """Found by the mutation check's baseline run: the master's agent restarted, Redis restarted empty and then
+    read-only, the backup's agent stuck. The new agent took the VIP as held since its own start, so H3 kept it
+    for a fresh TTL − safety past the lease the old agent had (rule 2). The record now carries holding_since."""
+    world = World(["a", "b"], edges=HARSH)
+    world.run(29)
+    world.restart_agent("a")
+    world.restart_store_empty()
+    world.nodes["b"].paused = True
+    world.store.readonly = True
+    world.run(13)  # raised "rule 2: a holds the VIP past its lease expiry ... (rule H3)" before the fix
+    assert not world.nodes["a"].vip  # it stepped down (H6) when the lease it resumed ran out
