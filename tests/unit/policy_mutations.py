@@ -70,7 +70,8 @@ def blind(record: Resumed, now: float) -> Resumed:
 
 
 def mutants() -> list[Mutant]:
-    out = [Mutant(f"{rule} gate flipped", flip_gate(rule)) for rule in RULES]
+    out = [Mutant("none (baseline: must pass)")]
+    out += [Mutant(f"{rule} gate flipped", flip_gate(rule)) for rule in RULES]
     out += [Mutant(f"{rule} actions dropped", drop_actions(rule)) for rule in WITH_ACTIONS]
     for name, change in [
         ("S0 keeps any gate found open (record ignored)", blind),
