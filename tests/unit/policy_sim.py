@@ -74,6 +74,8 @@ class Edges:
     no_advert_default: bool = False  # adverts_at is None until an advert is seen after the agent's start
     hooks: bool = False  # the agent's keepalived state comes from (delayable, reorderable) hooks plus netlink
     ttls: tuple[float, ...] = ()  # per-node lease TTLs (a, b, c); empty: TTL everywhere
+    # A crashed keepalived healed is a keepalived start: `init_file 1 overwrite` writes the gate closed.
+    keepalived_starts: bool = False
 
 
 def master_down(prio: int) -> float:
@@ -327,8 +329,9 @@ class World:
         for node in self.nodes.values():
             node.paused = False
             node.hook_delay, node.hook_reorder = 0.0, False
-            if node.ka_crashed:
+            if node.ka_crashed and self.edges.keepalived_starts:
                 self.restart_keepalived(node.name)
+            node.ka_crashed = False
 
     # --- one tick ----------------------------------------------------------------------------------------
 

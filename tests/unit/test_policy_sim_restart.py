@@ -132,3 +132,24 @@ def test_a_restart_does_not_renew_the_hold_window_of_h3() -> None:
     world.store.readonly = True
     world.run(13)  # raised "rule 2: a holds the VIP past its lease expiry ... (rule H3)" before the fix
     assert not world.nodes["a"].vip  # it stepped down (H6) when the lease it resumed ran out
+
+
+@pytest.mark.xfail(
+    raises=Violation, strict=True, reason="issue 12 item 2 (preemption handover): L2 opens on a holder's stale frame"
+)
+def test_l2_handover_on_a_stale_frame() -> None:
+    """Both keepalived master-down timers run out in one tick (a's keepalived started again when the faults
+    healed); b does not hear a (one-way heartbeat and VRRP cut a→b, 0.8 s ago): a takes the lease (D3), b keeps
+    the VIP by L2 on a's last frame, which said BACKUP before the cut."""
+    world = World(["a", "b"], edges=Edges(keepalived_starts=True))
+    world.run(1)
+    world.store.readonly = True
+    world.run(2)
+    world.nodes["a"].ka_crashed = True
+    world.nodes["a"].paused = True
+    world.run(66)
+    world.heal()
+    world.run(16)
+    world.hb_cut.add(("a", "b"))
+    world.vrrp_cut.add(("a", "b"))
+    world.run(5)
