@@ -129,6 +129,9 @@ class Evidence:
     reference_quorate: bool | None  # None: no reference round completed yet
     lease: LeaseView
     peers: tuple[PeerView, ...]
+    # What the gate file said just before this decision (read during start-up only; None: not read, or absent).
+    # keepalived's `init_file 1 overwrite` rewrites it closed whenever keepalived starts.
+    gate_found: Gate | None = None
 
     @property
     def holding(self) -> bool:
@@ -217,6 +220,21 @@ Action = AcquireLease | ReleaseLease | Fence | SendGarp | Alert
 
 
 @dataclass(frozen=True)
+class Resumed:
+    """The previous agent's last decision for one instance, as persisted in state_dir, with its times converted
+    to this node's monotonic clock (the edge drops a record written before the last reboot)."""
+
+    gate: Gate
+    rule: str
+    holding: bool  # it held the VIP then
+    lease_token: int | None  # the lease it held then (LeaseStatus.MINE), if any
+    lease_until: float | None  # until when that lease was known valid
+    written_at: float
+    # Since when it held the VIP: a restart must not restart the clock of rules that bound a hold (H3, D4).
+    holding_since: float | None = None
+
+
+@dataclass(frozen=True)
 class PolicyState:
     """What the policy remembers between cycles (returned inside every Decision)."""
 
@@ -246,6 +264,8 @@ class PolicyState:
     yielded_at: float | None = None
     # When the gate last opened: keepalived left FAULT then, and its master-down timer started over (L5).
     opened_at: float | None = None
+    # An agent restarted on this node: what the previous one decided last (S0 keeps an open gate on it).
+    resumed: Resumed | None = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,9 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | S0  | before the first full evidence round (reference round, lease answer, | closed |                         |
 |     | every peer's heartbeat up or past deadtime), and until the lease     |        |                         |
 |     | store answered or a peer was heard (a node started cut off stays)    |        |                         |
+|     | restarted agent: the gate found open stays open while the previous   | open   |                         |
+|     | agent's persisted decision was open, is younger than TTL − safety    |        |                         |
+|     | and, holding, its own lease is valid past safety (and no peer's)     |        |                         |
 | Q1  | reference quorum lost here while a live peer reaches it, or no peer  | closed | release lease if mine   |
 |     | is heard at all (lost everywhere = not a local fault: go on)         |        |                         |
 | P3  | holding, a live lower-priority peer yields to this node (Y1/Y2), the | open   | acquire                 |
@@ -113,12 +116,14 @@ from arbiter.model import (
     PolicyState,
     Power,
     ReleaseLease,
+    Resumed,
     SendGarp,
     VrrpState,
 )
 
 RULES: dict[str, str] = {
-    "S0": "start-up: gate closed until the first full evidence round and some shared evidence (lease or peer)",
+    "S0": "start-up: gate closed until the first full evidence round and some shared evidence (lease or peer); "
+    "after an agent restart an open gate is kept while the previous agent's fresh decision and lease vouch for it",
     "Q1": "reference quorum lost here (a live peer still reaches it, or no peer is heard): gate closed",
     "P3": "handover: holding the VIP a lower-priority peer yields; open, acquiring the lease",
     "L1": "holding while the lease is held by a peer: gate closed",
@@ -372,6 +377,53 @@ def _silent_holder(
     return None
 
 
+def initial_state(highest_token: int = 0, resumed: Resumed | None = None) -> PolicyState:
+    """The state an agent starts from: the highest token it persisted and, after a restart, the previous
+    agent's last decision; a lease it held is counted valid until the expiry that agent knew (H4, D4), and a
+    VIP it held as held since then (a restart does not renew H3's window)."""
+    until = resumed.lease_until if resumed is not None and resumed.lease_token is not None else None
+    since = resumed.holding_since if resumed is not None and resumed.holding else None
+    return PolicyState(
+        highest_token=highest_token,
+        resumed=resumed,
+        lease_valid_until=until,
+        was_holding=since is not None,
+        holding_since=since,
+    )
+
+
+def may_resume(resumed: Resumed, gate_found: Gate | None, cfg: PolicyConfig, now: float) -> bool:
+    """The part of S0's keep that needs no evidence: the gate found open, the previous agent's last decision
+    open and younger than TTL − safety, and a lease it held still valid past the safety margin. The agent
+    checks it before anything else at start, and closes the gate at once when it fails."""
+    age = now - resumed.written_at
+    if gate_found is not Gate.OPEN or resumed.gate is not Gate.OPEN or not 0 <= age < cfg.ttl - cfg.safety:
+        return False
+    return not resumed.holding or (resumed.lease_until is not None and now < resumed.lease_until - cfg.safety)
+
+
+def _keeps_found_open(resumed: Resumed | None, ev: Evidence, cfg: PolicyConfig, now: float) -> str | None:
+    """Why an open gate found at start may stay open until the first full evidence round, or None.
+
+    Open on disk means the previous agent opened it and keepalived has not restarted since (`init_file 1
+    overwrite` writes it closed). Kept only while that agent's last decision was open and younger than
+    TTL − safety (it may have died long ago), and, when holding, while its own lease is still valid past the
+    safety margin (rule 2) and no peer's lease answer contradicts it.
+    """
+    if resumed is None or not may_resume(resumed, ev.gate_found, cfg, now):
+        return None
+    age = now - resumed.written_at
+    if not ev.holding:
+        return f"{resumed.rule} {age:.1f}s ago, not holding the VIP"
+    lease = ev.lease
+    if lease.status is LeaseStatus.PEER:
+        return None
+    until = lease.expires_at if lease.status is LeaseStatus.MINE else resumed.lease_until
+    if not resumed.holding or resumed.lease_token is None or until is None or now >= until - cfg.safety:
+        return None
+    return f"{resumed.rule} {age:.1f}s ago with the lease (token {resumed.lease_token}) valid {until - now:.1f}s more"
+
+
 def _winner(ev: Evidence, cfg: PolicyConfig, rivals: list[PeerView]) -> str:
     """Deterministic tie-break both sides compute alike: higher priority, then the smaller name."""
     contenders = [(ev.priority, cfg.node), *((p.priority, p.name) for p in rivals)]
@@ -409,6 +461,13 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
             and ev.lease.status is not LeaseStatus.PENDING
             and all(p.alive is not None for p in ev.peers)
         )
+        cut_off = ev.lease.status is LeaseStatus.UNKNOWN and not any(p.alive for p in ev.peers)
+        if not ready or cut_off:
+            kept = _keeps_found_open(state.resumed, ev, cfg, now)
+            if kept is not None:
+                return out(Gate.OPEN, "S0", f"agent restarted: gate kept open as found ({kept})")
+            # Once closed, never reopened before the first full round: the record vouched for the gate as found.
+            state = replace(state, resumed=None)
         if not ready:
             return out(
                 Gate.CLOSED,
@@ -417,7 +476,7 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
             )
         # A node that starts cut off from everything (no lease answer, no peer heard) may have been fenced and
         # powered on again where nobody can see it: the peer still counts it OFF. It waits for shared evidence.
-        if ev.lease.status is LeaseStatus.UNKNOWN and not any(p.alive for p in ev.peers):
+        if cut_off:
             return out(
                 Gate.CLOSED,
                 "S0",

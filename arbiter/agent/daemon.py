@@ -14,8 +14,10 @@ What runs, each on its own schedule and none able to block the decision loop:
   fences, power reads and gratuitous ARP are tasks whose results feed the next cycle.
 
 Start-up: every gate is written closed before anything else (S0), so a restarted agent never leaves a stale
-open gate behind while it gathers its first evidence — unless it was paused (maintenance mode,
-arbiter.agent.maintenance): a paused agent keeps each gate as found on disk, and stops without closing them.
+open gate behind while it gathers its first evidence; except a gate found open that the previous agent's
+decision record (`state_dir/decisions.json`, arbiter.agent.record) still vouches for: that one stays as found
+until the first full evidence round decides, so a restart moves no VIP. A paused agent (maintenance mode,
+arbiter.agent.maintenance) keeps each gate as found on disk, and stops without closing them.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,6 +48,7 @@ from arbiter.agent.kstate import KeepalivedStates
 from arbiter.agent.metrics import AgentMetrics, loop_status
 from arbiter.agent.netlink import VipWatch
 from arbiter.agent.notify import BadRequestError, NotifyFifo, NotifyServer
+from arbiter.agent.record import DECISION_FILE_NAME, Clocks, DecisionFile, DecisionFileError, Entry
 from arbiter.agent.sdnotify import SystemdNotifier, WatchdogGate, keep_watchdog
 from arbiter.agent.status import build_status
 from arbiter.agent.vrrp import AdvertListener
@@ -75,10 +78,11 @@ from arbiter.model import (
     PolicyState,
     Power,
     ReleaseLease,
+    Resumed,
     SendGarp,
     VrrpState,
 )
-from arbiter.policy import decide, withhold
+from arbiter.policy import decide, initial_state, may_resume, withhold
 from fencers.base import FenceError
 from fencers.orchestration import FenceAttempt, Orchestrator
 
@@ -135,6 +139,11 @@ class Agent:
         # keepalived's state from netlink, FIFO and hooks, merged in one place; kstate/kprio are its tables.
         self.keepalived = KeepalivedStates({name: i.priority for name, i in self.instances.items()})
         self.kstate, self.kprio = self.keepalived.state, self.keepalived.priority
+        self.record = DecisionFile(cfg.node.state_dir / DECISION_FILE_NAME)
+        self.resumed: dict[str, Resumed] = {}  # what the previous agent decided last (from the record)
+        self._recorded: dict[str, Entry] = {}  # what the record on disk says, and when it was written
+        self._recorded_at = float("-inf")
+        self._record_error: str | None = None
         self.lease_views = {name: LeaseView(LeaseStatus.PENDING) for name in self.instances}
         self.fence_results: dict[str, FenceResult] = {}
         self.power: dict[str, tuple[Power, float]] = {}
@@ -179,16 +188,20 @@ class Agent:
     # --- start and stop -----------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.write_start_gates()
+        kept = self.write_start_gates(Clocks.read())  # S0: before anything else
         tokens = self.store.tokens
-        self.state = {name: PolicyState(highest_token=tokens.highest(name)) for name in self.instances}
-        gates = "closed" if self.pause is None else "held (paused)"
+        self.state = {name: initial_state(tokens.highest(name), self.resumed.get(name)) for name in self.instances}
+        if self.pause is None:
+            gates: dict[str, str] | str = {name: "kept open" if name in kept else "closed" for name in self.instances}
+            what = f"gates of {', '.join(kept)} kept open as found, others closed" if kept else "gates closed"
+            what += " until the first evidence round"
+        else:
+            gates, what = "held (paused)", "PAUSED: gates held as found"
         self._emit({"event": "start", "node": self.node, "instances": list(self.instances), "gates": gates})
         self.alerts.emit(
             "agent_started",
-            summary=f"agent started on {self.node}; "
-            + ("gates closed until the first evidence round" if self.pause is None else "PAUSED: gates held as found"),
-            details={"instances": list(self.instances), "pid": os.getpid()},
+            summary=f"agent started on {self.node}; {what}",
+            details={"instances": list(self.instances), "pid": os.getpid(), "kept_open": kept},
         )
         if self.pause is not None:
             self._paused_alert("still paused after a restart of the agent")
@@ -242,19 +255,31 @@ class Agent:
             await asyncio.gather(*runners, *self._tasks, return_exceptions=True)
             await self.shutdown()
 
-    def write_start_gates(self) -> None:
-        """S0: every gate closed, before anything else. Paused (maintenance), nothing may move, not even at
-        start: each gate is held as found on disk (a missing file is written closed: fail safe)."""
+    def write_start_gates(self, clocks: Clocks | None = None) -> list[str]:
+        """S0, before anything else: every gate closed that the previous agent's decision record does not vouch
+        for (`resume`); returns the instances kept open as found. Paused (maintenance), nothing may move, not
+        even at start: each gate is held as found on disk (a missing file is written closed: fail safe)."""
         if self.pause is None:
-            for gate in self.gates.values():
-                gate.write(Gate.CLOSED)
-            return
+            return self.resume(clocks or Clocks.read())
         self.held = {name: gate.read() or Gate.CLOSED for name, gate in self.gates.items()}
         for name, gate in self.gates.items():
             gate.write(self.held[name])
+        return [name for name, gate in self.held.items() if gate is Gate.OPEN]
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def resume(self, clocks: Clocks) -> list[str]:
+        """Close every gate the previous agent's record cannot vouch for; returns the instances left open as
+        found. A record that cannot be read is reported and counts as none (every gate closed)."""
+        try:
+            self.resumed = {n: r for n, r in self.record.load(clocks).items() if n in self.instances}
+        except DecisionFileError as exc:
+            self._record_error = str(exc)
+            log.error("%s; every gate closed at start (it is rewritten after the first decisions)", exc)
+            self._emit({"event": "record", "node": self.node, "error": str(exc)})
+            self.resumed = {}
+        return resume_gates(self.gates, self.resumed, self.policy_cfg, clocks.monotonic)
 
     async def shutdown(self) -> None:
         self.systemd.stopping()
@@ -549,9 +574,46 @@ class Agent:
                     self.metrics.latency.labels(trigger[0]).observe(written - trigger[1])
                 self._emit(line)
             reasons.append(f"{name}: {decision.reason}")
+        if only is None:  # the fast path's decision is recorded by the loop's cycle it wakes
+            self._record_decisions(now)
         return "; ".join(reasons)
 
+    def _record_decisions(self, now: float) -> None:
+        """Keep `state_dir/decisions.json` current: on every change, and at least every renew interval (a
+        restarted agent trusts it only while it is younger than TTL − safety). Written off the event loop.
+        Not before every instance has left S0: until then the previous agent's record, with its own age,
+        is the better one."""
+        if not all(s.started for s in self.state.values()) or not all(n in self.last for n in self.instances):
+            return
+        entries = {name: self._entry(name) for name in self.instances}
+        if entries == self._recorded and now - self._recorded_at < self.cfg.lease.renew_ms / 1000:
+            return
+        self._spawn("record", self._write_record(entries))
+
+    def _entry(self, name: str) -> Entry:
+        decision, view, state = self.last[name], self.lease_views[name], self.state[name]
+        token, until = (view.token, view.expires_at) if view.status is LeaseStatus.MINE else (None, None)
+        previous = self._recorded.get(name)
+        if view.status is LeaseStatus.UNKNOWN and state.lease_valid_until is not None and previous is not None:
+            token, until = previous.lease_token, state.lease_valid_until  # store unreachable: own lease still valid
+        return Entry(decision.gate, decision.rule, state.was_holding, token, until, state.holding_since)
+
+    async def _write_record(self, entries: dict[str, Entry]) -> None:
+        clocks = Clocks.read()
+        try:
+            await asyncio.to_thread(self.record.write, entries, clocks)
+        except OSError as exc:
+            if str(exc) != self._record_error:
+                log.error("%s; a restart will close every gate", exc)
+            self._record_error = str(exc)
+            return
+        self._recorded, self._recorded_at, self._record_error = entries, clocks.monotonic, None
+
     def evidence(self, name: str, now: float) -> Evidence:
+        found = None
+        if not self.state[name].started:  # S0 keeps an open gate only while it is still open on disk
+            with contextlib.suppress(OSError):
+                found = self.gates[name].read()
         return Evidence(
             instance=name,
             state=self.kstate[name],
@@ -560,6 +622,7 @@ class Agent:
             reference_quorate=self.reference.quorate,
             lease=self.lease_views[name],
             peers=tuple(self.peer_view(peer, name) for peer in self.peers),
+            gate_found=found,
         )
 
     def peer_view(self, peer: str, name: str) -> PeerView:
@@ -731,7 +794,13 @@ class Agent:
 
     async def _lease_loop(self) -> None:
         async for _ in deadline_ticks(self.cfg.lease.renew_ms / 1000):
-            held = [n for n in self.instances if self.lease_views[n].status is LeaseStatus.MINE]
+            # A lease the previous agent held is renewed at once, not read: a restart must not let it run out.
+            held = [
+                n
+                for n in self.instances
+                if self.lease_views[n].status is LeaseStatus.MINE
+                or (self.lease_views[n].status is LeaseStatus.PENDING and self._resumed_lease(n))
+            ]
             others = [n for n in self.instances if n not in held and f"lease:{n}" not in self._busy]
             views = await self.store.renew_many([self.leases[n] for n in held])
             for name, view in zip(held, views, strict=True):
@@ -741,6 +810,10 @@ class Agent:
                 if view.status is LeaseStatus.PEER and view.expires_at is not None:
                     self._spawn(f"expiry:{name}", self._reread_at(name, view.expires_at))
             self._wake_up("lease")
+
+    def _resumed_lease(self, name: str) -> bool:
+        resumed = self.resumed.get(name)
+        return resumed is not None and resumed.lease_token is not None
 
     async def _reread_at(self, name: str, expires_at: float) -> None:
         """Read a peer's lease again the moment it should run out, not up to renew_ms later: a backup that must
@@ -1003,6 +1076,25 @@ class Agent:
     def _emit(self, line: dict[str, Any]) -> None:
         line = {"ts": round(time.time(), 3), "mono": round(time.monotonic(), 4), **line}
         self._out(line)
+
+
+def resume_gates(
+    gates: Mapping[str, GateFile], resumed: Mapping[str, Resumed], cfgs: Mapping[str, PolicyConfig], now: float
+) -> list[str]:
+    """Write closed every gate that the previous agent's record does not vouch for as found (S0); returns the
+    instances whose gate is left as found, open. A gate that cannot be read counts as not found."""
+    kept = []
+    for name, gate in gates.items():
+        record = resumed.get(name)
+        try:
+            found = gate.read()
+        except OSError:
+            found = None
+        if record is not None and may_resume(record, found, cfgs[name], now):
+            kept.append(name)
+        else:
+            gate.write(Gate.CLOSED)
+    return kept
 
 
 def peer_drift(path: Path, mine: dict[str, str], peer: str, reports: Sequence[InstanceReport]) -> list[str]:

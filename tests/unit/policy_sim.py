@@ -8,18 +8,29 @@ the safety rules can be checked after every step of random fault sequences. It s
 - a lease store with real expiry, SET NX acquisition, owner-checked renew/release, a token counter seeded by
   the acquirer and folded with the store's clock (as the Lua script does), and restarts that lose every key,
 - fencing that powers a node off after `fence_time` (or fails when its BMC is broken), with results fed back,
-- agents that can be paused (SIGSTOP) and nodes powered off and on (agent restarts with a fresh state and the
-  highest token it persisted).
+- agents that can be paused (SIGSTOP), crashed and restarted (a fresh state but for what is persisted: the
+  highest token and the last decision record, from which S0 may keep the gate as found), and nodes powered
+  off and on.
+
+`Edges` turns on the harsher models of the agent's edges (each off is the kinder model of earlier turns):
+lease answers and BMC reads that arrive a tick after the decision that asked for them (the lease loop runs every
+RENEW, not every tick); keepalived's priority-0 advert (a master entering FAULT or stopping hands the VIP to a
+backup after its skew time, not master-down); no advert seen since the agent started (V1/L3 see None, as the
+raw-socket listener reports); the agent learning keepalived's state from notify hooks that may come late and
+out of order (the VIP itself from netlink, at once), and heartbeats carrying what the agent believes; nodes
+configured with different lease TTLs. keepalived restarts rewrite the gate closed (`init_file 1 overwrite`).
 
 `Violation` is raised the moment a safety rule is broken; liveness is checked by `run_until_settled`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from arbiter.model import (
     AcquireLease,
+    Decision,
     Evidence,
     Fence,
     FenceOutcome,
@@ -32,9 +43,10 @@ from arbiter.model import (
     PolicyState,
     Power,
     ReleaseLease,
+    Resumed,
     VrrpState,
 )
-from arbiter.policy import decide
+from arbiter.policy import decide, initial_state, may_resume
 
 TICK = 0.2
 ADVERT = 1.0
@@ -49,8 +61,29 @@ class Violation(AssertionError):  # noqa: N818 - a broken safety rule, named as 
     pass
 
 
+Decide = Callable[[PolicyState, Evidence, PolicyConfig, float], Decision]
+MayResume = Callable[[Resumed, Gate | None, PolicyConfig, float], bool]
+
+
+@dataclass(frozen=True)
+class Edges:
+    """Which edges are modelled harshly; all False is the kinder world of earlier turns."""
+
+    late_answers: bool = False  # lease loop every RENEW; lease/BMC answers a tick after the request
+    prio0: bool = False  # a master leaving MASTER cleanly sends priority 0: backups take over after their skew
+    no_advert_default: bool = False  # adverts_at is None until an advert is seen after the agent's start
+    hooks: bool = False  # the agent's keepalived state comes from (delayable, reorderable) hooks plus netlink
+    ttls: tuple[float, ...] = ()  # per-node lease TTLs (a, b, c); empty: TTL everywhere
+    # A crashed keepalived healed is a keepalived start: `init_file 1 overwrite` writes the gate closed.
+    keepalived_starts: bool = False
+
+
 def master_down(prio: int) -> float:
     return 3 * ADVERT + (256 - prio) / 256
+
+
+def skew(prio: int) -> float:
+    return (256 - prio) / 256
 
 
 @dataclass
@@ -91,6 +124,22 @@ class Node:
     last_rule: str = ""
     # Past its lease expiry: per peer, for how many ticks in a row its word was missing (silent, or claiming).
     unconfirmed: dict[str, int] = field(default_factory=dict)
+    ttl: float = TTL
+    # The agent's own edges: what it believes keepalived's state is, its lease view, answers in flight.
+    seen_state: VrrpState = VrrpState.UNKNOWN
+    seen_vip: bool = False
+    hooks: list[tuple[float, VrrpState]] = field(default_factory=list)  # (delivery time, state) in send order
+    hook_delay: float = 0.0
+    hook_reorder: bool = False
+    lease_view: LeaseView = field(default_factory=lambda: LeaseView(LeaseStatus.PENDING))
+    lease_answers: list[tuple[float, LeaseView]] = field(default_factory=list)
+    next_lease_tick: float = 0.0
+    power_answers: list[tuple[float, str, Power]] = field(default_factory=list)
+    reference_at: float = 0.0  # the first reference round completes then
+    prio0_at: dict[str, float] = field(default_factory=dict)  # sender → when its priority-0 advert came
+    # The persisted decision record (what a restarted agent resumes from) and when it was last written.
+    record: Resumed | None = None
+    last_vip_at: float = -1e9
 
     @property
     def vip(self) -> bool:
@@ -127,10 +176,24 @@ class FenceOp:
 
 
 class World:
-    def __init__(self, names: list[str], nopreempt: bool = False, fold_clock: bool = True) -> None:
+    def __init__(
+        self,
+        names: list[str],
+        nopreempt: bool = False,
+        fold_clock: bool = True,
+        edges: Edges = Edges(),
+        decide_fn: Decide = decide,
+        resume_fn: MayResume = may_resume,
+    ) -> None:
         prios = [150, 100, 50]
         delays = [0.0, 5.0, 10.0]
+        self.edges = edges
+        self.decide = decide_fn
+        self.may_resume = resume_fn  # the start-up check of arbiter.agent.daemon.resume_gates
         self.nodes = {n: Node(n, prios[i], nopreempt, delays[i]) for i, n in enumerate(names)}
+        for i, node in enumerate(self.nodes.values()):
+            node.ttl = edges.ttls[i] if i < len(edges.ttls) else TTL
+        self.max_ttl = max(n.ttl for n in self.nodes.values())
         self.now = 0.0
         self.store = Store()
         self.fold_clock = fold_clock
@@ -157,7 +220,7 @@ class World:
             node=node.name,
             peers=peers,
             fenceable=frozenset(peers),
-            ttl=TTL,
+            ttl=node.ttl,
             safety=0.5,
             cycle=TICK,
             advert_int=ADVERT,
@@ -184,24 +247,76 @@ class World:
             return
         node.powered, node.paused, node.ka_crashed = True, False, False
         node.kstate, node.gate = VrrpState.FAULT, Gate.CLOSED
-        node.policy = PolicyState(highest_token=node.persisted_token)
-        node.heard, node.adverts_at, node.fence_results = {}, {}, {}
-        node.boot_at, node.granted_until, node.held_since = self.now, None, None
+        node.record = None  # another boot: the record is not resumed from
+        node.granted_until, node.held_since = None, None
+        self._agent_starts(node, lease_delay=0.0, reference_delay=0.0)
         self.fenced_by.pop(name, None)
+
+    def _agent_starts(self, node: Node, lease_delay: float, reference_delay: float) -> None:
+        """A new agent process: nothing of the old one but what is on disk (token, decision record)."""
+        node.policy = initial_state(node.persisted_token, node.record)
+        node.heard, node.adverts_at, node.fence_results, node.power_reads = {}, {}, {}, {}
+        node.hooks, node.lease_answers, node.power_answers = [], [], []
+        node.boot_at = self.now
+        node.reference_at = self.now + reference_delay
+        node.lease_view = LeaseView(LeaseStatus.PENDING)
+        node.next_lease_tick = self.now + lease_delay
+        # At start the agent reads the VIP from netlink (present: MASTER) and hears hooks from then on.
+        node.seen_vip = node.vip
+        node.seen_state = VrrpState.MASTER if node.vip else VrrpState.UNKNOWN
+        # S0 before anything else: close every gate the previous agent's record does not vouch for as found.
+        record, cfg = node.record, self.cfgs[node.name]
+        if record is None or not self.may_resume(record, node.gate, cfg, self.now):
+            self._gate_write(node, Gate.CLOSED)
 
     def restart_store_empty(self, skew: float = 0.0) -> None:
         self.clock_stepped_back |= skew < self.store.skew
         self.store = Store(alive=True, skew=skew, issued=self.store.issued)
 
-    def restart_agent(self, name: str) -> None:
+    def restart_agent(self, name: str, lease_delay: float = 0.0, reference_delay: float = 0.0) -> None:
+        """The agent crashes (or was paused: stuck) and starts again; its first lease answer and reference round
+        come `lease_delay` / `reference_delay` seconds after its start (heartbeats as they arrive)."""
         node = self.nodes[name]
         if node.powered:
             node.paused = False
-            # The agent's first act on start is writing every gate closed (S0), before it can be stopped again.
-            node.gate = Gate.CLOSED
-            node.policy = PolicyState(highest_token=node.persisted_token)
-            node.heard, node.adverts_at, node.fence_results, node.power_reads = {}, {}, {}, {}
-            node.boot_at = self.now
+            self._agent_starts(node, lease_delay, reference_delay)
+
+    def restart_keepalived(self, name: str) -> None:
+        """keepalived stops (a master sends priority 0) and starts again: `init_file 1 overwrite` writes the
+        gate closed, so it starts in FAULT until the agent notices and rewrites the gate."""
+        node = self.nodes[name]
+        if not node.powered:
+            return
+        if node.kstate is VrrpState.MASTER and not node.ka_crashed:
+            self._priority_zero(node)
+        node.ka_crashed = False
+        self._transition(node, VrrpState.STOP)
+        node.gate = Gate.CLOSED
+        self._transition(node, VrrpState.FAULT)
+
+    def _gate_write(self, node: Node, gate: Gate) -> None:
+        node.gate = gate
+        if gate is Gate.CLOSED and node.kstate not in (VrrpState.STOP, VrrpState.FAULT):
+            if node.kstate is VrrpState.MASTER:
+                self._priority_zero(node)
+            self._transition(node, VrrpState.FAULT)  # track_file change: keepalived drops the VIP at once
+
+    def _transition(self, node: Node, state: VrrpState) -> None:
+        if state is node.kstate:
+            return
+        node.kstate = state
+        node.hooks.append((self.now + node.hook_delay, state))
+        if node.hook_reorder and len(node.hooks) >= 2:
+            # Two hooks of one transition delivered in the opposite order (they run concurrently).
+            (t1, s1), (t2, s2) = node.hooks[-2], node.hooks[-1]
+            node.hooks[-2:] = [(t1, s2), (t2, s1)]
+
+    def _priority_zero(self, node: Node) -> None:
+        if not self.edges.prio0:
+            return
+        for rx in self.nodes.values():
+            if rx is not node and rx.powered and (node.name, rx.name) not in self.vrrp_cut:
+                rx.prio0_at[node.name] = self.now
 
     def heal(self) -> None:
         self.vrrp_cut.clear()
@@ -213,6 +328,9 @@ class World:
         self.store.readonly = False
         for node in self.nodes.values():
             node.paused = False
+            node.hook_delay, node.hook_reorder = 0.0, False
+            if node.ka_crashed and self.edges.keepalived_starts:
+                self.restart_keepalived(node.name)
             node.ka_crashed = False
 
     # --- one tick ----------------------------------------------------------------------------------------
@@ -251,13 +369,13 @@ class World:
 
     def _keepalived(self, node: Node) -> None:
         if node.ka_crashed:
-            node.kstate = VrrpState.STOP
+            self._transition(node, VrrpState.STOP)
             return
         if node.gate is Gate.CLOSED:
-            node.kstate = VrrpState.FAULT
+            self._transition(node, VrrpState.FAULT)
             return
         if node.kstate in (VrrpState.FAULT, VrrpState.STOP):
-            node.kstate = VrrpState.BACKUP
+            self._transition(node, VrrpState.BACKUP)
             node.backup_since = self.now
         masters = [
             m
@@ -266,18 +384,26 @@ class World:
         ]
         if node.kstate is VrrpState.MASTER:
             if any((m.prio, m.name) > (node.prio, node.name) for m in masters):
-                node.kstate = VrrpState.BACKUP
+                self._transition(node, VrrpState.BACKUP)
                 node.backup_since = node.last_advert = self.now
             return
         if masters:
             node.last_advert = self.now
             if not node.nopreempt and all(node.prio > m.prio for m in masters):
-                node.kstate = VrrpState.MASTER
+                self._transition(node, VrrpState.MASTER)
             return
-        if self.now - max(node.backup_since, node.last_advert) >= master_down(node.prio) - 1e-9:
-            node.kstate = VrrpState.MASTER
+        due = max(node.backup_since, node.last_advert) + master_down(node.prio)
+        # A priority-0 advert heard since the last ordinary one: the sender left MASTER; take over after skew.
+        zero = [t for t in node.prio0_at.values() if t >= max(node.backup_since, node.last_advert) - 1e-9]
+        if zero:
+            due = min(due, max(zero) + skew(node.prio))
+        if self.now >= due - 1e-9:
+            self._transition(node, VrrpState.MASTER)
 
     def _adverts_and_heartbeats(self) -> None:
+        for node in self.nodes.values():
+            if node.vip:
+                node.last_vip_at = self.now
         for rx in self.nodes.values():
             if not rx.powered:
                 continue
@@ -290,9 +416,12 @@ class World:
                     rx.heard[tx.name] = (self.now, self._snapshot(tx))
 
     def _snapshot(self, node: Node) -> Snapshot:
-        holder = self._lease_view(node).holder
+        # What the agent believes (its frame is built from its own view, not from the truth).
+        holder = self._agent_lease_view(node).holder
+        if self.edges.hooks:
+            self._netlink(node)
         return Snapshot(
-            node.kstate,
+            node.seen_state if self.edges.hooks else node.kstate,
             node.vip,
             node.prio,
             node.name not in self.reference_lost,
@@ -312,30 +441,95 @@ class World:
         status = LeaseStatus.MINE if holder == node.name else LeaseStatus.PEER
         return LeaseView(status, holder, token, expires)
 
-    def _agent(self, node: Node) -> None:
-        store = self.store
-        # The edge re-reads the BMC of a fenced peer, and of a peer whose heartbeats paused (is it dead?).
+    def _agent_lease_view(self, node: Node) -> LeaseView:
+        if node.lease_view.status is LeaseStatus.PENDING and self.now < node.next_lease_tick - 1e-9:
+            return node.lease_view  # no answer yet since this agent started
+        return node.lease_view if self.edges.late_answers else self._lease_view(node)
+
+    def _renew_at_store(self, node: Node) -> None:
+        """The compare-owner PEXPIRE of the renewal loop, as the store executes it."""
+        holder, _, _ = self.store.current(self.now)
+        if self._reaches_store(node) and not self.store.readonly and holder == node.name:
+            self.store.expires = self.now + node.ttl
+            node.granted_until = self.store.expires
+            node.last_renew = self.now
+
+    def _answer(self, node: Node, view: LeaseView | None = None) -> None:
+        """An answer to a lease call made now reaches the agent on its next tick (late_answers)."""
+        if view is None:
+            view = self._lease_view(node) if self._reaches_store(node) else LeaseView(LeaseStatus.UNKNOWN)
+        node.lease_answers.append((self.now + TICK, view))
+
+    def _lease_loop(self, node: Node) -> None:
+        if not self.edges.late_answers:
+            if self.now - node.last_renew >= RENEW - 1e-9:
+                self._renew_at_store(node)
+            if node.lease_view.status is LeaseStatus.PENDING and self.now >= node.next_lease_tick - 1e-9:
+                node.lease_view = self._lease_view(node)
+            return
+        due = [a for a in node.lease_answers if a[0] <= self.now + 1e-9]
+        node.lease_answers = [a for a in node.lease_answers if a[0] > self.now + 1e-9]
+        for _, view in due:
+            node.lease_view = view
+        view = node.lease_view
+        resumed = view.status is LeaseStatus.PENDING and node.record is not None and node.record.lease_token
+        if self.now >= node.next_lease_tick - 1e-9:
+            node.next_lease_tick = self.now + RENEW
+            if view.status is LeaseStatus.MINE or resumed:
+                self._renew_at_store(node)
+            self._answer(node)
+        elif view.status is LeaseStatus.PEER and view.expires_at is not None and view.expires_at <= self.now:
+            self._answer(node)  # re-read at the holder's expected expiry, not a renew interval later
+
+    def _power(self, node: Node) -> None:
+        """The edge re-reads the BMC of a fenced peer, and of a peer whose heartbeats paused (is it dead?)."""
+        if self.edges.late_answers:
+            due = [a for a in node.power_answers if a[0] <= self.now + 1e-9]
+            node.power_answers = [a for a in node.power_answers if a[0] > self.now + 1e-9]
+            for at, name, power in due:
+                node.power_reads[name] = (power, at)  # stamped on arrival, as the agent does
         suspects = {name for name, heard in node.heard.items() if self.now - heard[0] > 2 * TICK}
         for name in set(node.policy.fenced_off) | suspects:
             if name not in self.bmc_broken:
-                off = not self.nodes[name].powered
-                node.power_reads[name] = (Power.OFF if off else Power.ON, self.now)
-        if self._reaches_store(node) and not store.readonly and self.now - node.last_renew >= RENEW - 1e-9:
-            holder, _, _ = store.current(self.now)
-            if holder == node.name:  # the renewal loop: compare-owner PEXPIRE
-                store.expires = self.now + TTL
-                node.granted_until = store.expires
-                node.last_renew = self.now
+                power = Power.ON if self.nodes[name].powered else Power.OFF
+                if self.edges.late_answers:
+                    node.power_answers.append((self.now + TICK, name, power))
+                else:
+                    node.power_reads[name] = (power, self.now)
+
+    def _netlink(self, node: Node) -> None:
+        """The VIP appearing or going reaches the agent within a millisecond, and it sends a frame at once."""
+        if node.vip and not node.seen_vip:
+            node.seen_state = VrrpState.MASTER
+        elif not node.vip and node.seen_vip and node.seen_state is VrrpState.MASTER:
+            node.seen_state = VrrpState.BACKUP
+        node.seen_vip = node.vip
+
+    def _seen_keepalived(self, node: Node) -> VrrpState:
+        """What the agent believes keepalived's state is: netlink's VIP events at once, then the hooks due."""
+        if not self.edges.hooks:
+            return node.kstate
+        self._netlink(node)
+        for _, state in [h for h in node.hooks if h[0] <= self.now + 1e-9]:
+            node.seen_state = state
+        node.hooks = [h for h in node.hooks if h[0] > self.now + 1e-9]
+        return node.seen_state
+
+    def _agent(self, node: Node) -> None:
+        self._power(node)
+        self._lease_loop(node)
+        started = node.policy.started
         evidence = Evidence(
             instance="VI_1",
-            state=node.kstate,
+            state=self._seen_keepalived(node),
             vip_present=node.vip,
             priority=node.prio,
-            reference_quorate=node.name not in self.reference_lost,
-            lease=self._lease_view(node),
+            reference_quorate=None if self.now < node.reference_at - 1e-9 else node.name not in self.reference_lost,
+            lease=self._agent_lease_view(node),
             peers=tuple(self._peer_view(node, peer) for peer in self.nodes.values() if peer is not node),
+            gate_found=None if started else node.gate,
         )
-        decision = decide(node.policy, evidence, self.cfgs[node.name], self.now)
+        decision = self.decide(node.policy, evidence, self.cfgs[node.name], self.now)
         newly_fenced = decision.state.fenced_off - node.policy.fenced_off
         for name in newly_fenced:
             # Rule 4: the claim must rest on a status read that saw the target OFF (it may have been powered
@@ -348,9 +542,24 @@ class World:
         node.persisted_token = max(node.persisted_token, node.policy.highest_token)
         for action in decision.actions:
             self._carry_out(node, action)
-        node.gate = decision.gate
-        if node.gate is Gate.CLOSED and node.kstate is not VrrpState.STOP:
-            node.kstate = VrrpState.FAULT  # track_file change: keepalived drops the VIP at once (inotify)
+        if self.edges.late_answers and any(isinstance(a, AcquireLease | ReleaseLease) for a in decision.actions):
+            self._answer(node)  # the call's answer (the store after it) reaches the agent next tick
+        self._gate_write(node, decision.gate)
+        if node.policy.started:
+            self._record(node, decision, evidence.lease)
+
+    def _record(self, node: Node, decision: Decision, lease: LeaseView) -> None:
+        """The agent's decision record, as arbiter.agent.daemon keeps it (on change, and every RENEW)."""
+        token, until = (lease.token, lease.expires_at) if lease.status is LeaseStatus.MINE else (None, None)
+        old = node.record
+        valid_until = decision.state.lease_valid_until
+        if lease.status is LeaseStatus.UNKNOWN and valid_until is not None and old is not None:
+            token, until = old.lease_token, valid_until
+        key = (decision.gate, decision.rule, decision.state.was_holding, token, until)
+        same = old is not None and (old.gate, old.rule, old.holding, old.lease_token, old.lease_until) == key
+        if same and old is not None and self.now - old.written_at < RENEW - 1e-9:
+            return
+        node.record = Resumed(*key, written_at=self.now, holding_since=decision.state.holding_since)
 
     def _peer_view(self, node: Node, peer: Node) -> PeerView:
         heard = node.heard.get(peer.name)
@@ -360,7 +569,7 @@ class World:
             return PeerView(
                 peer.name,
                 alive,
-                adverts_at=node.adverts_at.get(peer.name, node.boot_at),
+                adverts_at=self._adverts_at(node, peer),
                 fence=node.fence_results.get(peer.name),
                 power=power,
                 power_at=power_at,
@@ -376,11 +585,17 @@ class World:
             quorate=snap.quorate,
             lease_holder=snap.lease_holder,
             highest_token=snap.highest_token,
-            adverts_at=node.adverts_at.get(peer.name, node.boot_at),
+            adverts_at=self._adverts_at(node, peer),
             fence=node.fence_results.get(peer.name),
             power=power,
             power_at=power_at,
         )
+
+    def _adverts_at(self, node: Node, peer: Node) -> float | None:
+        """The newest advert from `peer` seen since this agent started; before the first one the listener
+        reports None (no_advert_default), or, kinder, the agent's start."""
+        default = None if self.edges.no_advert_default else node.boot_at
+        return node.adverts_at.get(peer.name, default)
 
     def _carry_out(self, node: Node, action: object) -> None:
         store = self.store
@@ -401,7 +616,7 @@ class World:
                 raise Violation(f"token {token} issued to {node.name} though it had seen {known}")
             store.counter = token
             store.issued.append(token)
-            store.holder, store.expires, store.token = node.name, self.now + TTL, token
+            store.holder, store.expires, store.token = node.name, self.now + node.ttl, token
             node.granted_until, node.last_renew = store.expires, self.now
         elif isinstance(action, ReleaseLease):
             if self._reaches_store(node) and not store.readonly and store.current(self.now)[0] == node.name:
@@ -411,6 +626,7 @@ class World:
             holder, expires, _ = store.current(self.now)
             if store.alive and holder == action.peer and expires > self.now:
                 raise Violation(f"{node.name} fences {action.peer}, which holds a valid lease")
+            self._check_fence_needed(node, self.nodes[action.peer])
             if any(o.fencer == node.name and o.target == action.peer for o in self.fence_ops):
                 raise Violation(f"{node.name} fences {action.peer} twice at once")
             ok = action.peer not in self.bmc_broken
@@ -420,6 +636,18 @@ class World:
             self.log.append(f"{self.now:.1f} {node.name} fences {action.peer} ({action.why})")
 
     # --- invariants --------------------------------------------------------------------------------------
+
+    def _check_fence_needed(self, fencer: Node, target: Node) -> None:
+        """Goal of issue 12: a fence only of a node that is dead, silent on every medium, or holding the VIP.
+        A target whose agent runs, which the fencer hears now (its frames are a tick old at most), and which held
+        no VIP for three ticks is none: a claim in its newest frame would have to be false."""
+        heard = fencer.heard.get(target.name)
+        recent = heard is not None and heard[0] >= self.now - TICK - 1e-9
+        if target.agent_running and recent and self.now - target.last_vip_at > 3 * TICK + 1e-9:
+            raise Violation(
+                f"needless fence: {fencer.name} fences {target.name}, heard now, no VIP since "
+                f"{target.last_vip_at:.1f} (rule {fencer.last_rule})"
+            )
 
     def _shared_evidence(self, a: Node, b: Node) -> bool:
         if not (a.agent_running and b.agent_running):
@@ -464,9 +692,10 @@ class World:
                 continue
             since = self.dual_alone_since.setdefault(pair, self.now)
             self.max_dual_alone = max(self.max_dual_alone, self.now - since)
-            if self.now - since > TTL + POWER_TIMEOUT + 3 * TICK:
+            if self.now - since > self.max_ttl + POWER_TIMEOUT + 3 * TICK:
                 raise Violation(f"rule 1: {sorted(pair)} dual master for {self.now - since:.1f}s while cut off")
         for node in self.nodes.values():
+            self._check_start_up(node)
             expired = (
                 node.vip
                 and node.agent_running
@@ -486,6 +715,14 @@ class World:
                     f"rule 2: {node.name} holds the VIP past its lease expiry {node.granted_until:.1f} "
                     f"without {', '.join(standing)}'s confirmation (rule {node.last_rule})"
                 )
+
+    def _check_start_up(self, node: Node) -> None:
+        """Rule 2 without the failsafe for an agent still in S0: it has not gathered a peer's word yet, so only
+        its own lease, as granted, may vouch for a VIP its gate keeps."""
+        if not node.agent_running or node.policy.started or not node.vip or node.gate is not Gate.OPEN:
+            return
+        if node.granted_until is None or node.granted_until <= self.now:
+            raise Violation(f"rule 2 at start-up: {node.name} keeps the VIP in S0 past its lease {node.granted_until}")
 
     def _check_flash(self, before: dict[str, bool]) -> None:
         """Stronger than rule 1 at tick resolution: a node must not even briefly take the VIP from a master
