@@ -224,11 +224,11 @@ def keepalived_conf(plan: LabPlan, node: NodePlan, extra_instance: str = "", ext
     ]
     if spec.arbiter:
         for name in instance_names(plan):
-            # init_file 0: keepalived alone until the agent writes its first (closed) gate.
+            # init_file 1: fail closed; keepalived starting without a running agent takes no VIP.
             blocks += [
                 f"track_file arbiter_{name} {{",
                 f'    file "{gate_path(node, name)}"',
-                "    init_file 0 overwrite",
+                "    init_file 1 overwrite",
                 "}",
             ]
     arbiter_lines = [f'    notify "{venv_bin(plan) / "keepalived-arbiter-notify"}"'] if spec.arbiter else []
@@ -495,12 +495,19 @@ def start_node_processes(plan: LabPlan, node: NodePlan) -> None:
     lab has one), inside the node's namespace so that a power-off kills it with the rest."""
     hook = Path(node.dir, ON_BOOT)
     if hook.exists():
-        # keepalived's init_file rewrites the gates when it starts; the script waits for that, so the agent's
-        # first (closed) gate is never overwritten. Stale gates from before a power-off must not count.
+        # keepalived's init_file (1: closed) rewrites the gates when it starts; the script waits for that, so
+        # the agent's gates are never overwritten by keepalived's start. Stale gates from before a power-off
+        # must not count.
         for name in instance_names(plan):
             gate_path(node, name).unlink(missing_ok=True)
     start_sshd(node)
     start_keepalived(plan, node)
+    start_on_boot(node)
+
+
+def start_on_boot(node: NodePlan) -> None:
+    """Run the node's `on-boot` script (the arbiter's agent), if it has one, in the node's namespace."""
+    hook = Path(node.dir, ON_BOOT)
     if hook.exists():
         subprocess.Popen(
             netns.in_ns(node.netns, ["/bin/sh", str(hook)]),
