@@ -65,7 +65,14 @@ def add_lab_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
         metavar="TARGET",
         help=f"{', '.join(sorted(TARGETS))} (default: scenarios, keepalived alone beside the arbiter)",
     )
-    bench.add_argument("--runs", type=int, default=5, help="scenarios: runs per power-off figure (medians)")
+    bench.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help="scenarios: runs per power-off figure (medians; default 5); transitions: runs per case (default 1)",
+    )
+    bench.add_argument("--scenarios", help="transitions: only these scenarios (comma-separated)")
+    bench.add_argument("--quick", action="store_true", help="transitions: only the 2-node VRRPv3/0.1 s cases")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--seconds", type=float, default=None, help="measurement length (default: the goal's)")
     bench.add_argument("--instances", type=int, default=10_000, help="lease: VRRP instances renewed each second")
