@@ -229,7 +229,11 @@ class Lab:
             if pid is not None and pid != old_pid and not netns.gone(pid):
                 return pid
             time.sleep(0.05)
-        raise LabError(f"no new agent on node {node} within {timeout:g}s; {self.agent_log_tails()}")
+        boot_log = _read(Path(self.plan.node(node).dir, "on-boot.log")).splitlines()[-3:]
+        raise LabError(
+            f"no new agent on node {node} within {timeout:g}s (agent.pid {self.agent_pid(node)}, on-boot.log: "
+            f"{' | '.join(boot_log) or 'empty'}); {self.agent_log_tails()}"
+        )
 
     def restart_agent(self, node: str) -> tuple[int, int]:
         """`systemctl restart` of node's agent: SIGTERM, wait for it to exit (SIGKILL after 10 s), start the
