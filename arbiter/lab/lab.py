@@ -249,8 +249,12 @@ class Lab:
             netns.kill_pids([old], signal.SIGKILL)
             topology.wait_for(lambda: netns.gone(old), 5, f"the agent of node {node} to exit after SIGKILL")
         exited = time.monotonic()
-        topology.start_on_boot(self.plan.node(node))
-        new = self.wait_agent_started(node, old)
+        proc = topology.start_on_boot(self.plan.node(node))
+        try:
+            new = self.wait_agent_started(node, old)
+        except LabError as exc:
+            code = None if proc is None else proc.poll()
+            raise LabError(f"{exc} (the on-boot script's exit status: {code})") from None
         self.timeline.add(HEAL, node, f"agent restarted: PID {old} -> {new}", t=exited)
         return old, new
 

@@ -518,12 +518,12 @@ def start_node_processes(plan: LabPlan, node: NodePlan) -> None:
     start_on_boot(node)
 
 
-def start_on_boot(node: NodePlan) -> None:
+def start_on_boot(node: NodePlan) -> subprocess.Popen[bytes] | None:
     """Run the node's `on-boot` script (the arbiter's agent), if it has one, in the node's namespace."""
     hook = Path(node.dir, ON_BOOT)
     if hook.exists():
         log = open(Path(node.dir, "on-boot.log"), "ab")  # noqa: SIM115 - handed to the child, closed below
-        subprocess.Popen(
+        proc = subprocess.Popen(
             netns.in_ns(node.netns, ["/bin/sh", str(hook)]),
             cwd=node.dir,
             stdin=subprocess.DEVNULL,
@@ -532,6 +532,8 @@ def start_on_boot(node: NodePlan) -> None:
             start_new_session=True,
         )
         log.close()
+        return proc
+    return None
 
 
 def node_powered(node: NodePlan) -> bool:
