@@ -99,7 +99,11 @@ def _converge(lab: Lab, timing: Timing, phase: Phase) -> None:
         lab.timeline.add(NOTE, "", f"every agent has opened its gates ({took:.1f} s)")
     for i, vip in enumerate(lab.plan.vips):
         owner = lab.plan.nodes[i].name
-        lab.wait_holders(vip, [owner], timing.master_down + 8)
+        if lab.plan.spec.nopreempt:
+            # nopreempt: whoever became master first keeps the VIP (with the arbiter: whose gate opened first).
+            owner = _wait_single_holder(lab, vip, timing.master_down + 8)
+        else:
+            lab.wait_holders(vip, [owner], timing.master_down + 8)
         phase.owners[vip] = owner
     phase.converged_at = time.monotonic()
     lab.timeline.add(NOTE, "", "converged", t=phase.converged_at)
@@ -107,10 +111,10 @@ def _converge(lab: Lab, timing: Timing, phase: Phase) -> None:
     time.sleep(max(timing.advert_int, 0.3))
 
 
-def _after_advert(lab: Lab, rng: random.Random, timing: Timing) -> None:
+def _after_advert(lab: Lab, rng: random.Random, timing: Timing, backup: str | None = None) -> None:
     """Right after an advert reached the backup, plus a seeded delay of up to a tenth of an interval: the
     backup's master-down timer then runs (nearly) its whole length, the failover DESIGN.md quotes."""
-    backup = lab.plan.nodes[1].name
+    backup = backup or lab.plan.nodes[1].name
     lab.timeline.add(NOTE, backup, "VRRP advert received", t=lab.wait_advert(backup))
     time.sleep(rng.uniform(0, timing.advert_int / 10))
 
@@ -246,19 +250,33 @@ def _nopreempt_return(lab: Lab, rng: random.Random, timing: Timing, phase: Phase
     _power_off_and_return(lab, rng, timing, phase)
 
 
+def _wait_single_holder(lab: Lab, vip: str, timeout: float, not_: str | None = None) -> str:
+    """The one node (other than `not_`) that alone holds `vip`, once one does; LabError with what was seen."""
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        seen = lab.holders(vip)
+        if len(seen) == 1 and seen[0] != not_:
+            return seen[0]
+        time.sleep(0.05)
+    raise LabError(f"{vip}: expected one holder{f' other than {not_}' if not_ else ''} within {timeout:g}s, saw {seen}")
+
+
 def _power_off_and_return(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
-    """The master is powered off; once the backup holds, it is powered on again (phases fault, return)."""
-    _after_advert(lab, rng, timing)
+    """The master is powered off; once another node holds, it is powered on again (phases fault, return)."""
+    vip = lab.plan.vips[0]
+    master = phase.owners.get(vip) or lab.plan.nodes[0].name
+    _after_advert(lab, rng, timing, next(n.name for n in lab.plan.nodes if n.name != master))
     phase.fault_at = _mark(lab, phase, "fault")
-    lab.power("a", "off")
+    lab.power(master, "off")
     try:
-        lab.wait_holders(lab.plan.vips[0], ["b"], timing.master_down + 5 + _agent_settle(lab))
+        _wait_single_holder(lab, vip, timing.master_down + 5 + _agent_settle(lab), not_=master)
     except LabError as exc:
         lab.timeline.add(NOTE, "", f"no failover before the return: {exc}")
     time.sleep(1.0)
-    _fault_at_death(lab, phase, "a")
+    _fault_at_death(lab, phase, master)
     phase.heal_at = _mark(lab, phase, "return")
-    _boot(lab, timing, phase, "a")
+    _boot(lab, timing, phase, master)
 
 
 def _agent_settle(lab: Lab) -> float:
@@ -500,6 +518,7 @@ def run_scenario(
                 "asked_moves": asked,
                 "handovers": list(scenario.handovers),
                 "processes_at_end": processes,
+                "owners": dict(phase.owners),
                 "converged_s": None if phase.converged_at is None else round(phase.converged_at - lab.timeline.t0, 4),
             }
         )
