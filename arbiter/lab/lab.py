@@ -231,7 +231,8 @@ class Lab:
             time.sleep(0.05)
         boot_log = _read(Path(self.plan.node(node).dir, "on-boot.log")).splitlines()[-3:]
         raise LabError(
-            f"no new agent on node {node} within {timeout:g}s (agent.pid {self.agent_pid(node)}, on-boot.log: "
+            f"no new agent on node {node} within {timeout:g}s (powered: "
+            f"{topology.node_powered(self.plan.node(node))}, agent.pid {self.agent_pid(node)}, on-boot.log: "
             f"{' | '.join(boot_log) or 'empty'}); {self.agent_log_tails()}"
         )
 

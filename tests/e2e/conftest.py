@@ -14,7 +14,10 @@ from arbiter.lab.topology import LAB_ROOT, PREFIX_TAG, LabSpec
 
 def _ours(ns: str) -> bool:
     """A namespace of a lab this test process built (other sessions on the machine build labs too)."""
-    owner = netns.read_pid(str(LAB_ROOT / ns.split("-", 1)[0] / "owner.pid"))
+    prefix = ns.split("-", 1)[0]
+    if "-" not in ns or len(prefix) != len(PREFIX_TAG) + 4:
+        return False  # not named as this lab names its namespaces (kal<4 hex>-<part>)
+    owner = netns.read_pid(str(LAB_ROOT / prefix / "owner.pid"))
     return owner is None or owner == os.getpid()
 
 
