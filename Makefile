@@ -50,6 +50,13 @@ demo: install
 	$(BIN)/keepalived-arbiter lab run vrrp-cut --arbiter --report lab-report/arbiter > /dev/null
 	$(BIN)/keepalived-arbiter lab compare lab-report/alone lab-report/arbiter
 
+# Issue 12's transitions table (start-up, restarts, returns, preemption), keepalived alone beside the arbiter,
+# with its goals; not part of `make test` (about an hour for the whole matrix). A subset:
+# `make bench-transitions BENCH_ARGS="--quick --scenarios cold-start,return-preempt"`.
+.PHONY: bench-transitions
+bench-transitions: install
+	$(BIN)/keepalived-arbiter lab bench transitions $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
 

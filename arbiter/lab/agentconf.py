@@ -155,8 +155,8 @@ def write_agent_files(plan: LabPlan) -> None:
 
 
 def on_boot_script(plan: LabPlan, node: NodePlan) -> str:
-    """Start the node's agent once keepalived has written its gates (init_file), so that the agent's first
-    write (closed) is never overwritten by keepalived's start-up."""
+    """Start the node's agent once keepalived has written its gates (init_file 1: closed), so that keepalived's
+    start-up never overwrites what the agent wrote (an agent restart finds the gates there and starts at once)."""
     q = shlex.quote
     gates = " && ".join(f"[ -s {q(str(topology.gate_path(node, name)))} ]" for name in topology.instance_names(plan))
     agent = topology.venv_bin(plan) / "keepalived-arbiter"

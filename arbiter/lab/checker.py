@@ -28,6 +28,14 @@ Conventions (all times are the events' own clock, `time.monotonic()` seconds, ab
   `fence_before_keep` (None when nobody fenced the owner or no other node alone holds the VIP at the end) is
   True when the survivor keeps the VIP only from the fence on: the fence was confirmed OFF, the owner no longer
   holds, and no dual master since the fault outlasts the fence's confirmation.
+- Transition figures (`figures`, `phase_figures`), for a window [start, end) of the run: `dual_master_ms` and
+  `no_master_ms` are the parts of the window with two or more holders, with none; `vip_moves` counts changes of
+  the VIP's holder inside the window: the holder is the node that most recently began holding among those
+  holding now (its gratuitous ARP is the newest), a gap with no holder keeps the last one, and the first holder
+  of the run is an acquisition, not a move (a -> none -> a is no move; a dual-master flash a -> a+b -> a is two);
+  `arp_flaps` counts the flaps (as above) whose answer falls in the window; `fences` counts the fence requests
+  (FENCE events "by X: requested") in the window, whoever they target. A phase runs from its mark to the next
+  mark (the last to `end_at`).
 """
 
 from __future__ import annotations
@@ -368,3 +376,99 @@ def judge(
         released_by=released.released_by,
         fence_before_keep=released.fence_before_keep,
     )
+
+
+# --- transition figures: the whole run and each phase -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One VIP over one window of the run (see the module docstring)."""
+
+    dual_master_ms: float
+    vip_moves: int
+    no_master_ms: float
+    arp_flaps: int
+    fences: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "dual_master_ms": round(self.dual_master_ms, 1),
+            "vip_moves": self.vip_moves,
+            "no_master_ms": round(self.no_master_ms, 1),
+            "arp_flaps": self.arp_flaps,
+            "fences": self.fences,
+        }
+
+
+def vip_moves(intervals: dict[str, list[Interval]]) -> list[tuple[float, str, str]]:
+    """Every change of the VIP's holder as (time, from, to), in time order (see the module docstring)."""
+    edges: list[tuple[float, int, str]] = []
+    for node, spans in intervals.items():
+        for start, end in spans:
+            edges.append((start, 1, node))
+            edges.append((end, -1, node))
+    edges.sort(key=lambda x: (x[0], x[1]))  # releases first at equal times, as in dual_periods
+    since: dict[str, float] = {}
+    last: str | None = None
+    moves: list[tuple[float, str, str]] = []
+    for t, delta, node in edges:
+        if delta > 0:
+            since[node] = t
+        else:
+            since.pop(node, None)
+        if not since:
+            continue
+        holder = max(since, key=lambda n: since[n])
+        if last is not None and holder != last:
+            moves.append((t, last, holder))
+        last = holder
+    return moves
+
+
+def _flap_times(answers: Sequence[ArpAnswer]) -> list[float]:
+    times = []
+    last = ""
+    for a in answers:
+        if not a.node:
+            continue
+        if last and a.node != last:
+            times.append(a.t)
+        last = a.node
+    return times
+
+
+def _overlap(periods: Sequence[DualPeriod], start: float, end: float) -> float:
+    return sum(max(0.0, min(p.end, end) - max(p.start, start)) for p in periods)
+
+
+def figures(events: Sequence[Event], nodes: Sequence[str], vip: str, start: float, end: float) -> Figures:
+    """The transition figures of `vip` over [start, end); the history before `start` only says who held."""
+    intervals = hold_intervals(events, nodes, vip, end)
+    answers = arp_answers(events, vip)
+    fence_requests = [e.t for e in events if e.kind == FENCE and ": requested" in e.detail]
+    return Figures(
+        dual_master_ms=_overlap(dual_periods(intervals), start, end) * 1000.0,
+        vip_moves=sum(1 for t, _, _ in vip_moves(intervals) if start <= t < end),
+        no_master_ms=_no_master_seconds(intervals, start, end) * 1000.0,
+        arp_flaps=sum(1 for t in _flap_times([a for a in answers if a.t < end]) if t >= start),
+        fences=sum(1 for t in fence_requests if start <= t < end),
+    )
+
+
+def phase_windows(marks: Sequence[tuple[str, float]], end_at: float) -> list[tuple[str, float, float]]:
+    """(name, start, end) per phase: each mark runs to the next one (in time order), the last to `end_at`."""
+    ordered = sorted(marks, key=lambda m: m[1])
+    return [
+        (name, start, ordered[i + 1][1] if i + 1 < len(ordered) else end_at) for i, (name, start) in enumerate(ordered)
+    ]
+
+
+def phase_figures(
+    events: Sequence[Event], nodes: Sequence[str], vip: str, marks: Sequence[tuple[str, float]], end_at: float
+) -> tuple[Figures, list[tuple[str, float, float, Figures]]]:
+    """The whole run (from the first mark to `end_at`) and each phase, for one VIP."""
+    windows = phase_windows(marks, end_at)
+    start = windows[0][1] if windows else end_at
+    run = figures(events, nodes, vip, start, end_at)
+    return run, [(name, s, e, figures(events, nodes, vip, s, e)) for name, s, e in windows]

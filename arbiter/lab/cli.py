@@ -46,6 +46,7 @@ def add_lab_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
     run.add_argument("--advert-int", type=float, default=1.0, help="keepalived advert_int in seconds")
     run.add_argument("--vrrp-version", type=int, choices=(2, 3), default=2)
     run.add_argument("--arbiter", action="store_true", help="run the arbiter's agent on every node")
+    run.add_argument("--nodes", type=int, choices=(2, 3), default=2)
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--report", type=Path, metavar="DIR", help="write timeline.svg, timeline.txt and result.json here")
     run.set_defaults(func=func)
@@ -64,7 +65,14 @@ def add_lab_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
         metavar="TARGET",
         help=f"{', '.join(sorted(TARGETS))} (default: scenarios, keepalived alone beside the arbiter)",
     )
-    bench.add_argument("--runs", type=int, default=5, help="scenarios: runs per power-off figure (medians)")
+    bench.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help="scenarios: runs per power-off figure (medians; default 5); transitions: runs per case (default 1)",
+    )
+    bench.add_argument("--scenarios", help="transitions: only these scenarios (comma-separated)")
+    bench.add_argument("--quick", action="store_true", help="transitions: only the 2-node VRRPv3/0.1 s cases")
     bench.add_argument(
         "--case",
         action="append",
@@ -156,6 +164,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             vrrp_version=args.vrrp_version,
             arbiter=args.arbiter,
             report_dir=args.report,
+            nodes=args.nodes,
         )
         if args.report is not None:
             (args.report / "result.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -260,6 +269,8 @@ def format_result(result: dict[str, Any]) -> str:
         f"failover_ms     {result['failover_ms']}",
         f"settled_ms      {result.get('settled_ms')}",
         f"arp_flaps       {result['arp_flaps']}",
+        f"vip_moves       {result.get('vip_moves')}",
+        f"fences          {result.get('fences')}",
         f"holders at end  {' '.join(result['holders_at_end']) or 'nobody'}",
     ]
     if result["arbiter"]:
@@ -269,6 +280,11 @@ def format_result(result: dict[str, Any]) -> str:
             f"fence_ms        {result.get('fence_ms')}",
             "fence before keep " + ("-" if keep is None else "yes" if keep else "NO"),
         ]
+    for p in result.get("phases", []):
+        lines.append(
+            f"  phase {p['phase']:22} {p['from_s']:8.3f}s  dual {p['dual_master_ms']} ms, moves {p['vip_moves']}, "
+            f"no master {p['no_master_ms']} ms, flaps {p['arp_flaps']}, fences {p['fences']}"
+        )
     lines += ["violations      " + ("; ".join(result["violations"]) or "none")]
     if "report" in result:
         lines.append("report          " + " ".join(result["report"]))

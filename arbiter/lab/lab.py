@@ -7,17 +7,20 @@ import select
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 
 from arbiter.lab import agentconf, agentlog, netns, topology
 from arbiter.lab.agentlog import AgentRecord
 from arbiter.lab.bmc import Bmc, BmcSpec
-from arbiter.lab.events import NOTE, POWER, Event, Timeline
+from arbiter.lab.events import FAULT, HEAL, NOTE, POWER, Event, Timeline
 from arbiter.lab.faults import Faults
 from arbiter.lab.netns import LabError, run
 from arbiter.lab.recorder import AddressWatch, ArpWatch, KeepalivedStateWatch, Recorder
 from arbiter.lab.topology import WITNESS_IP, LabPlan, LabSpec
+
+AGENT_START_TIMEOUT = 30.0
 
 
 def require_root() -> None:
@@ -28,9 +31,12 @@ def require_root() -> None:
 class Lab:
     """Context manager: `with Lab(LabSpec()) as lab: ...`."""
 
-    def __init__(self, spec: LabSpec, prefix: str | None = None) -> None:
+    def __init__(self, spec: LabSpec, prefix: str | None = None, boot: Sequence[str] | None = None) -> None:
         require_root()
         self.plan: LabPlan = topology.make_plan(spec, prefix)
+        # The nodes powered on at build (None: all); the others start powered off, for `power(node, "on")`.
+        self.boot = [n.name for n in self.plan.nodes] if boot is None else [self.plan.node(n).name for n in boot]
+        self.started_at: float | None = None  # the first keepalived start: the checker judges from here
         self.timeline = Timeline()
         self.faults = Faults(self.plan, self.timeline)
         self.recorder = Recorder()
@@ -76,9 +82,21 @@ class Lab:
             self.bmcs[node.name] = bmc
         self._start_recorder()
         for node in plan.nodes:
-            topology.start_node_processes(plan, node)
+            if node.name not in self.boot:
+                self._start_powered_off(node.name)
+        self.started_at = time.monotonic()
+        for node in plan.nodes:
+            if node.name in self.boot:
+                topology.start_node_processes(plan, node)
         arbiter = " with the arbiter" if plan.spec.arbiter else ""
         self.timeline.add(NOTE, "", f"lab {plan.prefix} up: {len(plan.nodes)} nodes{arbiter}")
+
+    def _start_powered_off(self, name: str) -> None:
+        """Switch a node that has not booted yet off through its BMC, so that `power(name, "on")` boots it."""
+        self.timeline.add(NOTE, name, "starts powered off")
+        done = self.bmcs[name].ipmitool("chassis", "power", "off", from_netns=self.plan.witness_ns)
+        if done.returncode != 0:
+            raise LabError(f"ipmitool power off {name}: {done.stderr.strip() or done.stdout.strip()}")
 
     def _start_recorder(self) -> None:
         plan = self.plan
@@ -169,9 +187,9 @@ class Lab:
         return pid is not None and not netns.gone(pid)
 
     def agents_ready(self) -> bool:
-        """Every powered node's agent runs and has opened every gate since it started (its first write is
-        closed; keepalived's init_file 0 comes before the agent starts, so an open gate newer than agent.pid is
-        the agent's own)."""
+        """Every powered node's agent runs and has opened every gate since it started (keepalived's init_file
+        writes 1, closed, and the agent starts after it: an open gate newer than agent.pid is this agent's own,
+        not one left by an agent before a restart)."""
         for node in self.plan.nodes:
             if not topology.node_powered(node):
                 continue
@@ -203,6 +221,80 @@ class Lab:
                 raise LabError(f"no agent opened its gates within {timeout:g}s; {self.agent_log_tails()}")
             time.sleep(0.05)
         return time.monotonic() - start
+
+    def wait_agent_started(self, node: str, old_pid: int | None, timeout: float = AGENT_START_TIMEOUT) -> int:
+        """The PID of node's agent once one other than `old_pid` runs (raises LabError with the logs if not)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = self.agent_pid(node)
+            if pid is not None and pid != old_pid and not netns.gone(pid):
+                return pid
+            time.sleep(0.05)
+        boot_log = _read(Path(self.plan.node(node).dir, "on-boot.log")).splitlines()[-3:]
+        raise LabError(
+            f"no new agent on node {node} within {timeout:g}s (powered: "
+            f"{topology.node_powered(self.plan.node(node))}, agent.pid {self.agent_pid(node)}, on-boot.log: "
+            f"{' | '.join(boot_log) or 'empty'}); {self.agent_log_tails()}"
+        )
+
+    def restart_agent(self, node: str) -> tuple[int, int]:
+        """`systemctl restart` of node's agent: SIGTERM, wait for it to exit (SIGKILL after 10 s), start the
+        node's on-boot script again. Returns (old PID, new PID)."""
+        old = self.agent_pid(node)
+        if old is None or netns.gone(old):
+            raise LabError(f"no running agent on node {node} to restart")
+        self.timeline.add(FAULT, node, f"agent restart (SIGTERM to {old})")
+        netns.kill_pids([old], signal.SIGTERM)
+        try:
+            topology.wait_for(lambda: netns.gone(old), 10, f"the agent of node {node} to exit")
+        except LabError:
+            netns.kill_pids([old], signal.SIGKILL)
+            topology.wait_for(lambda: netns.gone(old), 5, f"the agent of node {node} to exit after SIGKILL")
+        exited = time.monotonic()
+        proc = topology.start_on_boot(self.plan.node(node))
+        try:
+            new = self.wait_agent_started(node, old)
+        except LabError as exc:
+            code = None if proc is None else proc.poll()
+            raise LabError(f"{exc} (the on-boot script's exit status: {code})") from None
+        self.timeline.add(HEAL, node, f"agent restarted: PID {old} -> {new}", t=exited)
+        return old, new
+
+    def restart_keepalived(self, node: str) -> tuple[int, int]:
+        """`systemctl restart keepalived` on node: SIGTERM, wait for both its processes to exit, start it again.
+        Returns (old PID, new PID) of keepalived's parent, once the new one runs its VRRP child."""
+        plan_node = self.plan.node(node)
+        old = topology.keepalived_pid(plan_node)
+        pids = [p for p in (old, topology.vrrp_pid(plan_node)) if p is not None]
+        if old is None or netns.gone(old):
+            raise LabError(f"no running keepalived on node {node} to restart")
+        self.timeline.add(FAULT, node, f"keepalived restart (SIGTERM to {old})")
+        netns.kill_pids([old], signal.SIGTERM)
+        topology.wait_for(lambda: all(netns.gone(p) for p in pids), 10, f"keepalived of node {node} to exit")
+        topology.start_keepalived(self.plan, plan_node)
+
+        def started() -> bool:
+            pid, child = topology.keepalived_pid(plan_node), topology.vrrp_pid(plan_node)
+            return pid not in (None, old) and child is not None and child not in pids and not netns.gone(child)
+
+        topology.wait_for(started, 10, f"keepalived of node {node} to start again")
+        new = topology.keepalived_pid(plan_node)
+        assert new is not None
+        self.timeline.add(HEAL, node, f"keepalived restarted: PID {old} -> {new}")
+        return old, new
+
+    def processes(self) -> dict[str, dict[str, object]]:
+        """Per node: powered, and the PIDs of its running keepalived and agent (None: not running)."""
+        out: dict[str, dict[str, object]] = {}
+        for node in self.plan.nodes:
+            ka = topology.keepalived_pid(node)
+            agent = self.agent_pid(node.name)
+            out[node.name] = {
+                "powered": topology.node_powered(node),
+                "keepalived": ka if ka is not None and not netns.gone(ka) else None,
+                "agent": agent if agent is not None and not netns.gone(agent) else None,
+            }
+        return out
 
     def agent_log_tails(self, lines: int = 4) -> str:
         tails = []

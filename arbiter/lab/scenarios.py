@@ -20,10 +20,10 @@ from typing import Any
 
 from arbiter.lab import topology
 from arbiter.lab.agentlog import AgentRecord
-from arbiter.lab.checker import Verdict, judge
-from arbiter.lab.events import DECISION, FENCE, GATE, NOTE, VIP_DEL
+from arbiter.lab.checker import Verdict, judge, phase_figures
+from arbiter.lab.events import DECISION, FENCE, GATE, NOTE, VIP_DEL, Event
 from arbiter.lab.faults import Heal
-from arbiter.lab.lab import Lab
+from arbiter.lab.lab import AGENT_START_TIMEOUT, Lab
 from arbiter.lab.netns import LabError
 from arbiter.lab.report import write_report
 from arbiter.lab.topology import LabSpec
@@ -38,12 +38,12 @@ class Phase:
     owners: dict[str, str | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)  # scenario-specific figures for the result
-    converged_at: float | None = None  # the checker judges from here on
+    converged_at: float | None = None  # the natural masters hold, the agents are ready (a note, not the judge's)
+    marks: list[tuple[str, float]] = field(default_factory=list)  # (phase, start): after "start-up", in order
 
 
 # The lab's lease TTL (agentconf writes ttl_ms = 3000): an isolated master lets go, or is fenced, within it.
 ARBITER_SETTLE = 3.0
-AGENT_START_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class Timing:
 
 
 Body = Callable[[Lab, random.Random, Timing, Phase], None]
+START_UP = "start-up"  # the first phase of every run: from the first keepalived start
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,20 @@ class Scenario:
     summary: str
     body: Body
     spec_changes: dict[str, Any] = field(default_factory=dict)
+    # The VIP moves the operator asked for (one per failover, one per failback), with the arbiter; None: not
+    # a transition scenario. The bench judges `vip_moves` against it where keepalived alone splits.
+    asked_moves: int | None = None
+    handovers: tuple[str, ...] = ()  # phases in which the preferred node takes the VIP back
+    staggered: bool = False  # only the lowest-priority node boots with the lab; the others are powered on later
+    three_nodes: bool = False  # the bench also runs it on three nodes
+
+
+def _mark(lab: Lab, phase: Phase, name: str, t: float | None = None) -> float:
+    """Start phase `name` now (or at t): the checker reports each phase's figures apart."""
+    at = time.monotonic() if t is None else t
+    phase.marks.append((name, at))
+    lab.timeline.add(NOTE, "", f"phase {name}", t=at)
+    return at
 
 
 def _converge(lab: Lab, timing: Timing, phase: Phase) -> None:
@@ -84,17 +99,22 @@ def _converge(lab: Lab, timing: Timing, phase: Phase) -> None:
         lab.timeline.add(NOTE, "", f"every agent has opened its gates ({took:.1f} s)")
     for i, vip in enumerate(lab.plan.vips):
         owner = lab.plan.nodes[i].name
-        lab.wait_holders(vip, [owner], timing.master_down + 8)
+        if lab.plan.spec.nopreempt:
+            # nopreempt: whoever became master first keeps the VIP (with the arbiter: whose gate opened first).
+            owner = _wait_single_holder(lab, vip, timing.master_down + 8)
+        else:
+            lab.wait_holders(vip, [owner], timing.master_down + 8)
         phase.owners[vip] = owner
     phase.converged_at = time.monotonic()
-    lab.timeline.add(NOTE, "", "converged: judged from here", t=phase.converged_at)
+    lab.timeline.add(NOTE, "", "converged", t=phase.converged_at)
+    _mark(lab, phase, "steady", phase.converged_at)
     time.sleep(max(timing.advert_int, 0.3))
 
 
-def _after_advert(lab: Lab, rng: random.Random, timing: Timing) -> None:
+def _after_advert(lab: Lab, rng: random.Random, timing: Timing, backup: str | None = None) -> None:
     """Right after an advert reached the backup, plus a seeded delay of up to a tenth of an interval: the
     backup's master-down timer then runs (nearly) its whole length, the failover DESIGN.md quotes."""
-    backup = lab.plan.nodes[1].name
+    backup = backup or lab.plan.nodes[1].name
     lab.timeline.add(NOTE, backup, "VRRP advert received", t=lab.wait_advert(backup))
     time.sleep(rng.uniform(0, timing.advert_int / 10))
 
@@ -103,11 +123,11 @@ def _fault_window(
     lab: Lab, rng: random.Random, timing: Timing, phase: Phase, inject: Callable[[], Heal | None]
 ) -> None:
     _after_advert(lab, rng, timing)
-    phase.fault_at = time.monotonic()
+    phase.fault_at = _mark(lab, phase, "fault")
     heal = inject()
     time.sleep(timing.observe)
     if heal is not None:
-        phase.heal_at = time.monotonic()
+        phase.heal_at = _mark(lab, phase, "heal")
         heal()
         time.sleep(max(timing.master_down, 2.0) + 0.5)
 
@@ -146,6 +166,7 @@ def _fault_at_death(lab: Lab, phase: Phase, node: str) -> None:
     for event in lab.timeline.sorted():
         if event.kind == VIP_DEL and event.node == node and event.t >= start:
             phase.fault_at = event.t
+            phase.marks = [(name, event.t if at == start else at) for name, at in phase.marks]
             lab.timeline.add(NOTE, node, "powered off (VIP gone with the power)", t=event.t)
             return
 
@@ -226,13 +247,140 @@ def _pause_agent_isolate(lab: Lab, rng: random.Random, timing: Timing, phase: Ph
 
 def _nopreempt_return(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
     _converge(lab, timing, phase)
-    _after_advert(lab, rng, timing)
-    phase.fault_at = time.monotonic()
-    lab.power("a", "off")
-    lab.wait_holders(lab.plan.vips[0], ["b"], timing.master_down + 5)
+    _power_off_and_return(lab, rng, timing, phase)
+
+
+def _wait_single_holder(lab: Lab, vip: str, timeout: float, not_: str | None = None) -> str:
+    """The one node (other than `not_`) that alone holds `vip`, once one does; LabError with what was seen."""
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        seen = lab.holders(vip)
+        if len(seen) == 1 and seen[0] != not_:
+            return seen[0]
+        time.sleep(0.05)
+    raise LabError(f"{vip}: expected one holder{f' other than {not_}' if not_ else ''} within {timeout:g}s, saw {seen}")
+
+
+def _power_off_and_return(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    """The master is powered off; once another node holds, it is powered on again (phases fault, return)."""
+    vip = lab.plan.vips[0]
+    master = phase.owners.get(vip) or lab.plan.nodes[0].name
+    _after_advert(lab, rng, timing, next(n.name for n in lab.plan.nodes if n.name != master))
+    phase.fault_at = _mark(lab, phase, "fault")
+    lab.power(master, "off")
+    try:
+        _wait_single_holder(lab, vip, timing.master_down + 5 + _agent_settle(lab), not_=master)
+    except LabError as exc:
+        lab.timeline.add(NOTE, "", f"no failover before the return: {exc}")
     time.sleep(1.0)
-    phase.heal_at = time.monotonic()
-    lab.power("a", "on")
+    _fault_at_death(lab, phase, master)
+    phase.heal_at = _mark(lab, phase, "return")
+    _boot(lab, timing, phase, master)
+
+
+def _agent_settle(lab: Lab) -> float:
+    return ARBITER_SETTLE if lab.plan.spec.arbiter else 0.0
+
+
+def _boot(lab: Lab, timing: Timing, phase: Phase, node: str) -> None:
+    """Power `node` on through its BMC, see its agent start (with the arbiter), and watch what follows."""
+    old = lab.agent_pid(node) if lab.plan.spec.arbiter else None
+    lab.power(node, "on")
+    if lab.plan.spec.arbiter:
+        new = lab.wait_agent_started(node, old)
+        phase.figures.setdefault("booted", []).append({"node": node, "agent_pid_before": old, "agent_pid": new})
+    time.sleep(timing.observe)
+
+
+# --- transitions (issue 12): start-up, restarts, returns -------------------------------------------------
+
+
+def _cold_start(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    """Every keepalived and agent started at once (the lab's build); then a quiet stretch, still judged."""
+    _converge(lab, timing, phase)
+    time.sleep(timing.observe)
+
+
+def _staggered_start(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    """The lowest-priority node boots alone and takes the VIP; the others are powered on one at a time, the
+    preferred node last (each preempts the one before)."""
+    nodes = [n.name for n in lab.plan.nodes]
+    first = nodes[-1]
+    if lab.plan.spec.arbiter:
+        took = lab.wait_agents_ready(AGENT_START_TIMEOUT)
+        lab.timeline.add(NOTE, "", f"the agent of {first} has opened its gates ({took:.1f} s)")
+    lab.wait_holders(lab.plan.vips[0], [first], timing.master_down + 8)
+    time.sleep(1.0)
+    for node in reversed(nodes[:-1]):
+        _mark(lab, phase, f"boot-{node}")
+        _boot(lab, timing, phase, node)
+    phase.owners[lab.plan.vips[0]] = nodes[0]
+
+
+def _restart_agents(lab: Lab, timing: Timing, phase: Phase, nodes: list[str]) -> None:
+    for node in nodes:
+        _mark(lab, phase, f"agent-restart-{node}")
+        if not lab.plan.spec.arbiter:
+            lab.timeline.add(NOTE, node, "keepalived alone: no agent to restart")
+        else:
+            old, new = lab.restart_agent(node)
+            phase.figures.setdefault("agent_restarts", []).append({"node": node, "old_pid": old, "new_pid": new})
+            try:
+                took = lab.wait_agents_ready(AGENT_START_TIMEOUT)
+                lab.timeline.add(NOTE, node, f"every agent has opened its gates again ({took:.1f} s)")
+            except LabError as exc:
+                lab.timeline.add(NOTE, node, f"gates not all open again: {exc}")
+        time.sleep(timing.observe)
+
+
+def _agent_restart_master(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    _converge(lab, timing, phase)
+    _restart_agents(lab, timing, phase, ["a"])
+
+
+def _agent_restart_backup(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    _converge(lab, timing, phase)
+    _restart_agents(lab, timing, phase, ["b"])
+
+
+def _rolling_upgrade(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    """Both agents restarted in turn, the backup's first, as an upgrade would."""
+    _converge(lab, timing, phase)
+    _restart_agents(lab, timing, phase, ["b", "a"])
+
+
+def _keepalived_restart(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    """The backup goes deaf to VRRP (its gate closes: it cannot hear the master it must defer to), then its
+    keepalived is restarted (keepalived rewrites the gate with init_file), then the cut heals."""
+    _converge(lab, timing, phase)
+    _after_advert(lab, rng, timing)
+    phase.fault_at = _mark(lab, phase, "fault")
+    heal = lab.faults.vrrp_cut("b", "in")
+    time.sleep(timing.observe)
+    _mark(lab, phase, "keepalived-restart")
+    old, new = lab.restart_keepalived("b")
+    phase.figures["keepalived_restart"] = {"node": "b", "old_pid": old, "new_pid": new}
+    time.sleep(timing.observe)
+    phase.heal_at = _mark(lab, phase, "heal")
+    heal()
+    time.sleep(max(timing.master_down, 2.0) + 0.5)
+
+
+def _return_preempt(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    _converge(lab, timing, phase)
+    _power_off_and_return(lab, rng, timing, phase)
+
+
+def _heal_preempt(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    """The master loses the reference IP (with the arbiter it must let go), then it comes back: preemption."""
+    _converge(lab, timing, phase)
+    _after_advert(lab, rng, timing)
+    phase.fault_at = _mark(lab, phase, "fault")
+    heal = lab.faults.reference_lost("a")
+    time.sleep(timing.observe)
+    phase.heal_at = _mark(lab, phase, "heal")
+    heal()
     time.sleep(timing.observe)
 
 
@@ -241,7 +389,13 @@ SCENARIOS: dict[str, Scenario] = {
     for s in (
         Scenario("vrrp-cut", "nftables drops VRRP (IP protocol 112) at both nodes", _vrrp_cut),
         Scenario("hb-cut", "VRRP and every Ethernet heartbeat dropped; serial cables up", _hb_cut),
-        Scenario("isolate", "the master is cut off from everything (all NICs, serial)", _isolate),
+        Scenario(
+            "isolate",
+            "the master is cut off from everything (all NICs, serial)",
+            _isolate,
+            asked_moves=2,
+            three_nodes=True,
+        ),
         Scenario(
             "pause-agent-isolate",
             "the master's agent is SIGSTOPped, then the master is cut off from everything",
@@ -258,6 +412,55 @@ SCENARIOS: dict[str, Scenario] = {
             "nopreempt: the master is powered off, then returns",
             _nopreempt_return,
             {"nopreempt": True},
+            asked_moves=1,
+        ),
+        Scenario(
+            "cold-start", "every keepalived and agent started at once", _cold_start, asked_moves=0, three_nodes=True
+        ),
+        Scenario(
+            "staggered-start",
+            "the lowest-priority node boots first, the others one at a time, the preferred last",
+            _staggered_start,
+            handovers=("boot-a", "boot-b"),
+            staggered=True,
+            three_nodes=True,
+        ),
+        Scenario(
+            "agent-restart-master",
+            "the master's agent is restarted (SIGTERM, start)",
+            _agent_restart_master,
+            asked_moves=0,
+        ),
+        Scenario(
+            "agent-restart-backup",
+            "the backup's agent is restarted (SIGTERM, start)",
+            _agent_restart_backup,
+            asked_moves=0,
+        ),
+        Scenario(
+            "rolling-upgrade", "both agents restarted in turn, the backup's first", _rolling_upgrade, asked_moves=0
+        ),
+        Scenario(
+            "keepalived-restart",
+            "the backup is deaf to VRRP (its gate closed), then its keepalived is restarted, then the cut heals",
+            _keepalived_restart,
+            asked_moves=0,
+        ),
+        Scenario(
+            "return-preempt",
+            "the master is powered off, then on again: it preempts",
+            _return_preempt,
+            asked_moves=2,
+            handovers=("return",),
+            three_nodes=True,
+        ),
+        Scenario(
+            "heal-preempt",
+            "the master loses the reference IP, then gets it back: it preempts",
+            _heal_preempt,
+            asked_moves=2,
+            handovers=("heal",),
+            three_nodes=True,
         ),
         Scenario(
             "dual-instance",
@@ -277,33 +480,48 @@ def run_scenario(
     vrrp_version: int = 2,
     arbiter: bool = False,
     report_dir: Path | None = None,
+    nodes: int = 2,
 ) -> dict[str, Any]:
     try:
         scenario = SCENARIOS[name]
     except KeyError:
         raise LabError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}") from None
-    base = LabSpec(advert_int=advert_int, vrrp_version=vrrp_version, arbiter=arbiter)
+    base = LabSpec(nodes=nodes, advert_int=advert_int, vrrp_version=vrrp_version, arbiter=arbiter)
     spec = replace(base, **scenario.spec_changes)
     spec.check()
     timing = Timing.of(spec)
     rng = random.Random(seed)
     phase = Phase()
-    with Lab(spec) as lab:
+    boot = [topology.NODE_NAMES[spec.nodes - 1]] if scenario.staggered else None
+    with Lab(spec, boot=boot) as lab:
         lab.timeline.add(NOTE, "", f"scenario {name} (seed {seed})")
+        started_at = lab.started_at if lab.started_at is not None else lab.timeline.t0
+        lab.timeline.add(NOTE, "", "first keepalived start: judged from here", t=started_at)
         scenario.body(lab, rng, timing, phase)
         end_at = time.monotonic()
         agents_up = {n.name: lab.agent_running(n.name) for n in lab.plan.nodes if topology.node_powered(n)}
+        processes = lab.processes()
         lab.recorder.stop()
         records = lab.record_agents_and_power()
         events = lab.timeline.sorted()
-        nodes = [n.name for n in lab.plan.nodes]
+        names = [n.name for n in lab.plan.nodes]
         verdicts: dict[str, Verdict] = {
-            vip: judge(
-                events, nodes, vip, phase.fault_at, phase.heal_at, end_at, phase.owners.get(vip), phase.converged_at
-            )
+            vip: judge(events, names, vip, phase.fault_at, phase.heal_at, end_at, phase.owners.get(vip), started_at)
             for vip in lab.plan.vips
         }
         result = _result(name, seed, spec, lab, verdicts, end_at)
+        marks = [(START_UP, started_at), *phase.marks]
+        _add_transitions(result, events, names, list(lab.plan.vips), marks, end_at, lab.timeline.t0)
+        asked = spec.nodes - 1 if scenario.staggered else scenario.asked_moves
+        result.update(
+            {
+                "asked_moves": asked,
+                "handovers": list(scenario.handovers),
+                "processes_at_end": processes,
+                "owners": dict(phase.owners),
+                "converged_s": None if phase.converged_at is None else round(phase.converged_at - lab.timeline.t0, 4),
+            }
+        )
         result.update(phase.figures)
         if spec.arbiter:
             result["agents"] = _agents(records, agents_up, lab.timeline.t0)
@@ -315,10 +533,35 @@ def run_scenario(
         result["stepdown_ms"] = _since(first.stepdown_at, phase.fault_at)
         if report_dir is not None:
             paths = write_report(
-                report_dir, events, lab.timeline.t0, nodes, list(lab.plan.vips), verdicts, _title(name, spec)
+                report_dir, events, lab.timeline.t0, names, list(lab.plan.vips), verdicts, _title(name, spec)
             )
             result["report"] = [str(p) for p in paths] + [str(p) for p in _copy_logs(lab, report_dir)]
     return result
+
+
+def _add_transitions(
+    result: dict[str, Any],
+    events: list[Event],
+    nodes: list[str],
+    vips: list[str],
+    marks: list[tuple[str, float]],
+    end_at: float,
+    t0: float,
+) -> None:
+    """Per VIP, the transition figures of the whole run (`run`) and of each phase (`phases`); the first VIP's
+    also at the top level (`run`, `phases`, `vip_moves`, `fences`)."""
+    for vip in vips:
+        whole, phases = phase_figures(events, nodes, vip, marks, end_at)
+        result["per_vip"][vip]["run"] = whole.as_dict()
+        result["per_vip"][vip]["phases"] = [
+            {"phase": name, "from_s": round(start - t0, 4), "to_s": round(end - t0, 4), **figures.as_dict()}
+            for name, start, end, figures in phases
+        ]
+    first = result["per_vip"][vips[0]]
+    result["run"] = first["run"]
+    result["phases"] = first["phases"]
+    result["vip_moves"] = first["run"]["vip_moves"]
+    result["fences"] = first["run"]["fences"]
 
 
 def _copy_logs(lab: Lab, report_dir: Path) -> list[Path]:

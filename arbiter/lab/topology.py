@@ -232,11 +232,11 @@ def keepalived_conf(plan: LabPlan, node: NodePlan, extra_instance: str = "", ext
     ]
     if spec.arbiter:
         for name in instance_names(plan):
-            # init_file 0: keepalived alone until the agent writes its first (closed) gate.
+            # init_file 1: fail closed; keepalived starting without a running agent takes no VIP.
             blocks += [
                 f"track_file arbiter_{name} {{",
                 f'    file "{gate_path(node, name)}"',
-                "    init_file 0 overwrite",
+                "    init_file 1 overwrite",
                 "}",
             ]
     arbiter_lines = [f'    notify "{venv_bin(plan) / "keepalived-arbiter-notify"}"'] if spec.arbiter else []
@@ -263,8 +263,16 @@ def keepalived_conf(plan: LabPlan, node: NodePlan, extra_instance: str = "", ext
     return "\n".join(line for line in blocks if line) + "\n"
 
 
+KEEPALIVED_PID_FILES = ("keepalived.pid", "vrrp.pid", "checkers.pid")
+
+
 def start_keepalived(plan: LabPlan, node: NodePlan) -> int:
     d = Path(node.dir)
+    for name in KEEPALIVED_PID_FILES:
+        # keepalived refuses to start while a pid file names a live process, a zombie included.
+        pid = netns.read_pid(str(d / name))
+        if pid is not None and netns.gone(pid):
+            (d / name).unlink(missing_ok=True)
     fifo = d / "notify.fifo"
     if not fifo.exists():
         os.mkfifo(fifo)
@@ -481,6 +489,11 @@ def power_off_node(plan: LabPlan, name: str) -> None:
     netns.kill_namespace_processes(node.netns, keep=observers(plan))
     for dev in devices:  # anything a dying process re-added
         run(["ip", "-n", node.netns, "addr", "flush", "dev", dev], check=False)
+    # A power cut empties /run: keepalived must not find its old pid files at the next boot. A killed
+    # keepalived stays a zombie until the lab reaps it, and keepalived then refuses to start ("daemon is
+    # already running"): the node would never come back.
+    for pid_file in KEEPALIVED_PID_FILES:
+        Path(node.dir, pid_file).unlink(missing_ok=True)
     Path(node.dir, "power").write_text("off\n")
     _log_power(plan, "off", name)
 
@@ -503,21 +516,32 @@ def start_node_processes(plan: LabPlan, node: NodePlan) -> None:
     lab has one), inside the node's namespace so that a power-off kills it with the rest."""
     hook = Path(node.dir, ON_BOOT)
     if hook.exists():
-        # keepalived's init_file rewrites the gates when it starts; the script waits for that, so the agent's
-        # first (closed) gate is never overwritten. Stale gates from before a power-off must not count.
+        # keepalived's init_file (1: closed) rewrites the gates when it starts; the script waits for that, so
+        # the agent's gates are never overwritten by keepalived's start. Stale gates from before a power-off
+        # must not count.
         for name in instance_names(plan):
             gate_path(node, name).unlink(missing_ok=True)
     start_sshd(node)
     start_keepalived(plan, node)
+    start_on_boot(node)
+
+
+def start_on_boot(node: NodePlan) -> subprocess.Popen[bytes] | None:
+    """Run the node's `on-boot` script (the arbiter's agent), if it has one, in the node's namespace."""
+    hook = Path(node.dir, ON_BOOT)
     if hook.exists():
-        subprocess.Popen(
+        log = open(Path(node.dir, "on-boot.log"), "ab")  # noqa: SIM115 - handed to the child, closed below
+        proc = subprocess.Popen(
             netns.in_ns(node.netns, ["/bin/sh", str(hook)]),
             cwd=node.dir,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        log.close()
+        return proc
+    return None
 
 
 def node_powered(node: NodePlan) -> bool:

@@ -36,7 +36,7 @@ def test_with_the_arbiter_each_instance_gets_its_gate_and_the_hook() -> None:
     hook = Path(plan.python).parent / "keepalived-arbiter-notify"
     for name in ("VI_1", "VI_2"):
         gate = topology.gate_path(node, name)
-        assert f'track_file arbiter_{name} {{\n    file "{gate}"\n    init_file 0 overwrite\n}}' in conf
+        assert f'track_file arbiter_{name} {{\n    file "{gate}"\n    init_file 1 overwrite\n}}' in conf
         block = conf.split(f"vrrp_instance {name} {{", 1)[1].split("\n}\n", 1)[0]
         assert f"    track_file {{\n        arbiter_{name} weight 0\n    }}" in block
         assert f'    notify "{hook}"' in block

@@ -19,6 +19,7 @@ TARGETS = {
     "decision": "agent decision latency on a lab node: VIP appears → gate written (p50, p99)",
     "hook": "notify hook wall time beside `-c pass` of its interpreter, against a live agent socket",
     "scenarios": "lab scenarios, keepalived alone beside the arbiter: dual master, ARP flaps, failover, goals",
+    "transitions": "start-up, restarts, returns, preemption: alone beside the arbiter, per phase, issue 12's goals",
 }
 DEFAULT = "scenarios"
 
