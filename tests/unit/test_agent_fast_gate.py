@@ -132,3 +132,21 @@ def test_before_the_loops_first_cycle_a_vip_event_only_wakes_the_loop(
     a.run_cycle()
     decided = [line for line in lines if line.get("event") == "decision"]
     assert ("VI_1", "L1", "vip") in [(d["instance"], d["rule"], d.get("trigger")) for d in decided]
+
+
+def test_a_vip_event_during_a_clean_stop_reopens_no_gate(
+    agent: tuple[Agent, HeldVips, list[dict[str, Any]]],
+) -> None:
+    """Found in the lab: SIGTERM closed the gates, keepalived dropped the VIP, and the VIP's removal, decided on
+    the fast path, wrote the gate open again (B1) while the agent was still stopping: its keepalived took the VIP
+    back without an agent."""
+    a, vips, lines = agent
+    a.cycle_at = time.monotonic()
+    vips.held.add("VI_1")
+    a.stop()
+    for gate in a.gates.values():
+        gate.write(Gate.CLOSED)  # what shutdown() does first
+    vips.held.discard("VI_1")
+    a._vip_changed("VI_1", False, time.monotonic())
+    assert GateFile(a.instances["VI_1"].track_file).read() is Gate.CLOSED
+    assert not [line for line in lines if line.get("event") == "decision"]
