@@ -259,6 +259,8 @@ class PolicyState:
     # that yield ran out of time (not repeated until the peer stops waiting), and the last cycle it yielded in
     # (H3's window to re-acquire the lease released for the yield starts there).
     yield_to: str | None = None
+    # S1: since when this node waits for a higher-ranked peer that is still starting (None: not waiting).
+    start_wait_since: float | None = None
     yield_since: float | None = None
     yield_spent: bool = False
     yielded_at: float | None = None

@@ -19,6 +19,9 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 |     | and, holding, its own lease is valid past safety (and no peer's)     |        |                         |
 | Q1  | reference quorum lost here while a live peer reaches it, or no peer  | closed | release lease if mine   |
 |     | is heard at all (lost everywhere = not a local fault: go on)         |        |                         |
+| S1  | not holding, a live higher-ranked peer (priority, then name) is      | closed |                         |
+|     | still starting (its frame says S0, no VIP): wait for it, for at most |        |                         |
+|     | 2 × deadtime + master-down (start_wait_bound)                        |        |                         |
 | P3  | holding, a live lower-priority peer yields to this node (Y1/Y2), the | open   | acquire                 |
 |     | lease free or still that peer's (its release not yet seen here)      |        |                         |
 | L4  | holding, lease held by a peer whose BMC read OFF after its newest    | open   |                         |
@@ -125,6 +128,7 @@ RULES: dict[str, str] = {
     "S0": "start-up: gate closed until the first full evidence round and some shared evidence (lease or peer); "
     "after an agent restart an open gate is kept while the previous agent's fresh decision and lease vouch for it",
     "Q1": "reference quorum lost here (a live peer still reaches it, or no peer is heard): gate closed",
+    "S1": "start-up together: a higher-ranked peer is still starting (S0); gate closed until it has decided",
     "P3": "handover: holding the VIP a lower-priority peer yields; open, acquiring the lease",
     "L1": "holding while the lease is held by a peer: gate closed",
     "L2": "holding while the lease holder confirms BACKUP (handover): open, acquiring when released",
@@ -295,6 +299,13 @@ def _seen_off(peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
 def _ranks_before(prio: int, name: str, other_prio: int, other_name: str) -> bool:
     """Higher priority first, then the smaller name: the order both sides compute alike (as `_winner`)."""
     return (-prio, name) < (-other_prio, other_name)
+
+
+def start_wait_bound(cfg: PolicyConfig) -> float:
+    """How long a node waits for a higher-ranked peer that is still starting (S1): its first full evidence round
+    needs its heartbeats up or past deadtime, and its frame saying so needs a deadtime more; then keepalived
+    there needs a master-down interval. A peer stuck starting longer than that is not waited for."""
+    return 2 * cfg.deadtime + cfg.master_down
 
 
 def handover_bound(cfg: PolicyConfig) -> float:
@@ -499,6 +510,30 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
                 actions.append(ReleaseLease())
             where = f"{', '.join(better)} still reaches it" if better else "no peer is heard"
             return out(Gate.CLOSED, "Q1", f"reference quorum lost here and {where}; gate closed")
+
+    # S1 -------------------------------------------------------------------------------------------------
+    # Nodes starting together: keepalived alone elects the highest priority, every node's master-down timer
+    # starting at keepalived's start. With the arbiter each timer starts when that node's gate opens: a
+    # lower-priority node whose agent opened first (by more than the skew difference, 20 ms at VRRPv3/0.1 s)
+    # would win the election, then hand the VIP over (P1/Y1): a move, and keepalived's own preemption overlap.
+    # So a node that holds nothing waits, gate closed, while a higher-ranked live peer is still starting.
+    if not ev.holding:
+        starting = [
+            p.name
+            for p in alive
+            if p.rule == "S0" and not p.claims_vip and _ranks_before(p.priority, p.name, ev.priority, cfg.node)
+        ]
+        since = state.start_wait_since if starting else None
+        state = replace(state, start_wait_since=since if since is not None or not starting else now)
+        if starting and now - (since if since is not None else now) < start_wait_bound(cfg):
+            if mine:
+                actions.append(ReleaseLease())
+            return out(
+                Gate.CLOSED,
+                "S1",
+                f"{', '.join(starting)} (higher priority) still starting; gate closed until it has decided, "
+                "so that keepalived elects it as it would alone",
+            )
 
     # P3 -------------------------------------------------------------------------------------------------
     # The handover's last step: keepalived here preempted a holder that yields. Its lease is released or about
