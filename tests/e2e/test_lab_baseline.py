@@ -103,5 +103,8 @@ def test_every_scenario_has_a_test() -> None:
     covered = {
         "vrrp-cut", "hb-cut", "isolate", "pause-agent-isolate", "power-off", "keepalived-crash", "pause-keepalived",
         "serial-cut", "redis-restart-empty", "reference-lost", "nopreempt-return", "dual-instance",
+        # the transitions of issue 12, with the arbiter in tests/e2e/test_lab_transitions.py
+        "cold-start", "staggered-start", "agent-restart-master", "agent-restart-backup", "rolling-upgrade",
+        "keepalived-restart", "return-preempt", "heal-preempt",
     }  # fmt: skip
     assert covered == set(SCENARIOS)
