@@ -18,6 +18,10 @@ open gate behind while it gathers its first evidence; except a gate found open t
 decision record (`state_dir/decisions.json`, arbiter.agent.record) still vouches for: that one stays as found
 until the first full evidence round decides, so a restart moves no VIP. A paused agent (maintenance mode,
 arbiter.agent.maintenance) keeps each gate as found on disk, and stops without closing them.
+
+Stop: for good (`systemctl stop`), every gate is closed, the leases released and the peers told ("leaving");
+for a restart (systemd's restart job, arbiter.agent.stopmode, or SIGUSR2) gates and leases stay, the leases are
+renewed and the record written one last time, so the next agent resumes as after a crash, with fresher evidence.
 """
 
 from __future__ import annotations
@@ -308,18 +312,16 @@ class Agent:
         )
         # Closed, not left open: without the agent nothing keeps this node from a second master. Paused, the
         # operator asked that nothing move (an upgrade): gates, VIPs and leases stay as they are. Restarting,
-        # the next agent resumes from the record written here, as after a crash but with fresher evidence.
-        if restart and not paused:
-            with contextlib.suppress(Exception):
-                await self._hand_to_next()
-        elif not paused:
+        # the next agent resumes from the record written last thing here, as after a crash but fresher.
+        handing = restart and not paused
+        if not paused and not handing:
             for gate in self.gates.values():
                 with contextlib.suppress(OSError):
                     gate.write(Gate.CLOSED)
             with contextlib.suppress(Exception):
                 await self._leave()
         self.metrics.stop()
-        for closer in (self.heartbeats.stop(), self.notify.stop(), self.store.close()):
+        for closer in (self.heartbeats.stop(), self.notify.stop(), *(() if handing else (self.store.close(),))):
             with contextlib.suppress(Exception):
                 await closer
         self.vips.stop()
@@ -335,6 +337,11 @@ class Agent:
         if self._alerts_task is not None:
             self._alerts_task.cancel()
             await asyncio.gather(self._alerts_task, return_exceptions=True)
+        if handing:  # last, so that the next agent finds the lease and the record as fresh as they can be
+            with contextlib.suppress(Exception):
+                await self._hand_to_next()
+            with contextlib.suppress(Exception):
+                await self.store.close()
         gates = "held (paused)" if paused else "kept" if restart else "closed"
         self._emit({"event": "stop", "node": self.node, "mode": reason.mode.value, "why": reason.why, "gates": gates})
         self.systemd.close()
