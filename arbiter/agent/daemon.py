@@ -1079,6 +1079,8 @@ class Agent:
     def _vip_changed(self, name: str, present: bool, at: float) -> None:
         # Only keepalived adds the VIP: its appearance means MASTER, before the notify hook can say so.
         self.keepalived.vip(name, present, at)
+        if self._stopping.is_set():  # the stop owns the gates now (closed, or kept for a restart): no cycle
+            return
         if self.cycle_at is None:  # before the loop's first cycle: start-up decides, not this event
             self._wake_up("vip", at)
         else:

@@ -8,6 +8,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -228,5 +229,40 @@ def test_sigusr2_stops_for_a_restart_without_asking_systemd(tmp_path: Path) -> N
         await a.shutdown()
         assert query.asked == 0
         assert a.gates["VI_1"].read() is Gate.OPEN and "release" not in lease.calls
+
+    run_async(scenario())
+
+
+class DroppingVips:
+    """keepalived on a clean stop: the VIP goes a few polls after the gate closed, and netlink says so."""
+
+    def __init__(self, a: Scripted) -> None:
+        self.a = a
+        self.polls = 0
+
+    def present(self, name: str) -> bool:
+        self.polls += 1
+        if self.polls == 5:
+            self.a._vip_changed(name, False, time.monotonic())
+        return self.polls < 5
+
+    def stop(self) -> None:
+        pass
+
+
+def test_the_vip_going_during_a_clean_stop_does_not_reopen_the_gate(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        a, lease, _store, lines = master(tmp_path, FakeQuery(StopMode.STOP))
+        await decided(a)
+        a.script = replace(a.script, state=VrrpState.BACKUP, vip_present=False)  # what the VIP's going means
+        vips = DroppingVips(a)
+        a.vips = vips  # type: ignore[assignment]
+        decisions = len([line for line in lines if line.get("event") == "decision"])
+        a.stop()
+        await a.shutdown()
+        assert vips.polls >= 5
+        assert a.gates["VI_1"].read() is Gate.CLOSED  # no fast-path cycle after the stop closed it
+        assert "release" in lease.calls
+        assert len([line for line in lines if line.get("event") == "decision"]) == decisions
 
     run_async(scenario())
