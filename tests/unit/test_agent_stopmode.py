@@ -18,6 +18,8 @@ from arbiter.agent.record import Clocks
 from arbiter.agent.stopmode import StopMode, StopReason, SystemdStopQuery, job_type, parse_show, service_of
 from arbiter.model import Evidence, Gate, LeaseStatus, LeaseView, PeerView, VrrpState
 from tests.unit.test_maintenance import FakeLease, Scripted, agent, run_async, settle, wired
+from tests.unit.test_systemd_unit import UNIT as UNIT_FILE
+from tests.unit.test_systemd_unit import one, parse_unit, words
 
 UNIT = "keepalived-arbiter.service"
 
@@ -266,3 +268,10 @@ def test_the_vip_going_during_a_clean_stop_does_not_reopen_the_gate(tmp_path: Pa
         assert len([line for line in lines if line.get("event") == "decision"]) == decisions
 
     run_async(scenario())
+
+
+def test_the_unit_lets_the_agent_ask_systemd_on_sigterm() -> None:
+    service = parse_unit(UNIT_FILE)["Service"]
+    # SIGTERM is what the agent handles; mixed sends it to the agent alone, not to the systemctl it runs then.
+    assert service.get("KillSignal", ["SIGTERM"]) == ["SIGTERM"] and one(service, "KillMode") == "mixed"
+    assert "AF_UNIX" in words(service, "RestrictAddressFamilies")  # systemctl reaches systemd over AF_UNIX
