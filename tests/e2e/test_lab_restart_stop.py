@@ -65,7 +65,14 @@ def test_master_agent_stopped_for_a_restart_moves_no_vip() -> None:
         assert lab.holders(VIP) == ["a"]
         final = status(lab, "b")
         assert final["last_fence"] is None and mine(final)["decision"]["rule"] == "B2"
-        print(f"restart stop took {took * 1000:.0f} ms; signal to H1 in the new agent {resumed * 1000:.0f} ms")
+        events = [json.loads(line) for line in log_lines(lab) if line.startswith("{")]
+        handed_at = [e["ts"] for e in events if e.get("event") == "restarting"][-1]
+        started_at = [e["ts"] for e in events if e.get("event") == "start"][-1]
+        assert [e["gates"] for e in events if e.get("event") == "start"][-1] == {"VI_1": "kept open"}
+        print(
+            f"restart stop took {took * 1000:.0f} ms; record written to the new agent's start "
+            f"{(started_at - handed_at) * 1000:.0f} ms; signal to H1 seen in status {resumed * 1000:.0f} ms"
+        )
 
 
 def test_master_agent_stopped_for_good_hands_the_vip_over() -> None:
