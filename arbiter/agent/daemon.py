@@ -297,7 +297,7 @@ class Agent:
     async def shutdown(self) -> None:
         self.systemd.stopping()
         paused = self.pause is not None
-        reason = await self._stop_reason()
+        reason = self._restartable(await self._stop_reason())
         restart = reason.mode is StopMode.RESTART
         if paused:
             held = "paused: gates left as they are"
@@ -351,6 +351,20 @@ class Agent:
             return await self.stop_query()
         except Exception as exc:  # whatever went wrong, a clean stop is the safe answer
             return StopReason(StopMode.STOP, f"stop mode unknown ({type(exc).__name__}: {exc}): a clean stop")
+
+    def _restartable(self, reason: StopReason) -> StopReason:
+        """A restart keeps everything only while no peer would fence this node for the silence it brings: a peer
+        holding a lease fences a silent node that did not say "leaving" (H1) once the heartbeat deadtime has
+        passed, and a restart takes longer. So with any lease neither this node's nor free (a peer's, unknown,
+        not read yet), the stop is a clean one: a backup then moves no VIP and is not fenced."""
+        if reason.mode is not StopMode.RESTART:
+            return reason
+        others = [n for n in self.instances if self.lease_views[n].status not in (LeaseStatus.MINE, LeaseStatus.FREE)]
+        if not others:
+            return reason
+        leases = ", ".join(f"{n} {self.lease_views[n].status.value}" for n in others)
+        why = f"{reason.why}, but a peer may hold a lease ({leases}) and would fence a silent node: a clean stop"
+        return StopReason(StopMode.STOP, why)
 
     async def _hand_to_next(self) -> None:
         """The stop half of a restart: gates untouched, no lease released, no "leaving" frame. The leases held

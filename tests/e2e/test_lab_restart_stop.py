@@ -7,6 +7,7 @@ import json
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,9 +23,9 @@ pytestmark = pytest.mark.e2e
 VIP = topology.VIPS[0]
 
 
-def stop_agent(lab: Lab, sig: signal.Signals) -> tuple[int, float]:
-    """Signal a's agent and wait for it to exit; returns its PID and how long its stop took (seconds)."""
-    old = lab.agent_pid("a")
+def stop_agent(lab: Lab, node: str, sig: signal.Signals) -> tuple[int, float]:
+    """Signal the node's agent and wait for it to exit; returns its PID and how long its stop took (seconds)."""
+    old = lab.agent_pid(node)
     assert old is not None
     sent = time.monotonic()
     netns.kill_pids([old], sig)
@@ -32,46 +33,55 @@ def stop_agent(lab: Lab, sig: signal.Signals) -> tuple[int, float]:
     return old, time.monotonic() - sent
 
 
-def log_lines(lab: Lab) -> list[str]:
-    return Path(lab.plan.node("a").dir, AGENT_LOG).read_text(errors="replace").splitlines()
+def log_events(lab: Lab, node: str) -> list[dict[str, Any]]:
+    lines = Path(lab.plan.node(node).dir, AGENT_LOG).read_text(errors="replace").splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]
 
 
-def test_master_agent_stopped_for_a_restart_moves_no_vip() -> None:
+@pytest.mark.parametrize(("node", "rule", "other", "other_rule"), [("a", "H1", "b", "B2"), ("b", "B2", "a", "H1")])
+def test_agent_stopped_for_a_restart_moves_no_vip(node: str, rule: str, other: str, other_rule: str) -> None:
+    """The master's agent (holding the VIP and the lease) or the backup's (gate open, no lease)."""
     with Lab(LabSpec(arbiter=True)) as lab:
         lab.wait_holders(VIP, ["a"], 20)
         lab.wait_agents_ready(30)
         wait_status(lab, "b", lambda s: settled(s, "open", "B2", "H1"), 15, "settled cluster")
-        gate = topology.gate_path(lab.plan.node("a"), "VI_1")
+        gate = topology.gate_path(lab.plan.node(node), "VI_1")
         started = time.monotonic()
-        old, took = stop_agent(lab, signal.SIGUSR2)
+        old, took = stop_agent(lab, node, signal.SIGUSR2)
         assert gate.read_text().strip() == "0"  # left open for the next agent
-        record = json.loads(Path(lab.plan.node("a").dir, "state", "decisions.json").read_text())
-        assert record["instances"]["VI_1"]["gate"] == "open" and record["instances"]["VI_1"]["lease_token"]
-        events = [json.loads(line) for line in log_lines(lab) if line.startswith("{")]
+        record = json.loads(Path(lab.plan.node(node).dir, "state", "decisions.json").read_text())
+        assert record["instances"]["VI_1"]["gate"] == "open"
+        assert bool(record["instances"]["VI_1"]["lease_token"]) is (rule == "H1")
+        events = log_events(lab, node)
         handed = [e for e in events if e.get("event") == "restarting"]
-        assert handed and handed[-1]["renewed"] == ["VI_1"] and handed[-1]["recorded"] is True, handed
+        renewed = ["VI_1"] if rule == "H1" else []
+        assert handed and handed[-1]["renewed"] == renewed and handed[-1]["recorded"] is True, handed
         assert [e["mode"] for e in events if e.get("event") == "stop"][-1:] == ["restart"]
         assert not [e for e in events if e.get("event") == "leaving"]
-        start_agent(lab, "a")
-        topology.wait_for(lambda: answers(lab, "a"), 30, "the new agent to answer status")
+        start_agent(lab, node)
+        try:
+            topology.wait_for(lambda: answers(lab, node), 30, "the new agent to answer status")
+        except Exception:
+            print("DEBUG", Path(lab.plan.node(node).dir, AGENT_LOG).read_text()[-3000:])
+            raise
         back = wait_status(
-            lab, "a", lambda s: lab.agent_pid("a") != old and mine(s)["decision"]["rule"] == "H1", 15, "H1 again"
+            lab, node, lambda s: lab.agent_pid(node) != old and mine(s)["decision"]["rule"] == rule, 15, rule
         )
         resumed = time.monotonic() - started
         assert mine(back)["gate"] == "open"
-        time.sleep(2)  # past b's deadtime: b must not act on a's silence during the restart
+        time.sleep(2)  # past the peer's deadtime: it must not act on the silence during the restart
         moved = [e for e in lab.timeline.sorted() if e.t >= started and e.kind in (VIP_ADD, VIP_DEL, FENCE)]
         assert moved == [], moved
         assert lab.holders(VIP) == ["a"]
-        final = status(lab, "b")
-        assert final["last_fence"] is None and mine(final)["decision"]["rule"] == "B2"
-        events = [json.loads(line) for line in log_lines(lab) if line.startswith("{")]
+        final = status(lab, other)
+        assert final["last_fence"] is None and mine(final)["decision"]["rule"] == other_rule
+        events = log_events(lab, node)
         handed_at = [e["ts"] for e in events if e.get("event") == "restarting"][-1]
         started_at = [e["ts"] for e in events if e.get("event") == "start"][-1]
         assert [e["gates"] for e in events if e.get("event") == "start"][-1] == {"VI_1": "kept open"}
         print(
-            f"restart stop took {took * 1000:.0f} ms; record written to the new agent's start "
-            f"{(started_at - handed_at) * 1000:.0f} ms; signal to H1 seen in status {resumed * 1000:.0f} ms"
+            f"{node}: restart stop took {took * 1000:.0f} ms; record written to the new agent's start "
+            f"{(started_at - handed_at) * 1000:.0f} ms; signal to {rule} seen in status {resumed * 1000:.0f} ms"
         )
 
 
@@ -82,9 +92,9 @@ def test_master_agent_stopped_for_good_hands_the_vip_over() -> None:
         lab.wait_agents_ready(30)
         wait_status(lab, "b", lambda s: settled(s, "open", "B2", "H1"), 15, "settled cluster")
         gate = topology.gate_path(lab.plan.node("a"), "VI_1")
-        _old, took = stop_agent(lab, signal.SIGTERM)
-        assert gate.read_text().strip() != "0", "\n".join(log_lines(lab)[-15:])
-        stops = [json.loads(line) for line in log_lines(lab) if line.startswith('{"') and '"stop"' in line]
-        assert stops and stops[-1]["event"] == "stop" and stops[-1]["gates"] == "closed"
+        _old, took = stop_agent(lab, "a", signal.SIGTERM)
+        assert gate.read_text().strip() == "1"  # closed, and not reopened when the VIP went (fast path)
+        stops = [e for e in log_events(lab, "a") if e.get("event") == "stop"]
+        assert stops and stops[-1]["mode"] == "stop" and stops[-1]["gates"] == "closed"
         lab.wait_holders(VIP, ["b"], 15)
         print(f"clean stop took {took * 1000:.0f} ms")

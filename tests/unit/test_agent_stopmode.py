@@ -275,3 +275,29 @@ def test_the_unit_lets_the_agent_ask_systemd_on_sigterm() -> None:
     # SIGTERM is what the agent handles; mixed sends it to the agent alone, not to the systemctl it runs then.
     assert service.get("KillSignal", ["SIGTERM"]) == ["SIGTERM"] and one(service, "KillMode") == "mixed"
     assert "AF_UNIX" in words(service, "RestrictAddressFamilies")  # systemctl reaches systemd over AF_UNIX
+
+
+@pytest.mark.parametrize("status", [LeaseStatus.PEER, LeaseStatus.UNKNOWN])
+def test_a_backup_whose_peer_holds_the_lease_stops_cleanly_even_for_a_restart(
+    tmp_path: Path, status: LeaseStatus
+) -> None:
+    """The holder fences a silent node that did not say "leaving" (H1) after the deadtime, shorter than a
+    restart: a backup restarted with its gate kept would be fenced, so it says "leaving" instead."""
+
+    async def scenario() -> None:
+        a, _lease, store, lines = master(tmp_path, FakeQuery(StopMode.RESTART))
+        theirs = LeaseView(status, "node-b" if status is LeaseStatus.PEER else None, 4, time.monotonic() + 3.0)
+        backup = PeerView(name="node-b", alive=True, heard_at=time.monotonic(), state=VrrpState.MASTER, priority=100)
+        a.script = Evidence("VI_1", VrrpState.BACKUP, False, 150, True, theirs, (backup,))
+        a.lease_views["VI_1"] = theirs
+        a.write_start_gates()
+        for _ in range(3):
+            a.run_cycle()
+            await settle(a)
+        a.gates["VI_1"].write(Gate.OPEN)  # a backup's gate (B2; with the store unknown the policy may differ)
+        await a.shutdown()
+        assert a.gates["VI_1"].read() is Gate.CLOSED and a.leaving is True and store.renewed == []
+        stop = [line for line in lines if line.get("event") == "stop"][-1]
+        assert stop["mode"] == "stop" and "would fence a silent node" in stop["why"] and "fake: restart" in stop["why"]
+
+    run_async(scenario())
