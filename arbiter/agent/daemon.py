@@ -20,8 +20,9 @@ until the first full evidence round decides, so a restart moves no VIP. A paused
 arbiter.agent.maintenance) keeps each gate as found on disk, and stops without closing them.
 
 Stop: for good (`systemctl stop`), every gate is closed, the leases released and the peers told ("leaving");
-for a restart (systemd's restart job, arbiter.agent.stopmode, or SIGUSR2) gates and leases stay, the leases are
-renewed and the record written one last time, so the next agent resumes as after a crash, with fresher evidence.
+for a restart (systemd's restart job, arbiter.agent.stopmode, or SIGUSR2) while no peer holds a lease, gates and
+leases stay, the leases are renewed and the record written one last time, so the next agent resumes as after a
+crash, with fresher evidence.
 """
 
 from __future__ import annotations

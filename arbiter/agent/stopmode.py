@@ -7,6 +7,9 @@ an isolate it is "stop". `SystemdStopQuery` asks systemctl for that job, only wh
 process of the systemd service it runs in, and answers STOP whenever it cannot be sure (no systemd, a slow or
 failing systemctl, another unit's process): a clean stop is always safe, a restart mode only saves a VIP move.
 
+The agent still stops cleanly for a restart when a peer holds a lease (Agent._restartable): that peer would
+fence the silence of a node that did not say "leaving".
+
 systemd's own `Restart=` follows a crash or a watchdog kill: the agent is dead by then and never asked; the
 decision record (arbiter.agent.record) is what lets the next agent keep the VIP in that case.
 """
