@@ -1094,7 +1094,8 @@ class Agent:
     def _vip_changed(self, name: str, present: bool, at: float) -> None:
         # Only keepalived adds the VIP: its appearance means MASTER, before the notify hook can say so.
         self.keepalived.vip(name, present, at)
-        if self._stopping.is_set():  # the stop owns the gates now (closed, or kept for a restart): no cycle
+        if self._stopping.is_set():
+            # Stopping: the gates are closed for good (or held, paused); no decision may reopen one now.
             return
         if self.cycle_at is None:  # before the loop's first cycle: start-up decides, not this event
             self._wake_up("vip", at)
