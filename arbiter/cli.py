@@ -154,6 +154,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.stop)
         loop.add_signal_handler(signal.SIGHUP, agent.request_reload)
+        # Stop for a restart (gates, leases, VIPs kept for the next agent) under a supervisor other than systemd.
+        loop.add_signal_handler(signal.SIGUSR2, agent.stop_for_restart)
         await agent.run()
 
     try:

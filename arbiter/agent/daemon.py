@@ -18,6 +18,11 @@ open gate behind while it gathers its first evidence; except a gate found open t
 decision record (`state_dir/decisions.json`, arbiter.agent.record) still vouches for: that one stays as found
 until the first full evidence round decides, so a restart moves no VIP. A paused agent (maintenance mode,
 arbiter.agent.maintenance) keeps each gate as found on disk, and stops without closing them.
+
+Stop: for good (`systemctl stop`), every gate is closed, the leases released and the peers told ("leaving");
+for a restart (systemd's restart job, arbiter.agent.stopmode, or SIGUSR2) while no peer holds a lease, gates and
+leases stay, the leases are renewed and the record written one last time, so the next agent resumes as after a
+crash, with fresher evidence.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from arbiter.agent.notify import BadRequestError, NotifyFifo, NotifyServer
 from arbiter.agent.record import DECISION_FILE_NAME, Clocks, DecisionFile, DecisionFileError, Entry
 from arbiter.agent.sdnotify import SystemdNotifier, WatchdogGate, keep_watchdog
 from arbiter.agent.status import build_status
+from arbiter.agent.stopmode import Fixed, StopMode, StopQuery, StopReason, SystemdStopQuery
 from arbiter.agent.vrrp import AdvertListener
 from arbiter.alerts import AlertSink, SecretFileError
 from arbiter.config import Config
@@ -95,6 +101,7 @@ EXPIRY_SLACK = 0.005  # re-read a peer's lease this long after its expected expi
 LEAVE_WAIT = 3.0  # on a clean stop, how long to wait for keepalived to drop the VIPs after the gates close
 ALERT_FLUSH = 2.0  # on stop, how long queued alerts (agent_stopping among them) may take to go out
 LEAVE_FRAMES = 3  # "leaving" frames sent on a clean stop (UDP may lose one)
+RESTART_ALERT_FLUSH = 0.5  # shorter when restarting: the next agent must start within TTL − safety
 # What SIGHUP may change in place; anything else needs a restart (the reload is then refused as a whole).
 RELOADABLE = ("alerts", "fencing", "keepalived")
 
@@ -155,6 +162,8 @@ class Agent:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._busy: set[str] = set()  # names of one-at-a-time jobs in flight: "lease:VI_1", "fence:node-b"
         self._stopping = asyncio.Event()
+        # SIGTERM: a stop for good, or the stop half of `systemctl restart` (then nothing is handed over).
+        self.stop_query: StopQuery = SystemdStopQuery.from_env()
         # The policy already waited the race delay before asking for a token-less fence (rule D3).
         self.orchestrator = Orchestrator.from_config(cfg, drawn_delay_ms=drawn, on_event=self._fence_event)
         self.orchestrator.race_delay = 0.0
@@ -269,6 +278,11 @@ class Agent:
     def stop(self) -> None:
         self._stopping.set()
 
+    def stop_for_restart(self) -> None:
+        """SIGUSR2: stop as for a restart whoever supervises the agent (it is started again by them, not here)."""
+        self.stop_query = Fixed(StopMode.RESTART, "SIGUSR2: asked to stop for a restart")
+        self._stopping.set()
+
     def resume(self, clocks: Clocks) -> list[str]:
         """Close every gate the previous agent's record cannot vouch for; returns the instances left open as
         found. A record that cannot be read is reported and counts as none (every gate closed)."""
@@ -284,18 +298,31 @@ class Agent:
     async def shutdown(self) -> None:
         self.systemd.stopping()
         paused = self.pause is not None
-        held = "paused: gates left as they are" if paused else "gates closed"
-        self.alerts.emit("agent_stopping", summary=f"agent stopping on {self.node}; {held}")
+        reason = self._restartable(await self._stop_reason())
+        restart = reason.mode is StopMode.RESTART
+        if paused:
+            held = "paused: gates left as they are"
+        elif restart:
+            held = "restart: gates, leases and VIPs left for the next agent"
+        else:
+            held = "gates closed"
+        self.alerts.emit(
+            "agent_stopping",
+            summary=f"agent stopping on {self.node}; {held}",
+            details={"mode": reason.mode.value, "why": reason.why},
+        )
         # Closed, not left open: without the agent nothing keeps this node from a second master. Paused, the
-        # operator asked that nothing move (an upgrade): gates, VIPs and leases stay as they are.
-        if not paused:
+        # operator asked that nothing move (an upgrade): gates, VIPs and leases stay as they are. Restarting,
+        # the next agent resumes from the record written last thing here, as after a crash but fresher.
+        handing = restart and not paused
+        if not paused and not handing:
             for gate in self.gates.values():
                 with contextlib.suppress(OSError):
                     gate.write(Gate.CLOSED)
             with contextlib.suppress(Exception):
                 await self._leave()
         self.metrics.stop()
-        for closer in (self.heartbeats.stop(), self.notify.stop(), self.store.close()):
+        for closer in (self.heartbeats.stop(), self.notify.stop(), *(() if handing else (self.store.close(),))):
             with contextlib.suppress(Exception):
                 await closer
         self.vips.stop()
@@ -307,12 +334,58 @@ class Agent:
         for listener in self.adverts.values():
             listener.stop()
         with contextlib.suppress(Exception):
-            await self.alerts.close(ALERT_FLUSH)
+            await self.alerts.close(RESTART_ALERT_FLUSH if restart else ALERT_FLUSH)
         if self._alerts_task is not None:
             self._alerts_task.cancel()
             await asyncio.gather(self._alerts_task, return_exceptions=True)
-        self._emit({"event": "stop", "node": self.node, "gates": "held (paused)" if paused else "closed"})
+        if handing:  # last, so that the next agent finds the lease and the record as fresh as they can be
+            with contextlib.suppress(Exception):
+                await self._hand_to_next()
+            with contextlib.suppress(Exception):
+                await self.store.close()
+        gates = "held (paused)" if paused else "kept" if restart else "closed"
+        self._emit({"event": "stop", "node": self.node, "mode": reason.mode.value, "why": reason.why, "gates": gates})
         self.systemd.close()
+
+    async def _stop_reason(self) -> StopReason:
+        try:
+            return await self.stop_query()
+        except Exception as exc:  # whatever went wrong, a clean stop is the safe answer
+            return StopReason(StopMode.STOP, f"stop mode unknown ({type(exc).__name__}: {exc}): a clean stop")
+
+    def _restartable(self, reason: StopReason) -> StopReason:
+        """A restart keeps everything only while no peer would fence this node for the silence it brings: a peer
+        holding a lease fences a silent node that did not say "leaving" (H1) once the heartbeat deadtime has
+        passed, and a restart takes longer. So with any lease neither this node's nor free (a peer's, unknown,
+        not read yet), the stop is a clean one: a backup then moves no VIP and is not fenced."""
+        if reason.mode is not StopMode.RESTART:
+            return reason
+        others = [n for n in self.instances if self.lease_views[n].status not in (LeaseStatus.MINE, LeaseStatus.FREE)]
+        if not others:
+            return reason
+        leases = ", ".join(f"{n} {self.lease_views[n].status.value}" for n in others)
+        why = f"{reason.why}, but a peer may hold a lease ({leases}) and would fence a silent node: a clean stop"
+        return StopReason(StopMode.STOP, why)
+
+    async def _hand_to_next(self) -> None:
+        """The stop half of a restart: gates untouched, no lease released, no "leaving" frame. The leases held
+        here are renewed one last time and the decision record written after it, so the next agent finds both
+        as fresh as they can be (it keeps a gate only within TTL − safety of them: arbiter.policy.may_resume)."""
+        held = [n for n in self.instances if self.lease_views[n].status is LeaseStatus.MINE]
+        if held:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.cfg.lease.timeout_ms / 1000 * 2):
+                    views = await self.store.renew_many([self.leases[n] for n in held])
+                for name, view in zip(held, views, strict=True):
+                    self._set_lease(name, view)
+        recorded = False
+        if all(s.started for s in self.state.values()) and all(n in self.last for n in self.instances):
+            entries = {name: self._entry(name) for name in self.instances}
+            await self._write_record(entries)
+            recorded = self._recorded is entries
+        # Not recorded (stopped before the first decisions, or the write failed): the next agent reads the older
+        # record, or none, and closes what it cannot vouch for.
+        self._emit({"event": "restarting", "node": self.node, "renewed": held, "recorded": recorded})
 
     async def _leave(self) -> None:
         """A clean stop must not look like a crash: a peer that sees silence after a frame claiming a VIP fences
