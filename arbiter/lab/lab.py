@@ -238,13 +238,14 @@ class Lab:
         )
 
     def restart_agent(self, node: str) -> tuple[int, int]:
-        """`systemctl restart` of node's agent: SIGTERM, wait for it to exit (SIGKILL after 10 s), start the
-        node's on-boot script again. Returns (old PID, new PID)."""
+        """`systemctl restart` of node's agent: SIGUSR2 (what the agent does on SIGTERM when systemd says a restart
+        job is running; the lab has no systemd), wait for it to exit (SIGKILL after 10 s), start the node's on-boot
+        script again. Returns (old PID, new PID)."""
         old = self.agent_pid(node)
         if old is None or netns.gone(old):
             raise LabError(f"no running agent on node {node} to restart")
-        self.timeline.add(FAULT, node, f"agent restart (SIGTERM to {old})")
-        netns.kill_pids([old], signal.SIGTERM)
+        self.timeline.add(FAULT, node, f"agent restart (SIGUSR2, stop for a restart, to {old})")
+        netns.kill_pids([old], signal.SIGUSR2)
         try:
             topology.wait_for(lambda: netns.gone(old), 10, f"the agent of node {node} to exit")
         except LabError:
