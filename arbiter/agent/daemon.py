@@ -360,12 +360,23 @@ class Agent:
         not read yet), the stop is a clean one: a backup then moves no VIP and is not fenced."""
         if reason.mode is not StopMode.RESTART:
             return reason
-        others = [n for n in self.instances if self.lease_views[n].status not in (LeaseStatus.MINE, LeaseStatus.FREE)]
+        others = [n for n in self.instances if not self._mine_or_nobodys(n)]
         if not others:
             return reason
         leases = ", ".join(f"{n} {self.lease_views[n].status.value}" for n in others)
         why = f"{reason.why}, but a peer may hold a lease ({leases}) and would fence a silent node: a clean stop"
         return StopReason(StopMode.STOP, why)
+
+    def _mine_or_nobodys(self, name: str) -> bool:
+        """The lease of `name` is held here, or free with no peer claiming the VIP or naming itself the lease
+        holder in its newest frame (a "free" read here may predate a peer's acquisition by up to renew_ms)."""
+        status = self.lease_views[name].status
+        if status is LeaseStatus.MINE:
+            return True
+        if status is not LeaseStatus.FREE:
+            return False
+        views = [self.heartbeats.peer_view(peer, name) for peer in self.peers]
+        return not any(v.claims_vip or v.lease_holder == v.name for v in views)
 
     async def _hand_to_next(self) -> None:
         """The stop half of a restart: gates untouched, no lease released, no "leaving" frame. The leases held
