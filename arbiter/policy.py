@@ -25,7 +25,8 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 |     | heartbeat (dead: its lease is not in use; failover at keepalived's   |        |                         |
 |     | speed, the lease is taken when it runs out)                          |        |                         |
 | L1  | holding, lease held by a peer that is not confirmed BACKUP           | closed |                         |
-| L2  | holding, lease held by a peer that confirms BACKUP (handover)        | open   | acquire (when released) |
+| L2  | holding, lease held by a peer that confirms BACKUP (handover) in a   | open   | acquire (when released) |
+|     | frame sent since this hold began or within one heartbeat interval    |        |                         |
 | L3  | not holding, lease renewed by its holder after its adverts stopped   | closed |                         |
 |     | (holder alive, VRRP path cut: close before master-down); none seen   |        |                         |
 |     | since listening started counts as stopped then                       |        |                         |
@@ -127,7 +128,7 @@ RULES: dict[str, str] = {
     "Q1": "reference quorum lost here (a live peer still reaches it, or no peer is heard): gate closed",
     "P3": "handover: holding the VIP a lower-priority peer yields; open, acquiring the lease",
     "L1": "holding while the lease is held by a peer: gate closed",
-    "L2": "holding while the lease holder confirms BACKUP (handover): open, acquiring when released",
+    "L2": "holding while the lease holder confirms BACKUP in a recent frame (handover): open, acquiring when released",
     "L3": "backup, lease renewed by its holder after its adverts stopped or none was seen (VRRP cut): gate closed",
     "L4": "holding, lease held by a peer whose BMC read OFF after its last heartbeat: open (the holder is dead)",
     "L5": "backup, lease held by a silent peer not read OFF: gate closed until it expires, reads OFF or is released",
@@ -275,6 +276,16 @@ def _confirms_backup(state: PolicyState, peer: PeerView) -> bool:
     frame may predate the peer's own takeover behind a cut VRRP path."""
     fresh = peer.heard_at is not None and state.holding_since is not None and peer.heard_at >= state.holding_since
     return bool(peer.alive) and not peer.claims_vip and fresh
+
+
+def _recent_word(state: PolicyState, peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
+    """L2's proof that the lease holder is not master: its newest frame came after this node took the VIP, or
+    within one heartbeat interval (the agent decides on the VIP event before the holder's next frame). An older
+    frame may predate the holder's own takeover behind a cut path: both masters, one of them with the lease."""
+    if peer.heard_at is None:
+        return False
+    since_hold = state.holding_since is not None and peer.heard_at >= state.holding_since
+    return since_hold or now - peer.heard_at <= cfg.cycle
 
 
 def _still_off(state: PolicyState, peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
@@ -526,7 +537,7 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
                 "keeping the VIP until the lease runs out",
             )
         if ev.holding:
-            if holder is not None and holder.alive and not holder.claims_vip:
+            if holder is not None and holder.alive and not holder.claims_vip and _recent_word(state, holder, cfg, now):
                 actions.append(AcquireLease(seed))
                 return out(
                     Gate.OPEN,
