@@ -26,7 +26,7 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 |     | speed, the lease is taken when it runs out)                          |        |                         |
 | L1  | holding, lease held by a peer that is not confirmed BACKUP           | closed |                         |
 | L2  | holding, lease held by a peer that confirms BACKUP (handover) in a   | open   | acquire (when released) |
-|     | frame sent since this hold began or within one heartbeat interval    |        |                         |
+|     | frame at most 1.5 heartbeat intervals old                            |        |                         |
 | L3  | not holding, lease renewed by its holder after its adverts stopped   | closed |                         |
 |     | (holder alive, VRRP path cut: close before master-down); none seen   |        |                         |
 |     | since listening started counts as stopped then                       |        |                         |
@@ -278,14 +278,12 @@ def _confirms_backup(state: PolicyState, peer: PeerView) -> bool:
     return bool(peer.alive) and not peer.claims_vip and fresh
 
 
-def _recent_word(state: PolicyState, peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
-    """L2's proof that the lease holder is not master: its newest frame came after this node took the VIP, or
-    within one heartbeat interval (the agent decides on the VIP event before the holder's next frame). An older
-    frame may predate the holder's own takeover behind a cut path: both masters, one of them with the lease."""
-    if peer.heard_at is None:
-        return False
-    since_hold = state.holding_since is not None and peer.heard_at >= state.holding_since
-    return since_hold or now - peer.heard_at <= cfg.cycle
+def _recent_word(peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
+    """L2's proof that the lease holder is not master: its newest frame is at most one heartbeat interval old
+    (half an interval more for the sender's timer and the link; the agent decides on the VIP event, before the
+    holder's next frame). An older frame may predate the holder's own takeover behind a cut path, even one sent
+    after this node took the VIP: both masters, one with the lease, for as long as the peer counts as alive."""
+    return peer.heard_at is not None and now - peer.heard_at <= 1.5 * cfg.cycle
 
 
 def _still_off(state: PolicyState, peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
@@ -537,7 +535,7 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
                 "keeping the VIP until the lease runs out",
             )
         if ev.holding:
-            if holder is not None and holder.alive and not holder.claims_vip and _recent_word(state, holder, cfg, now):
+            if holder is not None and holder.alive and not holder.claims_vip and _recent_word(holder, cfg, now):
                 actions.append(AcquireLease(seed))
                 return out(
                     Gate.OPEN,
