@@ -68,7 +68,8 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 |     | OFF (failsafe)                                                       |        |                         |
 | H6  | holding, store unreachable, lease expired, a peer silent             | closed | with a live peer:       |
 |     |                                                                      |        | fence after TTL + delay |
-| F1  | fencing a peer failed and on_failure = "close"                       | closed | retry after timeout     |
+| F1  | fencing a peer failed and on_failure = "close" (holding with the     | closed | retry after timeout     |
+|     | lease, or with the own lease valid while the store does not answer)  |        |                         |
 | B3  | not holding, a peer silent on every medium last claimed the VIP:     | open   | acquire; fence it       |
 |     | fence it with the lease before keepalived's master-down fires        |        | (token)                 |
 | B1  | not holding, lease mine                                              | open   | release lease           |
@@ -687,6 +688,14 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
             return out(Gate.OPEN, "H1", f"holding the VIP with the lease (token {lease.token})")
         if mine:
             return out(Gate.CLOSED, "H2", "lease not renewed and within the safety margin of expiry; self-demotion")
+        if own_valid and failed is not None and cfg.on_fence_failure == "close":
+            # The store's answer lost or free, the own lease still valid (H3/H4 below): the fence H1 asked for
+            # failed all the same, and its silent peer may hold the VIP for as long as this node keeps it.
+            return out(
+                Gate.CLOSED,
+                "F1",
+                f"fencing {failed.name} failed ({failed.fence.proof if failed.fence else ''}); gate closed",
+            )
         # H3 ------------------------------------------------------------------------------------------------
         if lease.status is LeaseStatus.FREE:
             actions.append(AcquireLease(seed))
