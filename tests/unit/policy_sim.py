@@ -173,6 +173,7 @@ class FenceOp:
     target: str
     done_at: float
     succeeds: bool
+    agent: float  # the fencer's agent (its start time): a restarted agent neither knows nor hears of it
 
 
 class World:
@@ -355,12 +356,15 @@ class World:
             fencer = self.nodes[op.fencer]
             if not fencer.powered:
                 continue
+            if op.succeeds and self.nodes[op.target].powered:
+                # The BMC got the command: it powers the target off even if the agent that sent it is gone.
+                self.power_off(op.target)
+                self.fenced_by[op.target] = op.fencer
+                if self.fenced_by.get(op.fencer) == op.target:
+                    raise Violation(f"mutual kill: {op.fencer} and {op.target} powered each other off")
+            if op.agent != fencer.boot_at:
+                continue  # its result went to a process that has since restarted
             if op.succeeds:
-                if self.nodes[op.target].powered:
-                    self.power_off(op.target)
-                    self.fenced_by[op.target] = op.fencer
-                    if self.fenced_by.get(op.fencer) == op.target:
-                        raise Violation(f"mutual kill: {op.fencer} and {op.target} powered each other off")
                 fencer.fence_results[op.target] = FenceResult(FenceOutcome.OFF, self.now, "status OFF")
                 self.off_reads.add((op.fencer, op.target, self.now))
                 fencer.power_reads[op.target] = (Power.OFF, self.now)
@@ -627,11 +631,13 @@ class World:
             if store.alive and holder == action.peer and expires > self.now:
                 raise Violation(f"{node.name} fences {action.peer}, which holds a valid lease")
             self._check_fence_needed(node, self.nodes[action.peer])
-            if any(o.fencer == node.name and o.target == action.peer for o in self.fence_ops):
+            if any(
+                o.fencer == node.name and o.target == action.peer and o.agent == node.boot_at for o in self.fence_ops
+            ):
                 raise Violation(f"{node.name} fences {action.peer} twice at once")
             ok = action.peer not in self.bmc_broken
             done = self.now + (FENCE_TIME if ok else POWER_TIMEOUT)
-            self.fence_ops.append(FenceOp(node.name, action.peer, done, ok))
+            self.fence_ops.append(FenceOp(node.name, action.peer, done, ok, node.boot_at))
             node.fence_results[action.peer] = FenceResult(FenceOutcome.RUNNING, self.now)
             self.log.append(f"{self.now:.1f} {node.name} fences {action.peer} ({action.why})")
 

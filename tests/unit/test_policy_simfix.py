@@ -3,9 +3,9 @@ and as the fixed schedule the state machine found."""
 
 from __future__ import annotations
 
-from arbiter.model import AcquireLease, Gate
+from arbiter.model import AcquireLease, FenceOutcome, FenceResult, Gate
 from tests.unit.policy_sim import Edges, World
-from tests.unit.test_policy_rules import B, M, NOW, ev, holding, peer, run, theirs
+from tests.unit.test_policy_rules import NOW, UNKNOWN, B, M, ev, holding, peer, run, theirs
 
 # --- L2 on a stale frame ----------------------------------------------------------------------------------
 
@@ -61,3 +61,62 @@ def test_two_nodes_cut_pair_as_the_store_restarts_empty_holds_no_dual_master() -
     world.restart_store_empty(0.0)
     world.run(20)  # raised "rule 1: a and b both hold the VIP with shared evidence" (b by L2) before the fix
     assert [n.name for n in world.holders()] == ["a"]
+
+
+# --- a failed fence while the store does not answer --------------------------------------------------------
+
+
+def test_f1_closes_on_a_failed_fence_while_the_store_is_unreachable() -> None:
+    """H1 fenced a silent peer, the fence failed (BMC timeout) and then the store went unreachable: the own lease
+    is still valid (H4) but the silent peer may hold the VIP. on_failure = close closes here as under H1."""
+    failed = FenceResult(FenceOutcome.FAILED, NOW - 0.1, "BMC timeout")
+    prev = holding(lease_valid_until=NOW + 2.0, fence_requested=(("b", NOW - 2.1),))
+    silent = peer(alive=False, heard_at=NOW - 5.0, state=M, fence=failed)
+    d = run(ev(state=M, lease=UNKNOWN, peers=(silent,)), prev=prev)
+    assert (d.gate, d.rule) == (Gate.CLOSED, "F1")
+
+
+def test_h4_still_keeps_the_vip_without_a_failed_fence() -> None:
+    prev = holding(lease_valid_until=NOW + 2.0)
+    d = run(ev(state=M, lease=UNKNOWN, peers=(peer(state=B),)), prev=prev)
+    assert (d.gate, d.rule) == (Gate.OPEN, "H4")
+
+
+def test_two_nodes_stuck_master_unfenceable_then_store_cut_ends_the_dual_master() -> None:
+    """TestTwoNodes' find: a's agent stuck with its gate open, its adverts to b cut, the store read-only; b took
+    the VIP at master-down beside a (H3). The store came back empty: b took the lease (H1) and fenced a, whose BMC
+    is broken; then b lost the store (H4) and kept the VIP on its own lease while the fence failed: 5.6 s of dual
+    master cut off (the bound is TTL + power timeout). F1 now closes b's gate when the fence fails."""
+    world = World(["a", "b"])
+    world.run(7)
+    world.vrrp_cut.add(("a", "b"))
+    world.nodes["a"].paused = True
+    world.store.readonly = True
+    world.run(58)
+    world.bmc_broken.add("a")
+    world.restart_store_empty(0.0)
+    world.run(6)
+    world.redis_cut.add("b")
+    rules = []
+    for _ in range(12):
+        world.step()  # raised "rule 1: ['a', 'b'] dual master for 5.6s while cut off" before the fix
+        rules.append(world.nodes["b"].last_rule)
+    assert "F1" in rules and [n.name for n in world.holders()] == ["a"]
+
+
+# --- a fence in flight when the fencer's agent restarts --------------------------------------------------------
+
+
+def test_a_restarted_agent_may_fence_again_what_its_predecessor_was_fencing() -> None:
+    """TestTwoNodes' find: b fenced the silent a (broken BMC: the fence times out after 2 s), then b's agent
+    restarted. The new agent knows nothing of the old process's fence and asks again; the sim counted that as one
+    agent fencing twice at once. A sim fix: fence ops belong to the agent process that sent them."""
+    world = World(["a", "b"])
+    world.nodes["a"].paused = True
+    world.run(23)
+    world.bmc_broken.add("a")
+    world.run(3)
+    world.restart_agent("b")
+    world.run(5)  # raised "b fences a twice at once" before the fix
+    fences = [line for line in world.log if "b fences a" in line]
+    assert len(fences) >= 2
