@@ -16,9 +16,10 @@ the safety rules can be checked after every step of random fault sequences. It s
 lease answers and BMC reads that arrive a tick after the decision that asked for them (the lease loop runs every
 RENEW, not every tick); keepalived's priority-0 advert (a master entering FAULT or stopping hands the VIP to a
 backup after its skew time, not master-down); no advert seen since the agent started (V1/L3 see None, as the
-raw-socket listener reports); the agent learning keepalived's state from notify hooks that may come late and
-out of order (the VIP itself from netlink, at once), and heartbeats carrying what the agent believes; nodes
-configured with different lease TTLs. keepalived restarts rewrite the gate closed (`init_file 1 overwrite`).
+raw-socket listener reports, and when listening started); the agent learning keepalived's state from notify
+hooks that may come late and out of order (the VIP itself from netlink, at once), and heartbeats carrying what
+the agent believes; nodes configured with different lease TTLs. keepalived restarts rewrite the gate closed
+(`init_file 1 overwrite`).
 
 `Violation` is raised the moment a safety rule is broken; liveness is checked by `run_until_settled`.
 """
@@ -574,6 +575,7 @@ class World:
                 peer.name,
                 alive,
                 adverts_at=self._adverts_at(node, peer),
+                listening_since=self._listening_since(node),
                 fence=node.fence_results.get(peer.name),
                 power=power,
                 power_at=power_at,
@@ -590,6 +592,7 @@ class World:
             lease_holder=snap.lease_holder,
             highest_token=snap.highest_token,
             adverts_at=self._adverts_at(node, peer),
+            listening_since=self._listening_since(node),
             fence=node.fence_results.get(peer.name),
             power=power,
             power_at=power_at,
@@ -600,6 +603,11 @@ class World:
         reports None (no_advert_default), or, kinder, the agent's start."""
         default = None if self.edges.no_advert_default else node.boot_at
         return node.adverts_at.get(peer.name, default)
+
+    def _listening_since(self, node: Node) -> float | None:
+        """The listener's raw socket opens as the agent starts, and it reports when (no_advert_default); the
+        kinder model has adverts_at default to the start, which says the same."""
+        return node.boot_at if self.edges.no_advert_default else None
 
     def _carry_out(self, node: Node, action: object) -> None:
         store = self.store

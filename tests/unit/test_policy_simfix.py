@@ -120,3 +120,20 @@ def test_a_restarted_agent_may_fence_again_what_its_predecessor_was_fencing() ->
     world.run(5)  # raised "b fences a twice at once" before the fix
     fences = [line for line in world.log if "b fences a" in line]
     assert len(fences) >= 2
+
+
+# --- the listener's start of listening -------------------------------------------------------------------------
+
+
+def test_cold_start_behind_a_one_way_vrrp_cut_is_no_flash_with_the_listening_start() -> None:
+    """TestNoAdvertSinceStart's find (xfailed until now): VRRP cut a→b from the cold start, so b never sees an
+    advert of a. The listener reports when it started listening, and V1/L3 count from then (issue 12 item 3);
+    the sim reported no start, so they stayed blind and b took the VIP at master-down while hearing a hold it. A sim
+    fix: PeerView.listening_since is the agent's start, as the raw socket opens with it."""
+    world = World(["a", "b"], edges=Edges(no_advert_default=True))
+    world.vrrp_cut.add(("a", "b"))
+    rules = set()
+    for _ in range(42):
+        world.step()  # raised "VIP flash: b took the VIP while hearing a hold it" before the fix
+        rules.add(world.nodes["b"].last_rule)
+    assert [n.name for n in world.holders()] == ["a"] and "L3" in rules  # closed before master-down
