@@ -282,6 +282,11 @@ class World:
         if node.powered:
             node.paused = False
             self._agent_starts(node, lease_delay, reference_delay)
+            # A dual master cut off is bounded from this agent's start: the fence its predecessor had in flight
+            # (and its outcome) died with that process, and the new one waits deadtime before fencing again.
+            for pair in self.dual_alone_since:
+                if name in pair:
+                    self.dual_alone_since[pair] = self.now
 
     def restart_keepalived(self, name: str) -> None:
         """keepalived stops (a master sends priority 0) and starts again: `init_file 1 overwrite` writes the

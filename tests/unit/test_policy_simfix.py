@@ -137,3 +137,22 @@ def test_cold_start_behind_a_one_way_vrrp_cut_is_no_flash_with_the_listening_sta
         world.step()  # raised "VIP flash: b took the VIP while hearing a hold it" before the fix
         rules.add(world.nodes["b"].last_rule)
     assert [n.name for n in world.holders()] == ["a"] and "L3" in rules  # closed before master-down
+
+
+def test_the_fencer_agent_restarting_mid_fence_gets_its_own_bound() -> None:
+    """TestTwoNodes' find (the F1 schedule above with b's agent restarted instead of cut from the store): the
+    restarted b has no memory of the fence in flight (broken BMC, 2 s timeout), waits deadtime in S0 and fences
+    again; the dual master then outlasted a bound counted from before the restart. A sim fix: the bound counts
+    from the fencer agent's start, as a restarted agent cannot know its predecessor's fence."""
+    world = World(["a", "b"])
+    world.run(7)
+    world.vrrp_cut.add(("a", "b"))
+    world.nodes["a"].paused = True
+    world.store.readonly = True
+    world.run(58)
+    world.bmc_broken.add("a")
+    world.restart_store_empty(0.0)
+    world.run(6)
+    world.restart_agent("b")
+    world.run(12)  # raised "rule 1: ['a', 'b'] dual master for 5.6s while cut off" before the fix
+    assert len([line for line in world.log if "b fences a" in line]) == 2
