@@ -3,8 +3,10 @@ and as the fixed schedule the state machine found."""
 
 from __future__ import annotations
 
+import pytest
+
 from arbiter.model import AcquireLease, FenceOutcome, FenceResult, Gate
-from tests.unit.policy_sim import Edges, World
+from tests.unit.policy_sim import Edges, Violation, World
 from tests.unit.test_policy_rules import NOW, UNKNOWN, B, M, ev, holding, peer, run, theirs
 
 # --- L2 on a stale frame ----------------------------------------------------------------------------------
@@ -156,3 +158,21 @@ def test_the_fencer_agent_restarting_mid_fence_gets_its_own_bound() -> None:
     world.restart_agent("b")
     world.run(12)  # raised "rule 1: ['a', 'b'] dual master for 5.6s while cut off" before the fix
     assert len([line for line in world.log if "b fences a" in line]) == 2
+
+
+@pytest.mark.xfail(raises=Violation, strict=True, reason="open: D3 on the returning node against D1 on the holder")
+def test_preempting_a_holder_whose_lease_the_store_cannot_show() -> None:
+    """Open (TestTwoNodes, 10:09 UTC; also on main): a's agent stuck from boot, b took the VIP and the lease; a's
+    agent resumes as the store stops. P1 waits only for a lease it can read, so a opens (B2) and keepalived there
+    preempts b at once; a keeps it by D3 (b's frame names no lease holder: b reads UNKNOWN), b by D1 on its own
+    still-valid lease. Either b's frames should name the lease it still counts valid (then D2 on a), or D3 should
+    yield to a peer's valid lease; the sim's instant preemption on a lower-priority advert may also be harsher
+    than keepalived (which waits master-down)."""
+    world = World(["a", "b"])
+    world.vrrp_cut.add(("a", "b"))
+    world.nodes["a"].paused = True
+    world.run(26)
+    world.nodes["a"].paused = False
+    world.store.readonly = True
+    world.store.alive = False
+    world.run(2)
