@@ -28,7 +28,8 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 |     | heartbeat (dead: its lease is not in use; failover at keepalived's   |        |                         |
 |     | speed, the lease is taken when it runs out)                          |        |                         |
 | L1  | holding, lease held by a peer that is not confirmed BACKUP           | closed |                         |
-| L2  | holding, lease held by a peer that confirms BACKUP (handover)        | open   | acquire (when released) |
+| L2  | holding, lease held by a peer that confirms BACKUP (handover) in a   | open   | acquire (when released) |
+|     | frame at most 1.5 heartbeat intervals old                            |        |                         |
 | L3  | not holding, lease renewed by its holder after its adverts stopped   | closed |                         |
 |     | (holder alive, VRRP path cut: close before master-down); none seen   |        |                         |
 |     | since listening started counts as stopped then                       |        |                         |
@@ -70,7 +71,8 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 |     | OFF (failsafe)                                                       |        |                         |
 | H6  | holding, store unreachable, lease expired, a peer silent             | closed | with a live peer:       |
 |     |                                                                      |        | fence after TTL + delay |
-| F1  | fencing a peer failed and on_failure = "close"                       | closed | retry after timeout     |
+| F1  | fencing a peer failed and on_failure = "close" (holding with the     | closed | retry after timeout     |
+|     | lease, or with the own lease valid while the store does not answer)  |        |                         |
 | B3  | not holding, a peer silent on every medium last claimed the VIP:     | open   | acquire; fence it       |
 |     | fence it with the lease before keepalived's master-down fires        |        | (token)                 |
 | B1  | not holding, lease mine                                              | open   | release lease           |
@@ -131,7 +133,7 @@ RULES: dict[str, str] = {
     "S1": "start-up together: a higher-ranked peer is still starting (S0); gate closed until it has decided",
     "P3": "handover: holding the VIP a lower-priority peer yields; open, acquiring the lease",
     "L1": "holding while the lease is held by a peer: gate closed",
-    "L2": "holding while the lease holder confirms BACKUP (handover): open, acquiring when released",
+    "L2": "holding while the lease holder confirms BACKUP in a recent frame (handover): open, acquiring when released",
     "L3": "backup, lease renewed by its holder after its adverts stopped or none was seen (VRRP cut): gate closed",
     "L4": "holding, lease held by a peer whose BMC read OFF after its last heartbeat: open (the holder is dead)",
     "L5": "backup, lease held by a silent peer not read OFF: gate closed until it expires, reads OFF or is released",
@@ -279,6 +281,14 @@ def _confirms_backup(state: PolicyState, peer: PeerView) -> bool:
     frame may predate the peer's own takeover behind a cut VRRP path."""
     fresh = peer.heard_at is not None and state.holding_since is not None and peer.heard_at >= state.holding_since
     return bool(peer.alive) and not peer.claims_vip and fresh
+
+
+def _recent_word(peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
+    """L2's proof that the lease holder is not master: its newest frame is at most one heartbeat interval old
+    (half an interval more for the sender's timer and the link; the agent decides on the VIP event, before the
+    holder's next frame). An older frame may predate the holder's own takeover behind a cut path, even one sent
+    after this node took the VIP: both masters, one with the lease, for as long as the peer counts as alive."""
+    return peer.heard_at is not None and now - peer.heard_at <= 1.5 * cfg.cycle
 
 
 def _still_off(state: PolicyState, peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
@@ -561,7 +571,7 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
                 "keeping the VIP until the lease runs out",
             )
         if ev.holding:
-            if holder is not None and holder.alive and not holder.claims_vip:
+            if holder is not None and holder.alive and not holder.claims_vip and _recent_word(holder, cfg, now):
                 actions.append(AcquireLease(seed))
                 return out(
                     Gate.OPEN,
@@ -713,6 +723,14 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
             return out(Gate.OPEN, "H1", f"holding the VIP with the lease (token {lease.token})")
         if mine:
             return out(Gate.CLOSED, "H2", "lease not renewed and within the safety margin of expiry; self-demotion")
+        if own_valid and failed is not None and cfg.on_fence_failure == "close":
+            # The store's answer lost or free, the own lease still valid (H3/H4 below): the fence H1 asked for
+            # failed all the same, and its silent peer may hold the VIP for as long as this node keeps it.
+            return out(
+                Gate.CLOSED,
+                "F1",
+                f"fencing {failed.name} failed ({failed.fence.proof if failed.fence else ''}); gate closed",
+            )
         # H3 ------------------------------------------------------------------------------------------------
         if lease.status is LeaseStatus.FREE:
             actions.append(AcquireLease(seed))

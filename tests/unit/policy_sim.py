@@ -16,9 +16,10 @@ the safety rules can be checked after every step of random fault sequences. It s
 lease answers and BMC reads that arrive a tick after the decision that asked for them (the lease loop runs every
 RENEW, not every tick); keepalived's priority-0 advert (a master entering FAULT or stopping hands the VIP to a
 backup after its skew time, not master-down); no advert seen since the agent started (V1/L3 see None, as the
-raw-socket listener reports); the agent learning keepalived's state from notify hooks that may come late and
-out of order (the VIP itself from netlink, at once), and heartbeats carrying what the agent believes; nodes
-configured with different lease TTLs. keepalived restarts rewrite the gate closed (`init_file 1 overwrite`).
+raw-socket listener reports, and when listening started); the agent learning keepalived's state from notify
+hooks that may come late and out of order (the VIP itself from netlink, at once), and heartbeats carrying what
+the agent believes; nodes configured with different lease TTLs. keepalived restarts rewrite the gate closed
+(`init_file 1 overwrite`).
 
 `Violation` is raised the moment a safety rule is broken; liveness is checked by `run_until_settled`.
 """
@@ -173,6 +174,7 @@ class FenceOp:
     target: str
     done_at: float
     succeeds: bool
+    agent: float  # the fencer's agent (its start time): a restarted agent neither knows nor hears of it
 
 
 class World:
@@ -280,6 +282,11 @@ class World:
         if node.powered:
             node.paused = False
             self._agent_starts(node, lease_delay, reference_delay)
+            # A dual master cut off is bounded from this agent's start: the fence its predecessor had in flight
+            # (and its outcome) died with that process, and the new one waits deadtime before fencing again.
+            for pair in self.dual_alone_since:
+                if name in pair:
+                    self.dual_alone_since[pair] = self.now
 
     def restart_keepalived(self, name: str) -> None:
         """keepalived stops (a master sends priority 0) and starts again: `init_file 1 overwrite` writes the
@@ -355,12 +362,15 @@ class World:
             fencer = self.nodes[op.fencer]
             if not fencer.powered:
                 continue
+            if op.succeeds and self.nodes[op.target].powered:
+                # The BMC got the command: it powers the target off even if the agent that sent it is gone.
+                self.power_off(op.target)
+                self.fenced_by[op.target] = op.fencer
+                if self.fenced_by.get(op.fencer) == op.target:
+                    raise Violation(f"mutual kill: {op.fencer} and {op.target} powered each other off")
+            if op.agent != fencer.boot_at:
+                continue  # its result went to a process that has since restarted
             if op.succeeds:
-                if self.nodes[op.target].powered:
-                    self.power_off(op.target)
-                    self.fenced_by[op.target] = op.fencer
-                    if self.fenced_by.get(op.fencer) == op.target:
-                        raise Violation(f"mutual kill: {op.fencer} and {op.target} powered each other off")
                 fencer.fence_results[op.target] = FenceResult(FenceOutcome.OFF, self.now, "status OFF")
                 self.off_reads.add((op.fencer, op.target, self.now))
                 fencer.power_reads[op.target] = (Power.OFF, self.now)
@@ -570,6 +580,7 @@ class World:
                 peer.name,
                 alive,
                 adverts_at=self._adverts_at(node, peer),
+                listening_since=self._listening_since(node),
                 fence=node.fence_results.get(peer.name),
                 power=power,
                 power_at=power_at,
@@ -586,6 +597,7 @@ class World:
             lease_holder=snap.lease_holder,
             highest_token=snap.highest_token,
             adverts_at=self._adverts_at(node, peer),
+            listening_since=self._listening_since(node),
             fence=node.fence_results.get(peer.name),
             power=power,
             power_at=power_at,
@@ -596,6 +608,11 @@ class World:
         reports None (no_advert_default), or, kinder, the agent's start."""
         default = None if self.edges.no_advert_default else node.boot_at
         return node.adverts_at.get(peer.name, default)
+
+    def _listening_since(self, node: Node) -> float | None:
+        """The listener's raw socket opens as the agent starts, and it reports when (no_advert_default); the
+        kinder model has adverts_at default to the start, which says the same."""
+        return node.boot_at if self.edges.no_advert_default else None
 
     def _carry_out(self, node: Node, action: object) -> None:
         store = self.store
@@ -627,11 +644,13 @@ class World:
             if store.alive and holder == action.peer and expires > self.now:
                 raise Violation(f"{node.name} fences {action.peer}, which holds a valid lease")
             self._check_fence_needed(node, self.nodes[action.peer])
-            if any(o.fencer == node.name and o.target == action.peer for o in self.fence_ops):
+            if any(
+                o.fencer == node.name and o.target == action.peer and o.agent == node.boot_at for o in self.fence_ops
+            ):
                 raise Violation(f"{node.name} fences {action.peer} twice at once")
             ok = action.peer not in self.bmc_broken
             done = self.now + (FENCE_TIME if ok else POWER_TIMEOUT)
-            self.fence_ops.append(FenceOp(node.name, action.peer, done, ok))
+            self.fence_ops.append(FenceOp(node.name, action.peer, done, ok, node.boot_at))
             node.fence_results[action.peer] = FenceResult(FenceOutcome.RUNNING, self.now)
             self.log.append(f"{self.now:.1f} {node.name} fences {action.peer} ({action.why})")
 

@@ -7,7 +7,6 @@ open, within the bound below, and keeps it.
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import HealthCheck, Phase, settings, target
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
@@ -260,27 +259,15 @@ TestPriorityZeroSkew = SkewCluster.TestCase
 TestPriorityZeroSkew.settings = edge_settings
 TestNoAdvertSinceStart = NoAdvertCluster.TestCase
 # Found (08:38 UTC run): VRRP cut a→b before a became master at cold start; b never saw an advert of a (adverts_at
-# None), so V1 cannot fire and b takes the VIP at master-down while hearing a hold it (VIP flash).
+# None), so V1 could not fire and b took the VIP at master-down while hearing a hold it (VIP flash). Issue 12
+# item 3 (V1/L3 count from listening_since) fixed it; the sim now reports listening_since as the listener does.
 TestNoAdvertSinceStart.settings = settings(edge_settings, phases=[Phase.explicit, Phase.reuse, Phase.generate])
-TestNoAdvertSinceStart.pytestmark = [
-    pytest.mark.xfail(
-        reason="issue 12 item 3: V1/L3 are blind for a master whose adverts this node never heard (cold start, "
-        "agent restart); the simulation now reports None as the listener does",
-        strict=False,
-    )
-]
 TestMixedTtl = MixedTtlCluster.TestCase
 TestMixedTtl.settings = edge_settings
 TestKeepalivedStarts = KeepalivedStartCluster.TestCase
 # Found (09:15 UTC run, then in TestTwoNodes when heal restarted keepalived): both keepalived timers restarted
-# together, both nodes become MASTER in one tick behind a one-way cut; b keeps the VIP by L2 on a's last frame
-# (BACKUP, 0.8 s old) while a holds the lease: two ticks of dual master with the lease shared. L2 trusts a stale
-# frame; see test_policy_sim_restart.test_l2_handover_on_a_stale_frame.
+# together, both nodes become MASTER in one tick behind a one-way cut; b kept the VIP by L2 on a's last frame
+# (BACKUP, 0.8 s old) while a held the lease. L2 now wants a recent frame (test_l2_handover_on_a_stale_frame).
 TestKeepalivedStarts.settings = settings(edge_settings, phases=[Phase.explicit, Phase.reuse, Phase.generate])
-TestKeepalivedStarts.pytestmark = [
-    pytest.mark.xfail(
-        reason="issue 12 item 2 (preemption handover): L2 opens on a holder's stale BACKUP frame", strict=False
-    )
-]
 TestRestarts = RestartCluster.TestCase
 TestRestarts.settings = settings(common, max_examples=600)

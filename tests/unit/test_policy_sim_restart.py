@@ -134,13 +134,10 @@ def test_a_restart_does_not_renew_the_hold_window_of_h3() -> None:
     assert not world.nodes["a"].vip  # it stepped down (H6) when the lease it resumed ran out
 
 
-@pytest.mark.xfail(
-    raises=Violation, strict=True, reason="issue 12 item 2 (preemption handover): L2 opens on a holder's stale frame"
-)
 def test_l2_handover_on_a_stale_frame() -> None:
     """Both keepalived master-down timers run out in one tick (a's keepalived started again when the faults
-    healed); b does not hear a (one-way heartbeat and VRRP cut a→b, 0.8 s ago): a takes the lease (D3), b keeps
-    the VIP by L2 on a's last frame, which said BACKUP before the cut."""
+    healed); b does not hear a (one-way heartbeat and VRRP cut a→b, 0.8 s ago): a takes the lease (D3), and b
+    kept the VIP by L2 on a's last frame, which said BACKUP before the cut. L2 now wants a recent frame."""
     world = World(["a", "b"], edges=Edges(keepalived_starts=True))
     world.run(1)
     world.store.readonly = True
@@ -152,4 +149,5 @@ def test_l2_handover_on_a_stale_frame() -> None:
     world.run(16)
     world.hb_cut.add(("a", "b"))
     world.vrrp_cut.add(("a", "b"))
-    world.run(5)
+    world.run(5)  # raised "rule 1: a and b both hold the VIP with shared evidence" before the fix
+    assert [n.name for n in world.holders()] == ["a"]

@@ -1,0 +1,178 @@
+"""Failures the simulation found on main after issue 12's merges, each pinned as a plain-data decide() sequence
+and as the fixed schedule the state machine found."""
+
+from __future__ import annotations
+
+import pytest
+
+from arbiter.model import AcquireLease, FenceOutcome, FenceResult, Gate
+from tests.unit.policy_sim import Edges, Violation, World
+from tests.unit.test_policy_rules import NOW, UNKNOWN, B, M, ev, holding, peer, run, theirs
+
+# --- L2 on a stale frame ----------------------------------------------------------------------------------
+
+
+def test_l2_does_not_open_on_a_holder_frame_older_than_this_hold() -> None:
+    """The holder's last frame (BACKUP, 0.8 s old, alive within deadtime) was sent before this node took the VIP
+    and more than a heartbeat ago: it may predate the holder's own takeover behind a cut path. L1, not L2."""
+    d = run(ev(state=M, lease=theirs(9), peers=(peer(state=B, heard_at=NOW - 0.8),)), prev=holding(NOW))
+    assert (d.gate, d.rule) == (Gate.CLOSED, "L1")
+    assert AcquireLease(9) not in d.actions
+
+
+def test_l2_opens_on_a_frame_within_one_heartbeat_before_the_vip_event() -> None:
+    """The agent decides on the VIP event, before the holder's next frame: one heartbeat interval old is recent."""
+    d = run(ev(state=M, lease=theirs(9), peers=(peer(state=B, heard_at=NOW - 0.15),)), prev=holding(NOW))
+    assert (d.gate, d.rule) == (Gate.OPEN, "L2")
+
+
+def test_l2_does_not_open_on_a_frame_sent_during_this_hold_that_is_not_recent() -> None:
+    """Sent in the tick this node took the VIP, two heartbeats ago: the holder may have taken the VIP and the
+    lease right after it (TestTwoNodes' find below). Only a recent word counts."""
+    d = run(ev(state=M, lease=theirs(9), peers=(peer(state=B, heard_at=NOW - 0.4),)), prev=holding(NOW - 0.4))
+    assert (d.gate, d.rule) == (Gate.CLOSED, "L1")
+
+
+def test_restarts_one_way_cut_at_cold_start_holds_no_dual_master() -> None:
+    """TestRestarts' find: cold start, then b hears neither a's adverts nor its heartbeats (a hears b). Both
+    keepalived timers run out 0.2 s apart; a takes the lease (H3, D1) and b kept the VIP by L2 on a's last frame,
+    which said BACKUP 0.8 s before: rule 1, the lease shared."""
+    world = World(["a", "b"], edges=Edges(late_answers=True, prio0=True))
+    world.run(18)
+    world.vrrp_cut.add(("a", "b"))
+    world.hb_cut.add(("a", "b"))
+    rules = []
+    for _ in range(10):
+        world.step()  # raised "rule 1: a and b both hold the VIP with shared evidence" before the fix
+        rules.append(world.nodes["b"].last_rule)
+    assert [n.name for n in world.holders()] == ["a"]
+    assert "L1" in rules and "L2" not in rules
+
+
+def test_two_nodes_cut_pair_as_the_store_restarts_empty_holds_no_dual_master() -> None:
+    """TestTwoNodes' find: the store read-only (a's lease ran out, H2), b's keepalived took the VIP at
+    master-down; in that very tick the pair was cut both ways and the store restarted empty and writable. a's
+    keepalived fired 0.2 s later, a took the lease (D3 on b's last frame) and b kept the VIP by L2 on a's frame
+    from the tick b took the VIP (sent after b's hold began, BACKUP then): rule 1, the lease shared."""
+    world = World(["a", "b"], nopreempt=True)
+    world.run(22)
+    world.store.readonly = True
+    world.run(30)
+    world.vrrp_cut |= {("a", "b"), ("b", "a")}
+    world.hb_cut |= {("a", "b"), ("b", "a")}
+    world.restart_store_empty(0.0)
+    world.run(20)  # raised "rule 1: a and b both hold the VIP with shared evidence" (b by L2) before the fix
+    assert [n.name for n in world.holders()] == ["a"]
+
+
+# --- a failed fence while the store does not answer --------------------------------------------------------
+
+
+def test_f1_closes_on_a_failed_fence_while_the_store_is_unreachable() -> None:
+    """H1 fenced a silent peer, the fence failed (BMC timeout) and then the store went unreachable: the own lease
+    is still valid (H4) but the silent peer may hold the VIP. on_failure = close closes here as under H1."""
+    failed = FenceResult(FenceOutcome.FAILED, NOW - 0.1, "BMC timeout")
+    prev = holding(lease_valid_until=NOW + 2.0, fence_requested=(("b", NOW - 2.1),))
+    silent = peer(alive=False, heard_at=NOW - 5.0, state=M, fence=failed)
+    d = run(ev(state=M, lease=UNKNOWN, peers=(silent,)), prev=prev)
+    assert (d.gate, d.rule) == (Gate.CLOSED, "F1")
+
+
+def test_h4_still_keeps_the_vip_without_a_failed_fence() -> None:
+    prev = holding(lease_valid_until=NOW + 2.0)
+    d = run(ev(state=M, lease=UNKNOWN, peers=(peer(state=B),)), prev=prev)
+    assert (d.gate, d.rule) == (Gate.OPEN, "H4")
+
+
+def test_two_nodes_stuck_master_unfenceable_then_store_cut_ends_the_dual_master() -> None:
+    """TestTwoNodes' find: a's agent stuck with its gate open, its adverts to b cut, the store read-only; b took
+    the VIP at master-down beside a (H3). The store came back empty: b took the lease (H1) and fenced a, whose BMC
+    is broken; then b lost the store (H4) and kept the VIP on its own lease while the fence failed: 5.6 s of dual
+    master cut off (the bound is TTL + power timeout). F1 now closes b's gate when the fence fails."""
+    world = World(["a", "b"])
+    world.run(7)
+    world.vrrp_cut.add(("a", "b"))
+    world.nodes["a"].paused = True
+    world.store.readonly = True
+    world.run(58)
+    world.bmc_broken.add("a")
+    world.restart_store_empty(0.0)
+    world.run(6)
+    world.redis_cut.add("b")
+    rules = []
+    for _ in range(12):
+        world.step()  # raised "rule 1: ['a', 'b'] dual master for 5.6s while cut off" before the fix
+        rules.append(world.nodes["b"].last_rule)
+    assert "F1" in rules and [n.name for n in world.holders()] == ["a"]
+
+
+# --- a fence in flight when the fencer's agent restarts --------------------------------------------------------
+
+
+def test_a_restarted_agent_may_fence_again_what_its_predecessor_was_fencing() -> None:
+    """TestTwoNodes' find: b fenced the silent a (broken BMC: the fence times out after 2 s), then b's agent
+    restarted. The new agent knows nothing of the old process's fence and asks again; the sim counted that as one
+    agent fencing twice at once. A sim fix: fence ops belong to the agent process that sent them."""
+    world = World(["a", "b"])
+    world.nodes["a"].paused = True
+    world.run(23)
+    world.bmc_broken.add("a")
+    world.run(3)
+    world.restart_agent("b")
+    world.run(5)  # raised "b fences a twice at once" before the fix
+    fences = [line for line in world.log if "b fences a" in line]
+    assert len(fences) >= 2
+
+
+# --- the listener's start of listening -------------------------------------------------------------------------
+
+
+def test_cold_start_behind_a_one_way_vrrp_cut_is_no_flash_with_the_listening_start() -> None:
+    """TestNoAdvertSinceStart's find (xfailed until now): VRRP cut a→b from the cold start, so b never sees an
+    advert of a. The listener reports when it started listening, and V1/L3 count from then (issue 12 item 3);
+    the sim reported no start, so they stayed blind and b took the VIP at master-down while hearing a hold it. A sim
+    fix: PeerView.listening_since is the agent's start, as the raw socket opens with it."""
+    world = World(["a", "b"], edges=Edges(no_advert_default=True))
+    world.vrrp_cut.add(("a", "b"))
+    rules = set()
+    for _ in range(42):
+        world.step()  # raised "VIP flash: b took the VIP while hearing a hold it" before the fix
+        rules.add(world.nodes["b"].last_rule)
+    assert [n.name for n in world.holders()] == ["a"] and "L3" in rules  # closed before master-down
+
+
+def test_the_fencer_agent_restarting_mid_fence_gets_its_own_bound() -> None:
+    """TestTwoNodes' find (the F1 schedule above with b's agent restarted instead of cut from the store): the
+    restarted b has no memory of the fence in flight (broken BMC, 2 s timeout), waits deadtime in S0 and fences
+    again; the dual master then outlasted a bound counted from before the restart. A sim fix: the bound counts
+    from the fencer agent's start, as a restarted agent cannot know its predecessor's fence."""
+    world = World(["a", "b"])
+    world.run(7)
+    world.vrrp_cut.add(("a", "b"))
+    world.nodes["a"].paused = True
+    world.store.readonly = True
+    world.run(58)
+    world.bmc_broken.add("a")
+    world.restart_store_empty(0.0)
+    world.run(6)
+    world.restart_agent("b")
+    world.run(12)  # raised "rule 1: ['a', 'b'] dual master for 5.6s while cut off" before the fix
+    assert len([line for line in world.log if "b fences a" in line]) == 2
+
+
+@pytest.mark.xfail(raises=Violation, strict=True, reason="open: D3 on the returning node against D1 on the holder")
+def test_preempting_a_holder_whose_lease_the_store_cannot_show() -> None:
+    """Open (TestTwoNodes, 10:09 UTC; also on main): a's agent stuck from boot, b took the VIP and the lease; a's
+    agent resumes as the store stops. P1 waits only for a lease it can read, so a opens (B2) and keepalived there
+    preempts b at once; a keeps it by D3 (b's frame names no lease holder: b reads UNKNOWN), b by D1 on its own
+    still-valid lease. Either b's frames should name the lease it still counts valid (then D2 on a), or D3 should
+    yield to a peer's valid lease; the sim's instant preemption on a lower-priority advert may also be harsher
+    than keepalived (which waits master-down)."""
+    world = World(["a", "b"])
+    world.vrrp_cut.add(("a", "b"))
+    world.nodes["a"].paused = True
+    world.run(26)
+    world.nodes["a"].paused = False
+    world.store.readonly = True
+    world.store.alive = False
+    world.run(2)
