@@ -7,6 +7,8 @@ open, within the bound below, and keeps it.
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import HealthCheck, Phase, settings, target
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
@@ -191,7 +193,11 @@ class ThreeNodeCluster(Cluster):
     names = ("a", "b", "c")
 
 
+# In CI (CI=true) the examples are derived from the test itself, not drawn at random: a submission is judged on the
+# same schedules every run, and a hole found by a random run elsewhere is pinned as a fixed test
+# (tests/unit/test_policy_simfix.py) instead of failing some later, unrelated submission by chance.
 common = settings(
+    derandomize=os.environ.get("CI") == "true",
     max_examples=2000,
     stateful_step_count=20,
     deadline=None,
