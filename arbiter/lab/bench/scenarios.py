@@ -378,7 +378,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 # --- the table ---------------------------------------------------------------------------------------------
 
 
-def _fmt(value: object) -> str:
+def format_figure(value: object) -> str:
+    """One table cell: '-' for no figure, floats without trailing zeros."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -406,8 +407,8 @@ def render(result: dict[str, Any]) -> str:
     ]
     for key, row in result["rows"].items():
         al, ar = row["alone"], row["arbiter"]
-        cells = "".join(f" {_fmt(al[k]):>{w}} {_fmt(ar[k]):>{w}}" for k, _, w in columns)
-        ratios = f" {_fmt(row.get('failover_ratio')):>6} {_fmt(row.get('settled_ratio')):>6}"
+        cells = "".join(f" {format_figure(al[k]):>{w}} {format_figure(ar[k]):>{w}}" for k, _, w in columns)
+        ratios = f" {format_figure(row.get('failover_ratio')):>6} {format_figure(row.get('settled_ratio')):>6}"
         lines.append(f"{key:24}{cells}{ratios}")
         for side in ("alone", "arbiter"):
             for error in row[side]["errors"]:

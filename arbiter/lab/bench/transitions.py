@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from arbiter.lab.bench.scenarios import NOT_MEASURED, Goal
+from arbiter.lab.bench.scenarios import format_figure as _fmt
 from arbiter.lab.netns import LabError
 
 HANDOVER_MARGIN_MS = 100.0
@@ -239,14 +240,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --- the table ---------------------------------------------------------------------------------------------
-
-
-def _fmt(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
 
 
 def render(result: dict[str, Any]) -> str:
