@@ -259,11 +259,14 @@ class PolicyState:
     # that yield ran out of time (not repeated until the peer stops waiting), and the last cycle it yielded in
     # (H3's window to re-acquire the lease released for the yield starts there).
     yield_to: str | None = None
-    # S1: since when this node waits for a higher-ranked peer that is still starting (None: not waiting).
-    start_wait_since: float | None = None
     yield_since: float | None = None
     yield_spent: bool = False
     yielded_at: float | None = None
+    # Since when that peer is ready to take the VIP (keepalived BACKUP there, gate open): this node steps down
+    # (Y3) once keepalived's preempt_delay has run from then.
+    ready_since: float | None = None
+    # S1: since when this node waits for a higher-ranked peer that is still starting (None: not waiting).
+    start_wait_since: float | None = None
     # When the gate last opened: keepalived left FAULT then, and its master-down timer started over (L5).
     opened_at: float | None = None
     # An agent restarted on this node: what the previous one decided last (S0 keeps an open gate on it).

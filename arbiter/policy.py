@@ -51,6 +51,9 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 |     | keepalived steps this node down (no acquire, no fence)               |        |                         |
 | Y2  | Y1's peer holds the VIP and this node has not stepped down within    | closed |                         |
 |     | one advert (VRRP path cut?)                                          |        |                         |
+| Y3  | as Y1, the lease released and the peer ready (P2, keepalived BACKUP, | closed | release lease if mine   |
+|     | gate open) for preempt_delay: step down first (priority 0 advert),   |        |                         |
+|     | keepalived there takes the VIP after its skew time, no overlap       |        |                         |
 | D1  | holding, a live peer also holds, lease mine (or still valid)         | open   | fence it if it has not  |
 |     |                                                                      |        | stepped down in deadtime|
 | D2  | holding, a live peer also holds and reports the lease as its own     | closed |                         |
@@ -78,15 +81,19 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | B1  | not holding, lease mine                                              | open   | release lease           |
 | B2  | not holding                                                          | open   |                         |
 
-Preemption handover (P1, P2, P3, Y1, Y2): keepalived alone moves the VIP once when a higher-priority node P
+Preemption handover (P1, P2, P3, Y1, Y2, Y3): keepalived alone moves the VIP once when a higher-priority node P
 returns; L1 on P would veto that move (the holder H has not said BACKUP yet), and P's FAULT hands the VIP straight
 back: a flap loop. So P waits with its gate closed (P1) and says so in its heartbeats; H releases its lease and
-keeps the VIP (Y1), its hold covered by P's word that it is not master; P opens (P2), keepalived on P leaves FAULT
-and preempts H after its master-down interval (and preempt_delay), while H still holds: no time without master;
-P holding takes the lease (P3, then H3/H1) and H steps down on P's advert. A yield not taken up within its bound
-ends (H re-acquires, H3) and is not repeated until P stops waiting. With `nopreempt` P never waits (B2, and
-keepalived does not preempt); with the lease store unreachable there is no lease to hand over: P opens (B2),
-keepalived preempts, and D3 (higher priority wins) keeps P's gate open.
+keeps the VIP (Y1), its hold covered by P's word that it is not master; P opens (P2) and keepalived on P leaves
+FAULT for BACKUP, which P's next frame says at once. Keepalived alone would now preempt H after P's master-down
+interval and hold the VIP on both nodes until P's advert reaches H (one advert's latency, a few ms of dual
+master). Instead H, seeing P ready and the lease released, steps down first (Y3, after preempt_delay): its FAULT
+sends priority 0 and P takes the VIP after its skew time, (256 − priority)/256 of an advert interval (VRRPv3) or
+of a second (VRRPv2); nobody holds it twice. P holding takes the lease (P3 or H3). If P's keepalived never takes
+it, H's keepalived (BACKUP again at once: B2) takes it back after its own master-down interval. A yield not
+taken up within its bound ends (H re-acquires, H3) and is not repeated until P stops waiting. With `nopreempt` P
+never waits (B2, and keepalived does not preempt); with the lease store unreachable there is no lease to hand
+over: P opens (B2), keepalived preempts, and D3 (higher priority wins) keeps P's gate open.
 
 How the safety rules of DESIGN.md follow:
 1. No dual master while shared evidence can tell: the lease (L1, D1, D2, L3, L5) or a heartbeat (V1, D2, D3)
@@ -142,6 +149,7 @@ RULES: dict[str, str] = {
     "P2": "handover: the lower-priority holder yields; gate open, keepalived preempts it",
     "Y1": "handover: a higher-priority peer waits; lease released, VIP kept until keepalived's preemption",
     "Y2": "handover: the higher-priority peer holds the VIP and this node did not step down: gate closed",
+    "Y3": "handover: the higher-priority peer is ready and the lease released: this node steps down first",
     "D1": "dual master, lease mine: keep the VIP, the peer must step down (fenced if it does not)",
     "D2": "dual master, the peer reports holding the lease: gate closed",
     "D3": "dual master without a lease: priority then name decides; the winner fences a peer that stays",
@@ -161,7 +169,7 @@ RULES: dict[str, str] = {
 
 # Rules of a node waiting to preempt a lower-priority holder, and of a holder yielding to it (the handover).
 WAITING = frozenset({"P1", "P2"})
-YIELDING = frozenset({"Y1", "Y2"})
+YIELDING = frozenset({"Y1", "Y2", "Y3"})
 
 
 def _get(pairs: tuple[tuple[str, float], ...], name: str) -> float | None:
@@ -210,11 +218,13 @@ def _remember(prev: PolicyState, ev: Evidence, cfg: PolicyConfig, now: float) ->
             fenced.discard(peer.name)  # powered on again (by an operator) since the fence
     since = (prev.holding_since if prev.was_holding else now) if ev.holding else None
     yield_to, yield_since, spent, yielded_at = prev.yield_to, prev.yield_since, prev.yield_spent, prev.yielded_at
+    ready_since = prev.ready_since
     target = next((p for p in ev.peers if p.name == yield_to), None)
     if not ev.holding:
-        yield_to, yield_since, spent, yielded_at = None, None, False, None
+        yield_to, yield_since, spent, yielded_at, ready_since = None, None, False, None, None
     elif target is None or not target.alive or (target.rule not in WAITING and not target.claims_vip):
-        yield_to, yield_since, spent = None, None, False  # it stopped waiting: a later wait gets a new yield
+        # It stopped waiting: a later wait gets a new yield.
+        yield_to, yield_since, spent, ready_since = None, None, False, None
     return replace(
         prev,
         holding_since=since,
@@ -229,6 +239,7 @@ def _remember(prev: PolicyState, ev: Evidence, cfg: PolicyConfig, now: float) ->
         yield_since=yield_since,
         yield_spent=spent,
         yielded_at=yielded_at,
+        ready_since=ready_since,
     )
 
 
@@ -634,7 +645,7 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         its_lease = lease.status is LeaseStatus.PEER and lease.holder == held.name and holder_valid
         if its_lease or lease.status is LeaseStatus.FREE:
             first = [p for p in alive if p.rule in WAITING and _ranks_before(p.priority, p.name, ev.priority, cfg.node)]
-            if held.rule == "Y1" and not first:
+            if held.rule in ("Y1", "Y3") and not first:
                 return out(Gate.OPEN, "P2", f"handover: {held.name} yields the VIP; gate open, keepalived preempts it")
             why = f"{first[0].name} takes it over first" if first else f"waiting for {held.name} to yield it"
             return out(Gate.CLOSED, "P1", f"handover: {held.name} (priority {held.priority}) holds the VIP; {why}")
@@ -660,9 +671,23 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         if confirmed and not spent and began is not None:
             bound = handover_bound(cfg)
             if now - began < bound:
-                state = replace(state, yield_to=target.name, yield_since=began, yield_spent=False, yielded_at=now)
+                ready = target.rule == "P2" and target.gate_open is True and target.state is VrrpState.BACKUP
+                since = (now if fresh or state.ready_since is None else state.ready_since) if ready else None
+                state = replace(
+                    state, yield_to=target.name, yield_since=began, yield_spent=False, yielded_at=now, ready_since=since
+                )
                 if mine:
                     actions.append(ReleaseLease())
+                if since is not None and lease.status is LeaseStatus.FREE and now - since >= cfg.preempt_delay:
+                    # keepalived would preempt this node after its master-down interval and hold the VIP beside
+                    # it until its advert arrives here (a few ms of dual master). Stepping down first instead
+                    # sends priority 0: keepalived there takes the VIP after its skew time, nobody holds it twice.
+                    return out(
+                        Gate.CLOSED,
+                        "Y3",
+                        f"handover: {target.name} is ready (BACKUP, gate open) and the lease is released; "
+                        "stepping down first so that it takes the VIP with no overlap",
+                    )
                 return out(
                     Gate.OPEN,
                     "Y1",

@@ -227,6 +227,9 @@ class Agent:
             listener.start()
         if self.fifo is not None:
             self.fifo.start()
+        # A peer's news (its VRRP state, VIP, gate or rule changed) is decided on at once, not at the next tick: a
+        # handover's step-down (Y3) must come before keepalived's preemption there.
+        self.heartbeats.on_news = lambda peer: self._wake_up("peer")
         await self.heartbeats.start()
         loops = [
             self._decision_loop(),

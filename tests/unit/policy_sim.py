@@ -208,6 +208,10 @@ class World:
         self.fence_ops: list[FenceOp] = []
         self.dual_shared_ticks: dict[frozenset[str], int] = {}
         self.dual_alone_since: dict[frozenset[str], float] = {}
+        # Pairs that held the VIP together while neither agent ran (stopped or paused: keepalived alone).
+        self.dual_unwatched: set[frozenset[str]] = set()
+        # Node → when its agent last started deciding (started, or resumed from maintenance); None: not running.
+        self.running_since: dict[str, float | None] = {}
         self.max_dual_alone = 0.0
         self.fenced_by: dict[str, str] = {}
         self.off_reads: set[tuple[str, str, float]] = set()  # (reader, target, time) of status reads showing OFF
@@ -694,6 +698,12 @@ class World:
         for pair in list(self.dual_alone_since):
             if pair not in pairs:
                 del self.dual_alone_since[pair]
+        self.dual_unwatched &= pairs
+        for node in self.nodes.values():
+            if not node.agent_running:
+                self.running_since[node.name] = None
+            elif self.running_since.get(node.name) is None:
+                self.running_since[node.name] = self.now
         for pair in pairs:
             a, b = (self.nodes[n] for n in sorted(pair))
             if self._shared_evidence(a, b):
@@ -702,12 +712,26 @@ class World:
                 # acquisition (in the agent: one Redis round-trip).
                 ticks = self.dual_shared_ticks.get(pair, 0) + 1
                 self.dual_shared_ticks[pair] = ticks
+                inherited = any(
+                    (since := self.running_since.get(n.name)) is not None
+                    and n.held_since is not None
+                    and n.held_since <= since + 1e-9
+                    and self.now - since <= TICK + 1e-9
+                    for n in (a, b)
+                )
+                if (pair in self.dual_unwatched or inherited) and ticks <= 2:
+                    # Inherited from keepalived alone: both agents were paused or stopped, or one took the VIP in
+                    # the tick its agent resumed (keepalived's timer ran out while the agent was paused, its gate
+                    # held open), before that agent decided anything. One decision closes a gate, keepalived drops
+                    # the VIP the tick after.
+                    continue
                 if ticks > 1 or "L2" not in (a.last_rule, b.last_rule):
                     raise Violation(f"rule 1: {a.name} and {b.name} both hold the VIP with shared evidence")
                 continue
             if not (a.agent_running or b.agent_running):
                 # Both agents stopped: nothing of ours runs on either side (keepalived alone). Not a policy case.
                 self.dual_alone_since.pop(pair, None)
+                self.dual_unwatched.add(pair)
                 continue
             since = self.dual_alone_since.setdefault(pair, self.now)
             self.max_dual_alone = max(self.max_dual_alone, self.now - since)

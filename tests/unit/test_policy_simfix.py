@@ -176,3 +176,25 @@ def test_preempting_a_holder_whose_lease_the_store_cannot_show() -> None:
     world.store.readonly = True
     world.store.alive = False
     world.run(2)
+
+
+def test_a_vip_taken_while_both_agents_were_paused_is_judged_from_their_first_decision() -> None:
+    """Found (TestRestarts, random run, 12:40 UTC): both agents paused (maintenance: gates held open), VRRP cut
+    a → b; a became master; the agents resumed and in that very tick keepalived on b, deaf to a for its master-down
+    interval, took the VIP too. The world counted that as a policy failure before either agent had decided
+    anything. Now it is keepalived alone's, and the agents must end it within their first decision: b's gate
+    closes (L1, a holds the lease) and keepalived drops the VIP the tick after."""
+    world = World(["a", "b"], edges=Edges(late_answers=True, prio0=True))
+    world.run(11)
+    world.vrrp_cut.add(("a", "b"))
+    world.nodes["a"].paused = world.nodes["b"].paused = True
+    world.run(10)
+    assert world.holders() == [world.nodes["a"]]
+    world.heal()
+    world.vrrp_cut |= {("a", "b"), ("b", "a")}
+    world.hb_cut |= {("a", "b"), ("b", "a")}
+    world.run(1)  # raised "rule 1: a and b both hold the VIP with shared evidence" before
+    assert {n.name for n in world.holders()} == {"a", "b"}, "the case did not happen: keepalived on b took nothing"
+    world.run(1)
+    assert [n.name for n in world.holders()] == ["a"]
+    assert world.nodes["b"].gate is Gate.CLOSED

@@ -105,6 +105,9 @@ class HeartbeatService:
         self.send_failures = 0
         self.link_events: asyncio.Queue[LinkEvent] = asyncio.Queue(EVENT_QUEUE)
         self._link_open: dict[str, bool] = {}  # medium → open, as link_events last said
+        # Called with the peer's name when its frame reports another instance state than its previous one (VRRP
+        # state, VIP, gate, rule, lease holder, leaving): the agent decides at once instead of at its next tick.
+        self.on_news: Callable[[str], None] | None = None
 
     @classmethod
     def from_config(cls, cfg: Config, snapshot: Callable[[], Snapshot] = Snapshot) -> HeartbeatService:
@@ -213,7 +216,10 @@ class HeartbeatService:
             self.tracker.refuse(medium, refused.reason)
             log.debug("heartbeat refused on %s: %s", medium, refused)
             return None
+        before = self.tracker.newest(frame.node)
         self.tracker.accept(frame, medium)
+        if self.on_news is not None and (before is None or _news(before.frame, frame)):
+            self.on_news(frame.node)
         return frame
 
     def check_links(self) -> None:
@@ -273,3 +279,13 @@ class HeartbeatService:
 
     def refusals(self) -> dict[tuple[str, Refusal], int]:
         return dict(self.tracker.refused)
+
+
+def _news(old: Frame, new: Frame) -> bool:
+    """What a decision may turn on changed between two frames of one peer (sequence and send time aside)."""
+    return (old.instances, old.quorate, old.leaving, old.incarnation) != (
+        new.instances,
+        new.quorate,
+        new.leaving,
+        new.incarnation,
+    )
