@@ -97,6 +97,16 @@ def _gate_before(r: dict[str, Any], node: str, t: float) -> str | None:
     return gates[-1] if gates else None
 
 
+def _stepped_down_first(r: dict[str, Any], holder: str, phase: str) -> None:
+    """The holder handed the VIP over by stepping down first (rule Y3: its gate closed once the returning node
+    was ready), not by keepalived's preemption with its overlap; and the returning node opened (P2) before."""
+    p = _phases(r)[phase]
+    within = [e for e in r["timeline"] if e["kind"] == "gate" and p["from_s"] <= e["t"] <= p["to_s"]]
+    y3 = [e for e in within if e["node"] == holder and " closed Y3:" in e["detail"]]
+    p2 = [e for e in within if e["node"] != holder and " open P2:" in e["detail"]]
+    assert y3 and p2 and p2[0]["t"] <= y3[0]["t"], [f"{e['t']} {e['node']} {e['detail'][:40]}" for e in within]
+
+
 def test_cold_start_no_bounce_from_the_first_start() -> None:
     r = _run("cold-start")
     _no_dual_master_anywhere(r)
@@ -121,6 +131,7 @@ def test_staggered_start_the_preferred_node_takes_over_once() -> None:
     # b, up alone, may confirm the silent a OFF with the lease (a status read): nothing may be sent to it.
     assert _power_offs(r) == [], _power_offs(r)
     assert _phases(r)["boot-a"]["no_master_ms"] <= HANDOVER_NO_MASTER_MS
+    _stepped_down_first(r, "b", "boot-a")
     assert r["holders_at_end"] == ["a"]
     _goals(r)
 
@@ -183,6 +194,7 @@ def test_return_preempt_one_failover_one_failback() -> None:
     _no_dual_master_anywhere(r)
     _moves_within_asked(r)
     assert _phases(r)["return"]["no_master_ms"] <= HANDOVER_NO_MASTER_MS
+    _stepped_down_first(r, "b", "return")
     assert r["holders_at_end"] == ["a"]
     _goals(r)
 
@@ -198,6 +210,7 @@ def test_heal_preempt_one_failover_one_failback() -> None:
     _no_dual_master_anywhere(r)
     _moves_within_asked(r)
     assert heal["no_master_ms"] <= HANDOVER_NO_MASTER_MS
+    _stepped_down_first(r, "b", "heal")
     assert r["holders_at_end"] == ["a"]
     _running(r, "a")
     _goals(r)
