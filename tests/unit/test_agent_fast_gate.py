@@ -92,7 +92,7 @@ def agent(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> tuple[Agent, HeldV
         (tmp_path / name).chmod(0o600)
     cfg = config_mod.parse(CONFIG.format(d=tmp_path))
     lines: list[dict[str, Any]] = []
-    a = Agent(cfg, out=lines.append)
+    a = Agent.from_config(cfg, out=lines.append)
     vips = HeldVips()
     a.vips = vips  # type: ignore[assignment]  # the fake answers the one question the decision asks
     # Past start-up: the loop has run, both gates are open, node-a holds both leases (valid for 3 s).

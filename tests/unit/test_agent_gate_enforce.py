@@ -63,7 +63,7 @@ def test_a_keepalived_restart_does_not_reopen_a_closed_gate(cfg: config.Config) 
     lines: list[dict[str, Any]] = []
 
     async def scenario() -> None:
-        agent = Agent(cfg, out=lines.append)
+        agent = Agent.from_config(cfg, out=lines.append)
         agent.state = {name: PolicyState() for name in agent.instances}
         agent.run_cycle()  # S0: closed until the first evidence round
         assert gate.read_text() == "1\n"
@@ -81,7 +81,7 @@ def test_the_watch_wakes_the_decision_loop_when_the_gate_is_overwritten(cfg: con
     gate = cfg.instance[0].track_file
 
     async def scenario() -> str | None:
-        agent = Agent(cfg, out=lambda line: None)
+        agent = Agent.from_config(cfg, out=lambda line: None)
         agent.state = {name: PolicyState() for name in agent.instances}
         agent.run_cycle()
         agent.gate_watch.start()

@@ -143,7 +143,7 @@ notify_fifo = "{where}/notify.fifo"
 [keepalived]
 config = "{where}/keepalived.conf"
 """
-    return Agent(config.parse(text), out=lambda line: None)
+    return Agent.from_config(config.parse(text), out=lambda line: None)
 
 
 def claimed(agent: Agent) -> VrrpState:

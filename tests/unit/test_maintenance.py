@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import json
 import os
 from collections.abc import Coroutine
@@ -26,6 +27,7 @@ from arbiter import config as config_mod
 from arbiter import statusview
 from arbiter.agent import maintenance
 from arbiter.agent.daemon import Agent
+from arbiter.agent.edges import Edges
 from arbiter.agent.maintenance import Pause, PauseFile
 from arbiter.agent.notify import BadRequestError
 from arbiter.cli import main
@@ -230,7 +232,7 @@ class Scripted(Agent):
     script: Evidence
 
     def __init__(self, cfg: config_mod.Config, config_path: Path) -> None:
-        super().__init__(cfg, out=lambda line: None, config_path=config_path)
+        super().__init__(cfg, functools.partial(Edges.from_config, cfg), out=lambda line: None, config_path=config_path)
         self.state = {"VI_1": PolicyState()}
         self.posted: list[dict[str, Any]] = []
 
