@@ -211,9 +211,7 @@ class Agent:
     # --- start and stop -----------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        kept = self.write_start_gates(self.clocks())  # S0: before anything else
-        tokens = self.store.tokens
-        self.state = {name: initial_state(tokens.highest(name), self.resumed.get(name)) for name in self.instances}
+        kept = self.begin()
         if self.pause is None:
             gates: dict[str, str] | str = {name: "kept open" if name in kept else "closed" for name in self.instances}
             what = f"gates of {', '.join(kept)} kept open as found, others closed" if kept else "gates closed"
@@ -280,6 +278,14 @@ class Agent:
                 task.cancel()
             await asyncio.gather(*runners, *self._tasks, return_exceptions=True)
             await self.shutdown()
+
+    def begin(self) -> list[str]:
+        """What `run` does before anything else (tests start a loop of cycles here): S0's gates, then each
+        instance's first policy state; returns the instances whose gate was kept open as found."""
+        kept = self.write_start_gates(self.clocks())  # S0: before anything else
+        tokens = self.store.tokens
+        self.state = {name: initial_state(tokens.highest(name), self.resumed.get(name)) for name in self.instances}
+        return kept
 
     def write_start_gates(self, clocks: Clocks | None = None) -> list[str]:
         """S0, before anything else: every gate closed that the previous agent's decision record does not vouch
