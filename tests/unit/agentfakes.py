@@ -6,7 +6,8 @@
 - `clock` (FakeClock): monotonic seconds, moved by the test; `wall` follows it; the record's `Clocks` too;
 - `store` (FakeStore / FakeLease): lease answers you set; every acquire, release, read and renew recorded;
 - `reference` (FakeReference): the quorum you set;
-- `heartbeats` (FakeHeartbeats): each peer's view you set; every frame the agent would send kept (`sent`);
+- `heartbeats` (FakeHeartbeats): each peer's view you set, or the real MediaTracker's view of the frames you let
+  it hear; every frame the agent would send kept (`sent`);
 - `vips` (FakeVips): VIP present or absent as you set it, firing the agent's netlink callback like VipWatch;
 - `adverts` (FakeAdverts, per interface): last advert and listening start you set;
 - `bmcs` (fencers.testing.FakeFencer per fenceable peer) behind the real Orchestrator;
@@ -37,6 +38,7 @@ from arbiter.agent.record import Clocks
 from arbiter.agent.sdnotify import SystemdNotifier
 from arbiter.agent.stopmode import Fixed, StopMode
 from arbiter.alerts import AlertSink
+from arbiter.evidence.heartbeat.frame import Frame, InstanceReport, NodeTimings
 from arbiter.evidence.heartbeat.media import MediaTracker, MediumEvent, Received
 from arbiter.evidence.heartbeat.service import LinkEvent, Snapshot
 from arbiter.evidence.heartbeat.transport import Link
@@ -66,9 +68,11 @@ def agent_config(
     notify_fifo: bool = False,
     serial: str | None = None,
     udp: bool = True,
+    heartbeat_ms: tuple[int, int] = (200, 1000),
 ) -> Path:
     """Write `arbiter.toml` (and the heartbeat key, the peer's IPMI password) into tmp_path; returns its path.
-    Instances are (name, priority), on `lo`, VRIDs 51, 52, …, gates `tmp_path/NAME.gate`."""
+    Instances are (name, priority), on `lo`, VRIDs 51, 52, …, gates `tmp_path/NAME.gate`; `heartbeat_ms` is
+    (interval, deadtime); the lease store, reference and BMC addresses are never reached (the rig fakes them)."""
     for name, text in (("hb.key", os.urandom(16).hex() + "\n"), ("ipmi.pass", "password\n")):
         (tmp_path / name).write_text(text)
         (tmp_path / name).chmod(0o600)
@@ -94,7 +98,8 @@ def agent_config(
     media = '\nudp = [{ interface = "lo" }]' if udp else ""
     if serial is not None:
         media += f'\nserial = [{{ device = "{serial}" }}]'
-    blocks.append(f'[heartbeat]\nkey_file = "{d}/hb.key"{media}\n')
+    interval, deadtime = heartbeat_ms
+    blocks.append(f'[heartbeat]\nkey_file = "{d}/hb.key"\ninterval_ms = {interval}\ndeadtime_ms = {deadtime}{media}\n')
     if webhook:
         blocks.append('[alerts]\nwebhooks = [{ url = "http://alerts.test/hook", format = "json" }]\n')
     fifo = f'\nnotify_fifo = "{d}/notify.fifo"' if notify_fifo else ""
@@ -214,18 +219,20 @@ class FakeMedium:
 
 
 class FakeHeartbeats:
-    """Each peer's view per instance as set (`view`); `sent` keeps the snapshot of every frame sent."""
+    """What the heartbeats say of each peer: a view you set (`view`) wins; otherwise the real MediaTracker's view
+    of the frames you let it hear (`hear`). `sent` keeps the snapshot of every frame the agent sends."""
 
     def __init__(self, peers: Sequence[str], media: Sequence[str], deadtime: float, clock: Callable[[], float]):
+        self.clock = clock
         self.on_news: Callable[[str], None] | None = None
         self.events: asyncio.Queue[MediumEvent] = asyncio.Queue()
         self.link_events: asyncio.Queue[LinkEvent] = asyncio.Queue()
         self.tracker = MediaTracker(peers, media, deadtime, clock)
         self.transports = [FakeMedium(m, Link(open=True, since=clock())) for m in media]
         self.views: dict[tuple[str, str], PeerView] = {}
-        self.received: dict[str, Received] = {}
         self.snapshot: Callable[[], Snapshot] | None = None
         self.sent: list[Snapshot] = []
+        self._sequence = 0
 
     def view(self, peer: str, instance: str = "VI_1", **fields: Any) -> PeerView:
         """Set what the heartbeats say of `peer` for `instance` (PeerView's fields; `alive` defaults to True)."""
@@ -233,14 +240,32 @@ class FakeHeartbeats:
         self.views[(peer, instance)] = PeerView(name=peer, **fields)
         return self.views[(peer, instance)]
 
+    def hear(self, peer: str, *reports: InstanceReport, timings: NodeTimings | None = None, medium: str = "") -> None:
+        """A frame from `peer`, sent now, arrives on `medium` (the first configured one by default)."""
+        self._sequence += 1
+        now = self.clock()
+        frame = Frame(
+            cluster="web",
+            node=peer,
+            incarnation=1,
+            sequence=self._sequence,
+            sent_wall_ns=int((WALL_AT_ZERO + now) * 1e9),
+            sent_mono_ns=int(now * 1e9),
+            instances=reports,
+            quorate=True,
+            highest_token=0,
+            timings=timings,
+        )
+        self.tracker.accept(frame, medium or self.tracker.media[0])
+
     def alive(self, peer: str) -> bool | None:
-        return next((v.alive for (p, _), v in self.views.items() if p == peer), None)
+        return next((v.alive for (p, _), v in self.views.items() if p == peer), self.tracker.alive(peer))
 
     def newest(self, peer: str) -> Received | None:
-        return self.received.get(peer)
+        return self.tracker.newest(peer)
 
     def peer_view(self, peer: str, instance: str) -> PeerView:
-        return self.views.get((peer, instance), PeerView(name=peer, alive=self.alive(peer)))
+        return self.views.get((peer, instance)) or self.tracker.peer_view(peer, instance)
 
     def send_now(self) -> None:
         if self.snapshot is not None:
