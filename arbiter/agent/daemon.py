@@ -46,7 +46,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from arbiter import config as config_mod
-from arbiter.agent import arp, maintenance
+from arbiter.agent import maintenance
 from arbiter.agent.bmcreads import ReadSchedule, reads_due
 from arbiter.agent.edges import Callbacks, EdgeFactory, Edges
 from arbiter.agent.gate import GateFile, GateWrite
@@ -187,6 +187,7 @@ class Agent:
         self.heartbeats = e.heartbeats
         self.vips = e.vips
         self.adverts = e.adverts
+        self.arp = e.arp
         self.notify = e.notify
         # Open to whoever may connect at all: the socket's mode (0600, or 0660 with api.group) is the access rule.
         self.notify.add_verb("STATUS", self._status_verb, privileged=False)
@@ -782,7 +783,7 @@ class Agent:
                 self._spawn(f"fence:{action.peer}", self._fence(action))
             elif isinstance(action, SendGarp):
                 for vip in inst.vip:
-                    self._spawn(f"garp:{vip.ip}", asyncio.to_thread(arp.send_garp, inst.interface, str(vip.ip), 2))
+                    self._spawn(f"garp:{vip.ip}", asyncio.to_thread(self.arp.send_garp, inst.interface, str(vip.ip), 2))
             elif isinstance(action, Alert):
                 self._emit(
                     {
@@ -972,7 +973,7 @@ class Agent:
                 macs: set[str] = set()
                 for vip in inst.vip:
                     with contextlib.suppress(OSError):
-                        macs |= await arp.probe(inst.interface, str(vip.ip), ARP_PROBE_TIMEOUT)
+                        macs |= await self.arp.probe(inst.interface, str(vip.ip), ARP_PROBE_TIMEOUT)
                 if macs and frozenset(macs) != self.arp_claims.get(name, (frozenset(), 0.0))[0]:
                     seen = {"instance": name, "via": "arp", "macs": sorted(macs)}
                     self._emit({"event": "split-brain", "node": self.node, **seen})

@@ -4,12 +4,13 @@ ones (`Edges.from_config`).
 
 Each edge is typed by what the agent calls on it (a small Protocol) where the real class is big and its fake is
 small: the lease store and its leases, the reference quorum, the heartbeat service, the netlink VIP watch, the
-VRRP advert listeners, the gate watch. Where the real class is itself the fake's best part, it is used as is: the
-gate files (files in a test's tmp_path), the notify socket and FIFO (no IO until started), the alert sink (over an
-httpx MockTransport), the fencing orchestrator (over fencers.testing.FakeFencer), the systemd notifier (silent
-without NOTIFY_SOCKET). The clocks are edges too: `clock` (monotonic seconds: every decision time), `wall` (Unix
-time: what status and alerts show), `clocks` (the record file's reading, which needs CLOCK_BOOTTIME and the boot
-id to be trusted across a restart; arbiter.agent.record), and the random part of the fence delay.
+VRRP advert listeners, the gate watch, ARP (gratuitous ARP and the split-brain probe). Where the real class is
+itself the fake's best part, it is used as is: the gate files (files in a test's tmp_path), the notify socket and
+FIFO (no IO until started), the alert sink (over an httpx MockTransport), the fencing orchestrator (over
+fencers.testing.FakeFencer), the systemd notifier (silent without NOTIFY_SOCKET). The clocks are edges too:
+`clock` (monotonic seconds: every decision time), `wall` (Unix time: what status and alerts show), `clocks` (the
+record file's reading, which needs CLOCK_BOOTTIME and the boot id to be trusted across a restart;
+arbiter.agent.record), and the random part of the fence delay.
 
 The edges call back into the agent (a VIP appeared, a gate was overwritten, a hook or FIFO line, a fence attempt,
 the next heartbeat's snapshot), and the agent holds the edges: so the agent is given a factory, calls it with its
@@ -25,6 +26,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from arbiter.agent import arp
 from arbiter.agent.gate import GateFile, GateWatch
 from arbiter.agent.netlink import OnChange, VipWatch
 from arbiter.agent.notify import NotifyFifo, NotifyServer, OnEvent
@@ -127,6 +129,13 @@ class VipEdge(Protocol):
     def present(self, instance: str) -> bool: ...
 
 
+class ArpEdge(Protocol):
+    """Gratuitous ARP for a VIP, and who else answers ARP for it (arbiter.agent.arp, the module itself)."""
+
+    def send_garp(self, interface: str, ip: str, count: int = 1, interval: float = 0.02) -> None: ...
+    async def probe(self, interface: str, ip: str, timeout: float) -> set[str]: ...
+
+
 class AdvertEdge(Protocol):
     """The VRRP advert listener of one interface (arbiter.agent.vrrp.AdvertListener)."""
 
@@ -162,6 +171,7 @@ class Edges:
     heartbeats: HeartbeatEdge
     vips: VipEdge
     adverts: Mapping[str, AdvertEdge]  # by interface
+    arp: ArpEdge
     notify: NotifyServer
     fifo: NotifyFifo | None
     alerts: AlertSink
@@ -205,6 +215,7 @@ class Edges:
                 on_change=calls.vip_changed,
             ),
             adverts={iface: AdvertListener(iface, vrids, peer_ips) for iface, vrids in by_interface.items()},
+            arp=arp,
             notify=NotifyServer(api.socket, on_event=calls.notified, group=api.group),
             fifo=NotifyFifo(api.notify_fifo, calls.fifo_line) if api.notify_fifo is not None else None,
             alerts=alerts,

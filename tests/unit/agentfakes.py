@@ -10,6 +10,7 @@
   it hear; every frame the agent would send kept (`sent`);
 - `vips` (FakeVips): VIP present or absent as you set it, firing the agent's netlink callback like VipWatch;
 - `adverts` (FakeAdverts, per interface): last advert and listening start you set;
+- `arp` (FakeArp): gratuitous ARPs recorded, other MACs answering for a VIP you set;
 - `bmcs` (fencers.testing.FakeFencer per fenceable peer) behind the real Orchestrator;
 - the real AlertSink posting to an httpx MockTransport that keeps every alert (`posted`);
 - gates: real GateFiles in tmp_path; notify socket and FIFO: the real ones (nothing opened until started).
@@ -326,6 +327,20 @@ class FakeAdverts:
         return {"listening": self.since is not None, "accepted": len(self.adverts)}
 
 
+class FakeArp:
+    """Gratuitous ARPs sent (recorded) and the MACs other than this node's answering ARP for a VIP (set)."""
+
+    def __init__(self) -> None:
+        self.garps: list[tuple[str, str, int]] = []
+        self.answers: dict[str, set[str]] = {}  # VIP → MACs of other hosts
+
+    def send_garp(self, interface: str, ip: str, count: int = 1, interval: float = 0.02) -> None:
+        self.garps.append((interface, ip, count))
+
+    async def probe(self, interface: str, ip: str, timeout: float) -> set[str]:
+        return set(self.answers.get(ip, set()))
+
+
 # --- the rig --------------------------------------------------------------------------------------------------
 
 
@@ -344,6 +359,7 @@ class Rig:
         self.heartbeats_factory: Callable[[Callable[[], Snapshot]], HeartbeatEdge] | None = None
         self.vips = FakeVips(self.clock)
         self.adverts = {i.interface: FakeAdverts(i.interface, self.clock()) for i in cfg.instance}
+        self.arp = FakeArp()
         self.bmcs = {p.name: FakeFencer(device=f"bmc-{p.name}") for p in cfg.peer if p.fence}
         self.posted: list[dict[str, Any]] = []
         self.lines: list[dict[str, Any]] = []
@@ -398,6 +414,7 @@ class Rig:
             heartbeats=heartbeats,
             vips=self.vips,
             adverts=self.adverts,
+            arp=self.arp,
             notify=NotifyServer(api.socket, on_event=calls.notified, group=api.group),
             fifo=NotifyFifo(api.notify_fifo, calls.fifo_line) if api.notify_fifo is not None else None,
             alerts=alerts,
