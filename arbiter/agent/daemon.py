@@ -114,7 +114,9 @@ class Agent:
         config_path: Path | None = None,
     ) -> None:
         """`edges` builds the agent's edges given its callbacks (arbiter.agent.edges): `from_config` wires the
-        real ones; tests pass fakes. The agent touches nothing else outside its memory but its state_dir."""
+        real ones; tests pass fakes. Besides them the agent writes its state_dir (decision record, pause flag),
+        reads keepalived.conf (drift check), serves /metrics when configured, and a reload (SIGHUP) builds the
+        webhooks and fencers of the new config itself."""
         self.cfg = cfg
         self.config_path = config_path
         e = edges(
