@@ -34,7 +34,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -57,7 +56,7 @@ from arbiter.agent.record import DECISION_FILE_NAME, Clocks, DecisionFile, Decis
 from arbiter.agent.sdnotify import WatchdogGate, keep_watchdog
 from arbiter.agent.status import build_status
 from arbiter.agent.stopmode import Fixed, StopMode, StopQuery, StopReason
-from arbiter.alerts import AlertSink, SecretFileError
+from arbiter.alerts import SecretFileError
 from arbiter.config import Config
 from arbiter.evidence.heartbeat import Frame, InstanceReport, Snapshot
 from arbiter.evidence.reference import Change, Round
@@ -88,7 +87,7 @@ from arbiter.model import (
 )
 from arbiter.policy import decide, initial_state, may_resume, withhold
 from fencers.base import FenceError
-from fencers.orchestration import FenceAttempt, Orchestrator
+from fencers.orchestration import FenceAttempt
 
 log = logging.getLogger(__name__)
 POWER_READ_INTERVAL = 1.0  # how often a fenced peer's BMC is re-read (it may be powered on by hand)
@@ -115,8 +114,7 @@ class Agent:
     ) -> None:
         """`edges` builds the agent's edges given its callbacks (arbiter.agent.edges): `from_config` wires the
         real ones; tests pass fakes. Besides them the agent writes its state_dir (decision record, pause flag),
-        reads keepalived.conf (drift check), serves /metrics when configured, and a reload (SIGHUP) builds the
-        webhooks and fencers of the new config itself."""
+        reads keepalived.conf (drift check) and serves /metrics when configured."""
         self.cfg = cfg
         self.config_path = config_path
         e = edges(
@@ -146,6 +144,7 @@ class Agent:
         self.metrics = AgentMetrics()
         # Webhooks: emit() only queues; delivery runs in its own task and never delays a decision.
         self.alerts = e.alerts
+        self.alerts_for, self.fencing_for = e.alerts_for, e.fencing_for  # what a reload builds anew
         self._gate_alerted: set[str] = set()  # instances whose gate_closed went out (gate_opened resolves it)
         self._media_down: set[tuple[str, str]] = set()  # (peer, medium) reported down (medium_up resolves it)
         self._alerts_task: asyncio.Future[None] | None = None
@@ -486,12 +485,10 @@ class Agent:
                 raise ReloadError("a fence is running; send SIGHUP again when it is done")
             alerts = None
             if new.alerts != self.cfg.alerts:
-                alerts = AlertSink.from_config(new.alerts, cluster=new.node.cluster, node=new.node.name)
+                alerts = self.alerts_for(new)
             orchestrator = None
             if _fencing_of(new) != _fencing_of(self.cfg):
-                drawn = random.randint(0, new.fencing.random_delay_ms)
-                orchestrator = Orchestrator.from_config(new, drawn_delay_ms=drawn, on_event=self._fence_event)
-                orchestrator.race_delay = 0.0
+                orchestrator, drawn = self.fencing_for(new)
                 policy_cfg = {name: PolicyConfig.from_config(new, name, drawn) for name in self.instances}
         except (config_mod.ConfigError, ReloadError, FenceError, SecretFileError, OSError) as exc:
             text = "; ".join(str(p) for p in exc.problems) if isinstance(exc, config_mod.ConfigError) else str(exc)

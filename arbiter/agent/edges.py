@@ -20,6 +20,7 @@ the next heartbeat's snapshot), and the agent holds the edges: so the agent is g
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -179,6 +180,9 @@ class Edges:
     systemd: SystemdNotifier
     stop_query: StopQuery
     drawn_delay_ms: int  # the random part of the fence delay, drawn once (the policy and the orchestrator share it)
+    # What a reload (SIGHUP) builds from the new config: the webhooks, and the fencers with a new random delay.
+    alerts_for: Callable[[Config], AlertSink]
+    fencing_for: Callable[[Config], tuple[Orchestrator, int]]
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     clocks: Callable[[], Clocks] = field(default=Clocks.read)
@@ -188,14 +192,11 @@ class Edges:
         """The real edges, as `keepalived-arbiter run` uses them. Raises what their constructors raise (a secret
         or key file that cannot be used, a corrupt token file)."""
         systemd = SystemdNotifier.from_env()
-        # Webhooks: emit() only queues; delivery runs in its own task and never delays a decision.
-        alerts = AlertSink.from_config(cfg.alerts, cluster=cfg.node.cluster, node=cfg.node.name)
+        alerts = _alert_sink(cfg)
         instances = {i.name: i for i in cfg.instance}
         gates = {name: GateFile(i.track_file) for name, i in instances.items()}
-        drawn = random.randint(0, cfg.fencing.random_delay_ms)
-        orchestrator = Orchestrator.from_config(cfg, drawn_delay_ms=drawn, on_event=calls.fence_event)
-        # The policy already waited the race delay before asking for a token-less fence (rule D3).
-        orchestrator.race_delay = 0.0
+        fencing_for = functools.partial(_fencing, on_event=calls.fence_event)
+        orchestrator, drawn = fencing_for(cfg)
         store = LeaseStore.from_config(cfg)
         peer_ips = {str(a): p.name for p in cfg.peer for a in p.heartbeat_addresses}
         by_interface: dict[str, dict[int | None, str]] = {}
@@ -224,7 +225,24 @@ class Edges:
             # SIGTERM: a stop for good, or the stop half of `systemctl restart` (then nothing is handed over).
             stop_query=SystemdStopQuery.from_env(),
             drawn_delay_ms=drawn,
+            alerts_for=_alert_sink,
+            fencing_for=fencing_for,
         )
+
+
+def _alert_sink(cfg: Config) -> AlertSink:
+    """Raises SecretFileError naming the file when a webhook's secret file cannot be used."""
+    # Webhooks: emit() only queues; delivery runs in its own task and never delays a decision.
+    return AlertSink.from_config(cfg.alerts, cluster=cfg.node.cluster, node=cfg.node.name)
+
+
+def _fencing(cfg: Config, *, on_event: Callable[[FenceAttempt], None]) -> tuple[Orchestrator, int]:
+    """The fencers of `cfg` and the random part of the fence delay, drawn here (the policy uses it too)."""
+    drawn = random.randint(0, cfg.fencing.random_delay_ms)
+    orchestrator = Orchestrator.from_config(cfg, drawn_delay_ms=drawn, on_event=on_event)
+    # The policy already waited the race delay before asking for a token-less fence (rule D3).
+    orchestrator.race_delay = 0.0
+    return orchestrator, drawn
 
 
 EdgeFactory = Callable[[Callbacks], Edges]

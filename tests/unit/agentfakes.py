@@ -360,7 +360,8 @@ class Rig:
         self.adverts = {i.interface: FakeAdverts(i.interface, self.clock()) for i in cfg.instance}
         self.arp = FakeArp()
         self.bmcs = {p.name: FakeFencer(device=f"bmc-{p.name}") for p in cfg.peer if p.fence}
-        self.posted: list[dict[str, Any]] = []
+        self.posted: list[dict[str, Any]] = []  # every alert posted, as JSON
+        self.urls: list[str] = []  # where each went
         self.lines: list[dict[str, Any]] = []
         self.stop_query = Fixed(StopMode.STOP, "a test stops the agent for good")
         self.calls: Callbacks | None = None
@@ -379,7 +380,22 @@ class Rig:
 
     def _post(self, request: httpx.Request) -> httpx.Response:
         self.posted.append(json.loads(request.content))
+        self.urls.append(str(request.url))
         return httpx.Response(200)
+
+    def alert_sink(self, cfg: config_mod.Config) -> AlertSink:
+        """The real sink of `cfg`'s webhooks, posting to the MockTransport."""
+        hooks = [(hook, None) for hook in cfg.alerts.webhooks]
+        return AlertSink(hooks, cluster=cfg.node.cluster, node=cfg.node.name, transport=httpx.MockTransport(self._post))
+
+    def fencing(self, cfg: config_mod.Config) -> tuple[Orchestrator, int]:
+        """The real orchestrator over the FakeFencers of `cfg`'s fenceable peers, with no random delay. It runs on
+        its own (real) clock: FakeFencer answers at once, so nothing waits on it."""
+        assert self.calls is not None
+        levels = {
+            p.name: [[self.bmcs.setdefault(p.name, FakeFencer(device=f"bmc-{p.name}"))]] for p in cfg.peer if p.fence
+        }
+        return Orchestrator(levels, power_timeout=1.0, confirm=0.0, on_event=self.calls.fence_event), 0
 
     def edges(self, calls: Callbacks) -> Edges:
         cfg = self.cfg
@@ -390,19 +406,7 @@ class Rig:
         if self.heartbeats_factory is not None:
             heartbeats = self.heartbeats_factory(calls.snapshot)
         gates = {i.name: GateFile(i.track_file) for i in cfg.instance}
-        alerts = AlertSink(
-            [(hook, None) for hook in cfg.alerts.webhooks],
-            cluster=cfg.node.cluster,
-            node=cfg.node.name,
-            transport=httpx.MockTransport(self._post),
-        )
-        # The real orchestrator on its own (real) clock: FakeFencer answers at once, so nothing waits on it.
-        orchestrator = Orchestrator(
-            {peer: [[bmc]] for peer, bmc in self.bmcs.items()},
-            power_timeout=1.0,
-            confirm=0.0,
-            on_event=calls.fence_event,
-        )
+        orchestrator, drawn = self.fencing(cfg)
         api = cfg.api
         return Edges(
             gates=gates,
@@ -416,11 +420,13 @@ class Rig:
             arp=self.arp,
             notify=NotifyServer(api.socket, on_event=calls.notified, group=api.group),
             fifo=NotifyFifo(api.notify_fifo, calls.fifo_line) if api.notify_fifo is not None else None,
-            alerts=alerts,
+            alerts=self.alert_sink(cfg),
             orchestrator=orchestrator,
             systemd=SystemdNotifier.from_env({}),
             stop_query=self.stop_query,
-            drawn_delay_ms=0,
+            drawn_delay_ms=drawn,
+            alerts_for=self.alert_sink,
+            fencing_for=self.fencing,
             clock=self.clock,
             wall=self.wall,
             clocks=self.clocks,
