@@ -552,11 +552,13 @@ class AlertSink:
         node: str,
         queue_size: int = 1000,
         max_age: float = 3600.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """`transport`: httpx's own by default; tests give an httpx.MockTransport that answers in memory."""
         self.cluster = cluster
         self.node = node
         self._endpoints = [_Endpoint(h, s, queue_size=queue_size, max_age=max_age) for h, s in webhooks]
-        self._client = httpx.AsyncClient(follow_redirects=False)
+        self._client = httpx.AsyncClient(follow_redirects=False, transport=transport)
         self._sequence = itertools.count(1)
         # Alertmanager: what each still-firing resolvable alert was sent with, so its resolve matches it.
         # (severity, first start, latest event) per still-firing resolvable alert; re-sent every `refire_interval`.

@@ -149,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from arbiter.agent.daemon import Agent  # noqa: PLC0415
 
     async def main() -> None:
-        agent = Agent(cfg, config_path=args.config)
+        agent = Agent.from_config(cfg, config_path=args.config)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.stop)

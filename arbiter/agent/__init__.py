@@ -2,6 +2,8 @@
 everything it reads from or writes to keepalived and the NIC.
 
 - `daemon`: `Agent`, run by `keepalived-arbiter run`; logs one JSON line per decision that changes something.
+- `edges`: `Edges`, everything the agent reads or writes outside its memory, injected (`Agent.from_config`
+  wires the real ones; tests/unit/agentfakes.py has a fake of each).
 
 - `gate`: the track_file keepalived watches (the veto), written atomically.
 - `netlink`: the VIPs appearing and disappearing on their interfaces (pyroute2 netlink events).

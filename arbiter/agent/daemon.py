@@ -34,7 +34,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -46,23 +45,21 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from arbiter import config as config_mod
-from arbiter.agent import arp, maintenance
+from arbiter.agent import maintenance
 from arbiter.agent.bmcreads import ReadSchedule, reads_due
-from arbiter.agent.gate import GateFile, GateWatch, GateWrite
+from arbiter.agent.edges import Callbacks, EdgeFactory, Edges
+from arbiter.agent.gate import GateFile, GateWrite
 from arbiter.agent.kstate import KeepalivedStates
 from arbiter.agent.metrics import AgentMetrics, loop_status
-from arbiter.agent.netlink import VipWatch
-from arbiter.agent.notify import BadRequestError, NotifyFifo, NotifyServer
+from arbiter.agent.notify import BadRequestError
 from arbiter.agent.record import DECISION_FILE_NAME, Clocks, DecisionFile, DecisionFileError, Entry
-from arbiter.agent.sdnotify import SystemdNotifier, WatchdogGate, keep_watchdog
+from arbiter.agent.sdnotify import WatchdogGate, keep_watchdog
 from arbiter.agent.status import build_status
-from arbiter.agent.stopmode import Fixed, StopMode, StopQuery, StopReason, SystemdStopQuery
-from arbiter.agent.vrrp import AdvertListener
-from arbiter.alerts import AlertSink, SecretFileError
+from arbiter.agent.stopmode import Fixed, StopMode, StopQuery, StopReason
+from arbiter.alerts import SecretFileError
 from arbiter.config import Config
-from arbiter.evidence.heartbeat import Frame, HeartbeatService, InstanceReport, Snapshot
-from arbiter.evidence.lease import LeaseStore
-from arbiter.evidence.reference import Change, ReferenceQuorum, Round
+from arbiter.evidence.heartbeat import Frame, InstanceReport, Snapshot
+from arbiter.evidence.reference import Change, Round
 from arbiter.evidence.ticks import deadline_ticks
 from arbiter.kconf.lint import lint, vrrp_fingerprint
 from arbiter.kconf.parser import KconfError
@@ -90,7 +87,7 @@ from arbiter.model import (
 )
 from arbiter.policy import decide, initial_state, may_resume, withhold
 from fencers.base import FenceError
-from fencers.orchestration import FenceAttempt, Orchestrator
+from fencers.orchestration import FenceAttempt
 
 log = logging.getLogger(__name__)
 POWER_READ_INTERVAL = 1.0  # how often a fenced peer's BMC is re-read (it may be powered on by hand)
@@ -108,18 +105,37 @@ RELOADABLE = ("alerts", "fencing", "keepalived")
 
 class Agent:
     def __init__(
-        self, cfg: Config, *, out: Callable[[dict[str, Any]], None] | None = None, config_path: Path | None = None
+        self,
+        cfg: Config,
+        edges: EdgeFactory,
+        *,
+        out: Callable[[dict[str, Any]], None] | None = None,
+        config_path: Path | None = None,
     ) -> None:
+        """`edges` builds the agent's edges given its callbacks (arbiter.agent.edges): `from_config` wires the
+        real ones; tests pass fakes. Besides them the agent writes its state_dir (decision record, pause flag),
+        reads keepalived.conf (drift check) and serves /metrics when configured."""
         self.cfg = cfg
         self.config_path = config_path
-        self.started_wall = self.loaded_wall = time.time()
-        self.started_mono = time.monotonic()
+        e = edges(
+            Callbacks(
+                vip_changed=self._vip_changed,
+                gate_overwritten=self._gate_overwritten,
+                notified=self._notified,
+                fifo_line=self._fifo_line,
+                fence_event=self._fence_event,
+                snapshot=self.snapshot,
+            )
+        )
+        self.clock, self.wall, self.clocks = e.clock, e.wall, e.clocks
+        self.started_wall = self.loaded_wall = self.wall()
+        self.started_mono = self.clock()
         self.reload_result: dict[str, Any] | None = None  # the last SIGHUP: {"ok", "at", "error"}
         self.drift: dict[str, Any] | None = None  # the last keepalived.conf check
         self.cycle_at: float | None = None  # monotonic time of the last decision cycle
         # systemd (Type=notify): READY=1 after the first decision cycle; WATCHDOG=1 only while cycles keep coming.
-        self.systemd = SystemdNotifier.from_env()
-        self.watchdog = WatchdogGate(max(5 * cfg.heartbeat.interval_ms / 1000, 1.0))
+        self.systemd = e.systemd
+        self.watchdog = WatchdogGate(max(5 * cfg.heartbeat.interval_ms / 1000, 1.0), self.clock)
         self.decided_at: dict[str, float] = {}  # instance → wall time its rule or gate last changed
         self.last_fence: dict[str, dict[str, Any]] = {}  # peer → the last fence run against it
         self.last_fence_any: dict[str, Any] | None = None
@@ -127,7 +143,8 @@ class Agent:
         self.fingerprints: dict[str, str] = {}  # instance → this node's keepalived.conf fingerprint (drift check)
         self.metrics = AgentMetrics()
         # Webhooks: emit() only queues; delivery runs in its own task and never delays a decision.
-        self.alerts = AlertSink.from_config(cfg.alerts, cluster=cfg.node.cluster, node=cfg.node.name)
+        self.alerts = e.alerts
+        self.alerts_for, self.fencing_for = e.alerts_for, e.fencing_for  # what a reload builds anew
         self._gate_alerted: set[str] = set()  # instances whose gate_closed went out (gate_opened resolves it)
         self._media_down: set[tuple[str, str]] = set()  # (peer, medium) reported down (medium_up resolves it)
         self._alerts_task: asyncio.Future[None] | None = None
@@ -137,10 +154,10 @@ class Agent:
         self.node = cfg.node.name
         self.peers = [p.name for p in cfg.peer]
         self.instances = {i.name: i for i in cfg.instance}
-        self.gates = {name: GateFile(i.track_file) for name, i in self.instances.items()}
+        self.gates = e.gates
         # keepalived rewrites the gates when it starts (init_file ... overwrite): wake up and put them back.
-        self.gate_watch = GateWatch(self.gates, self._gate_overwritten)
-        drawn = random.randint(0, cfg.fencing.random_delay_ms)
+        self.gate_watch = e.gate_watch
+        drawn = e.drawn_delay_ms
         self.policy_cfg = {name: PolicyConfig.from_config(cfg, name, drawn) for name in self.instances}
         self.state: dict[str, PolicyState] = {}
         # keepalived's state from netlink, FIFO and hooks, merged in one place; kstate/kprio are its tables.
@@ -163,24 +180,16 @@ class Agent:
         self._busy: set[str] = set()  # names of one-at-a-time jobs in flight: "lease:VI_1", "fence:node-b"
         self._stopping = asyncio.Event()
         # SIGTERM: a stop for good, or the stop half of `systemctl restart` (then nothing is handed over).
-        self.stop_query: StopQuery = SystemdStopQuery.from_env()
-        # The policy already waited the race delay before asking for a token-less fence (rule D3).
-        self.orchestrator = Orchestrator.from_config(cfg, drawn_delay_ms=drawn, on_event=self._fence_event)
-        self.orchestrator.race_delay = 0.0
-        self.store = LeaseStore.from_config(cfg)
-        self.leases = {name: self.store.lease(name) for name in self.instances}
-        self.reference = ReferenceQuorum.from_config(cfg.reference)
-        self.heartbeats = HeartbeatService.from_config(cfg, self.snapshot)
-        self.vips = VipWatch(
-            {name: (i.interface, [str(v.ip) for v in i.vip]) for name, i in self.instances.items()},
-            on_change=self._vip_changed,
-        )
-        peer_ips = {str(a): p.name for p in cfg.peer for a in p.heartbeat_addresses}
-        by_interface: dict[str, dict[int | None, str]] = {}
-        for name, inst in self.instances.items():
-            by_interface.setdefault(inst.interface, {})[inst.virtual_router_id] = name
-        self.adverts = {iface: AdvertListener(iface, vrids, peer_ips) for iface, vrids in by_interface.items()}
-        self.notify = NotifyServer(cfg.api.socket, on_event=self._notified, group=cfg.api.group)
+        self.stop_query: StopQuery = e.stop_query
+        self.orchestrator = e.orchestrator
+        self.store = e.store
+        self.leases = e.leases
+        self.reference = e.reference
+        self.heartbeats = e.heartbeats
+        self.vips = e.vips
+        self.adverts = e.adverts
+        self.arp = e.arp
+        self.notify = e.notify
         # Open to whoever may connect at all: the socket's mode (0600, or 0660 with api.group) is the access rule.
         self.notify.add_verb("STATUS", self._status_verb, privileged=False)
         # Maintenance mode: persisted under state_dir, so an agent restarted while paused starts paused.
@@ -190,16 +199,21 @@ class Agent:
         self.withheld: dict[str, tuple[str, ...]] = {}  # instance → actions withheld in the last cycle (paused)
         self.notify.add_verb("PAUSE", self._pause_verb, privileged=True)
         self.notify.add_verb("RESUME", self._resume_verb, privileged=True)
-        self.fifo = NotifyFifo(cfg.api.notify_fifo, self._fifo_line) if cfg.api.notify_fifo is not None else None
+        self.fifo = e.fifo
         # Another MAC answering ARP for a VIP held here: instance → (MACs, when seen).
         self.arp_claims: dict[str, tuple[frozenset[str], float]] = {}
+
+    @classmethod
+    def from_config(
+        cls, cfg: Config, *, out: Callable[[dict[str, Any]], None] | None = None, config_path: Path | None = None
+    ) -> Agent:
+        """The agent with its real edges (sockets, netlink, Redis, fencers, webhooks, the system clocks)."""
+        return cls(cfg, functools.partial(Edges.from_config, cfg), out=out, config_path=config_path)
 
     # --- start and stop -----------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        kept = self.write_start_gates(Clocks.read())  # S0: before anything else
-        tokens = self.store.tokens
-        self.state = {name: initial_state(tokens.highest(name), self.resumed.get(name)) for name in self.instances}
+        kept = self.begin()
         if self.pause is None:
             gates: dict[str, str] | str = {name: "kept open" if name in kept else "closed" for name in self.instances}
             what = f"gates of {', '.join(kept)} kept open as found, others closed" if kept else "gates closed"
@@ -220,7 +234,7 @@ class Agent:
         if self.cfg.api.metrics is not None:
             self.metrics.serve(self.cfg.api.metrics)
         await self.vips.start()
-        found_at = time.monotonic()
+        found_at = self.clock()
         for name in self.instances:  # a VIP already up at start: keepalived is MASTER (no event fires for it)
             self.keepalived.vip(name, self.vips.present(name), found_at)
         for listener in self.adverts.values():
@@ -267,12 +281,20 @@ class Agent:
             await asyncio.gather(*runners, *self._tasks, return_exceptions=True)
             await self.shutdown()
 
+    def begin(self) -> list[str]:
+        """What `run` does before anything else (tests start a loop of cycles here): S0's gates, then each
+        instance's first policy state; returns the instances whose gate was kept open as found."""
+        kept = self.write_start_gates(self.clocks())  # S0: before anything else
+        tokens = self.store.tokens
+        self.state = {name: initial_state(tokens.highest(name), self.resumed.get(name)) for name in self.instances}
+        return kept
+
     def write_start_gates(self, clocks: Clocks | None = None) -> list[str]:
         """S0, before anything else: every gate closed that the previous agent's decision record does not vouch
         for (`resume`); returns the instances kept open as found. Paused (maintenance), nothing may move, not
         even at start: each gate is held as found on disk (a missing file is written closed: fail safe)."""
         if self.pause is None:
-            return self.resume(clocks or Clocks.read())
+            return self.resume(clocks or self.clocks())
         self.held = {name: gate.read() or Gate.CLOSED for name, gate in self.gates.items()}
         for name, gate in self.gates.items():
             gate.write(self.held[name])
@@ -407,7 +429,7 @@ class Agent:
         VIPs; release the leases held here so the peer takes over at once; then tell the peers the truth with
         `leaving` set. If a VIP stays up (keepalived not wired to the gate), the frames say so, and the peer
         fences this node as it should."""
-        deadline = time.monotonic() + LEAVE_WAIT
+        deadline = time.monotonic() + LEAVE_WAIT  # a real wait for keepalived (asyncio.sleep), not a decision time
         while any(self.vips.present(n) for n in self.instances) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         held = [n for n in self.instances if self.lease_views[n].status is LeaseStatus.MINE]
@@ -438,7 +460,7 @@ class Agent:
     async def reload(self) -> dict[str, Any]:
         """Re-read the config file; apply it whole or not at all. Refused (old config kept, reason in status, an
         alert) when the file is invalid, when a section that needs a restart changed, or while a fence runs."""
-        at = round(time.time(), 3)
+        at = round(self.wall(), 3)
         self.systemd.reloading()
         try:
             return await self._apply_reload(at)
@@ -463,12 +485,10 @@ class Agent:
                 raise ReloadError("a fence is running; send SIGHUP again when it is done")
             alerts = None
             if new.alerts != self.cfg.alerts:
-                alerts = AlertSink.from_config(new.alerts, cluster=new.node.cluster, node=new.node.name)
+                alerts = self.alerts_for(new)
             orchestrator = None
             if _fencing_of(new) != _fencing_of(self.cfg):
-                drawn = random.randint(0, new.fencing.random_delay_ms)
-                orchestrator = Orchestrator.from_config(new, drawn_delay_ms=drawn, on_event=self._fence_event)
-                orchestrator.race_delay = 0.0
+                orchestrator, drawn = self.fencing_for(new)
                 policy_cfg = {name: PolicyConfig.from_config(new, name, drawn) for name in self.instances}
         except (config_mod.ConfigError, ReloadError, FenceError, SecretFileError, OSError) as exc:
             text = "; ".join(str(p) for p in exc.problems) if isinstance(exc, config_mod.ConfigError) else str(exc)
@@ -529,7 +549,7 @@ class Agent:
             why = f" ({self.pause.reason})" if self.pause.reason else ""
             text = f"already paused by {self.pause.by} since {since}{why}; nothing changed"
             return maintenance.reply(changed=False, pause=self.pause, message=text)
-        pause = maintenance.Pause(by, round(time.time(), 3), reason)
+        pause = maintenance.Pause(by, round(self.wall(), 3), reason)
         try:
             self.pause_file.save(pause)  # on disk first: a restart from here on starts paused
         except OSError as exc:
@@ -556,7 +576,7 @@ class Agent:
         except OSError as exc:
             raise BadRequestError(f"still paused: {exc}") from None
         self.pause, self.held, self.withheld = None, {}, {}
-        paused_for = round(time.time() - pause.at, 3)
+        paused_for = round(self.wall() - pause.at, 3)
         self._emit({"event": "resume", "node": self.node, "by": by, "paused_by": pause.by, "paused_s": paused_for})
         self.alerts.emit(
             "maintenance_resumed",
@@ -605,7 +625,7 @@ class Agent:
 
         With `only`: that instance alone, at once, from an event callback (`trigger` is the event); the loop's
         own cycle (cycle_at, watchdog, suspect reads) is left to the loop."""
-        now = time.monotonic()
+        now = self.clock()
         if only is None:
             self.cycle_at = now
             trigger, self._trigger = self._trigger, None
@@ -622,7 +642,7 @@ class Agent:
                 )
             self.state[name] = carried.state
             wrote = self.gates[name].write(carried.gate)
-            written = time.monotonic()
+            written = self.clock()
             changed = wrote is GateWrite.CHANGED
             if wrote is GateWrite.RESTORED:
                 self._gate_restored(name, carried)
@@ -635,7 +655,7 @@ class Agent:
             vip_event = trigger is not None and trigger[0] == "vip"
             moved = previous is None or (previous.rule, previous.gate) != (decision.rule, decision.gate)
             if moved:
-                self.decided_at[name] = round(time.time(), 3)
+                self.decided_at[name] = round(self.wall(), 3)
             if changed:
                 self._gate_changed(name, carried)
             if vip_event or moved or changed or carried.actions or news:
@@ -686,7 +706,7 @@ class Agent:
         return Entry(decision.gate, decision.rule, state.was_holding, token, until, state.holding_since)
 
     async def _write_record(self, entries: dict[str, Entry]) -> None:
-        clocks = Clocks.read()
+        clocks = self.clocks()
         try:
             await asyncio.to_thread(self.record.write, entries, clocks)
         except OSError as exc:
@@ -758,11 +778,11 @@ class Agent:
             elif isinstance(action, ReleaseLease):
                 self._spawn(f"lease:{name}", self._lease_call(name, self.leases[name].release, releasing=True))
             elif isinstance(action, Fence):
-                self.fence_results[action.peer] = FenceResult(FenceOutcome.RUNNING, time.monotonic())
+                self.fence_results[action.peer] = FenceResult(FenceOutcome.RUNNING, self.clock())
                 self._spawn(f"fence:{action.peer}", self._fence(action))
             elif isinstance(action, SendGarp):
                 for vip in inst.vip:
-                    self._spawn(f"garp:{vip.ip}", asyncio.to_thread(arp.send_garp, inst.interface, str(vip.ip), 2))
+                    self._spawn(f"garp:{vip.ip}", asyncio.to_thread(self.arp.send_garp, inst.interface, str(vip.ip), 2))
             elif isinstance(action, Alert):
                 self._emit(
                     {
@@ -810,9 +830,9 @@ class Agent:
             self._wake_up("fence")
             return
         outcome = FenceOutcome.OFF if report.off else FenceOutcome.FAILED
-        self.fence_results[peer] = FenceResult(outcome, time.monotonic(), report.proof or report.reason)
+        self.fence_results[peer] = FenceResult(outcome, self.clock(), report.proof or report.reason)
         if report.off:
-            self.power[peer] = (Power.OFF, time.monotonic())
+            self.power[peer] = (Power.OFF, self.clock())
         self.metrics.fences.labels(peer, outcome.value).inc()
         if report.off:
             self.alerts.emit(
@@ -835,7 +855,7 @@ class Agent:
             "why": action.why,
             "proof": report.proof,
             "reason": report.reason,
-            "at": round(time.time(), 3),
+            "at": round(self.wall(), 3),
         }
         self._emit(
             {
@@ -906,7 +926,7 @@ class Agent:
         """Read a peer's lease again the moment it should run out, not up to renew_ms later: a backup that must
         fence a silent master (rule B3) has until keepalived's master-down timer, and the lease TTL uses most
         of that."""
-        await asyncio.sleep(max(0.0, expires_at - time.monotonic()) + EXPIRY_SLACK)
+        await asyncio.sleep(max(0.0, expires_at - self.clock()) + EXPIRY_SLACK)
         if f"lease:{name}" not in self._busy:
             self._set_lease(name, await self.leases[name].read())
             self._wake_up("lease")
@@ -933,11 +953,11 @@ class Agent:
             self._spawn(f"power:{peer}", self._read_power(peer))
 
     async def _read_power(self, peer: str) -> None:
-        self._power_started[peer] = time.monotonic()
+        self._power_started[peer] = self.clock()
         with contextlib.suppress(Exception):  # a broken device reads UNKNOWN, never stops the agent
             power, _device = await self.orchestrator.status(peer)
             previous = self.power.get(peer, (Power.UNKNOWN, 0.0))[0]
-            self.power[peer] = (power, time.monotonic())
+            self.power[peer] = (power, self.clock())
             if power is not previous:
                 self._emit({"event": "power", "node": self.node, "peer": peer, "power": power.value})
                 self._wake_up("power")
@@ -952,13 +972,13 @@ class Agent:
                 macs: set[str] = set()
                 for vip in inst.vip:
                     with contextlib.suppress(OSError):
-                        macs |= await arp.probe(inst.interface, str(vip.ip), ARP_PROBE_TIMEOUT)
+                        macs |= await self.arp.probe(inst.interface, str(vip.ip), ARP_PROBE_TIMEOUT)
                 if macs and frozenset(macs) != self.arp_claims.get(name, (frozenset(), 0.0))[0]:
                     seen = {"instance": name, "via": "arp", "macs": sorted(macs)}
                     self._emit({"event": "split-brain", "node": self.node, **seen})
                     self._split_brain(name, "arp", f"ARP for the VIP also answered by {', '.join(sorted(macs))}")
                 if macs:
-                    self.arp_claims[name] = (frozenset(macs), time.monotonic())
+                    self.arp_claims[name] = (frozenset(macs), self.clock())
                 else:
                     self.arp_claims.pop(name, None)
 
@@ -1035,7 +1055,7 @@ class Agent:
                 findings += peer_drift(path, self.fingerprints, peer, newest.frame.instances)
                 findings += timing_drift(self.config_path, self.cfg, peer, newest.frame)
         previous = self.drift
-        self.drift = {"checked": round(time.time(), 3), "path": str(path), "error": error, "findings": findings}
+        self.drift = {"checked": round(self.wall(), 3), "path": str(path), "error": error, "findings": findings}
         if (
             (error or findings)
             and previous is not None
@@ -1143,7 +1163,7 @@ class Agent:
 
     def _wake_up(self, why: str, at: float | None = None) -> None:
         if self._trigger is None:
-            self._trigger = (why, at if at is not None else time.monotonic())
+            self._trigger = (why, at if at is not None else self.clock())
         self._wake.set()
 
     def _spawn(self, key: str, job: Coroutine[Any, Any, Any]) -> None:
@@ -1164,7 +1184,7 @@ class Agent:
         task.add_done_callback(done)
 
     def _emit(self, line: dict[str, Any]) -> None:
-        line = {"ts": round(time.time(), 3), "mono": round(time.monotonic(), 4), **line}
+        line = {"ts": round(self.wall(), 3), "mono": round(self.clock(), 4), **line}
         self._out(line)
 
 

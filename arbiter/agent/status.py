@@ -17,7 +17,6 @@ when (`at`) and why, and the gates it holds; each instance's `decision` is then 
 from __future__ import annotations
 
 import os
-import time
 from typing import TYPE_CHECKING, Any
 
 from arbiter.alerts import redact_url
@@ -40,8 +39,8 @@ def _lease_store(agent: Agent) -> dict[str, Any]:
 
 
 def build_status(agent: Agent) -> dict[str, Any]:
-    now = time.monotonic()
-    wall = time.time()
+    now = agent.clock()  # the agent's clocks: its times (cycle_at, power reads, leases) are on them
+    wall = agent.wall()
     cfg = agent.cfg
     instances = []
     for name, inst in agent.instances.items():

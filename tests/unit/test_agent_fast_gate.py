@@ -15,60 +15,10 @@ from typing import Any
 
 import pytest
 
-from arbiter import config as config_mod
 from arbiter.agent.daemon import Agent
 from arbiter.agent.gate import GateFile
 from arbiter.model import Gate, LeaseStatus, LeaseView, PolicyState
-
-CONFIG = """
-[node]
-name = "node-b"
-cluster = "t"
-state_dir = "{d}/state"
-[[peer]]
-name = "node-a"
-heartbeat_addresses = ["127.0.0.2"]
-fence = [{{ driver = "ipmi", level = 1, host = "127.0.0.3", username = "admin", password_file = "{d}/ipmi.pass" }}]
-[[instance]]
-name = "VI_1"
-vip = ["10.0.0.100/24"]
-interface = "lo"
-track_file = "{d}/VI_1.gate"
-priority = 100
-virtual_router_id = 51
-advert_int_ms = 1000
-[[instance]]
-name = "VI_2"
-vip = ["10.0.0.101/24"]
-interface = "lo"
-track_file = "{d}/VI_2.gate"
-priority = 100
-virtual_router_id = 52
-advert_int_ms = 1000
-[reference]
-addresses = ["127.0.0.1"]
-quorum = 1
-[lease]
-redis_url = "redis://127.0.0.1:1/0"
-[heartbeat]
-port = 6941
-key_file = "{d}/hb.key"
-udp = [{{ interface = "lo" }}]
-[api]
-socket = "{d}/agent.sock"
-[keepalived]
-config = "{d}/keepalived.conf"
-"""
-
-
-class HeldVips:
-    """The part of VipWatch the agent reads: which instances hold a VIP (set by the test)."""
-
-    def __init__(self) -> None:
-        self.held: set[str] = set()
-
-    def present(self, instance: str) -> bool:
-        return instance in self.held
+from tests.unit.agentfakes import FakeVips, Rig, load_config
 
 
 @pytest.fixture
@@ -86,15 +36,11 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 @pytest.fixture
-def agent(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> tuple[Agent, HeldVips, list[dict[str, Any]]]:
-    for name, text in (("hb.key", "0123456789abcdef0123456789abcdef\n"), ("ipmi.pass", "password\n")):
-        (tmp_path / name).write_text(text)
-        (tmp_path / name).chmod(0o600)
-    cfg = config_mod.parse(CONFIG.format(d=tmp_path))
-    lines: list[dict[str, Any]] = []
-    a = Agent(cfg, out=lines.append)
-    vips = HeldVips()
-    a.vips = vips  # type: ignore[assignment]  # the fake answers the one question the decision asks
+def agent(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> tuple[Agent, FakeVips, list[dict[str, Any]]]:
+    cfg = load_config(tmp_path, node="node-b", peer="node-a", instances=(("VI_1", 100), ("VI_2", 100)))
+    rig = Rig(cfg, clock=time.monotonic)
+    a = rig.agent()
+    vips, lines = rig.vips, rig.lines
     # Past start-up: the loop has run, both gates are open, node-a holds both leases (valid for 3 s).
     now = time.monotonic()
     for name in a.instances:
@@ -105,7 +51,7 @@ def agent(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> tuple[Agent, HeldV
 
 
 def test_vip_appearing_writes_its_gate_before_the_callback_returns(
-    agent: tuple[Agent, HeldVips, list[dict[str, Any]]],
+    agent: tuple[Agent, FakeVips, list[dict[str, Any]]],
 ) -> None:
     a, vips, lines = agent
     a.cycle_at = time.monotonic()
@@ -122,7 +68,7 @@ def test_vip_appearing_writes_its_gate_before_the_callback_returns(
 
 
 def test_the_loops_next_cycle_does_not_log_the_vip_decision_twice(
-    agent: tuple[Agent, HeldVips, list[dict[str, Any]]],
+    agent: tuple[Agent, FakeVips, list[dict[str, Any]]],
 ) -> None:
     a, vips, lines = agent
     a.cycle_at = time.monotonic()
@@ -136,7 +82,7 @@ def test_the_loops_next_cycle_does_not_log_the_vip_decision_twice(
 
 
 def test_before_the_loops_first_cycle_a_vip_event_only_wakes_the_loop(
-    agent: tuple[Agent, HeldVips, list[dict[str, Any]]],
+    agent: tuple[Agent, FakeVips, list[dict[str, Any]]],
 ) -> None:
     a, vips, lines = agent
     assert a.cycle_at is None
@@ -151,7 +97,7 @@ def test_before_the_loops_first_cycle_a_vip_event_only_wakes_the_loop(
 
 
 def test_a_vip_event_during_a_clean_stop_reopens_no_gate(
-    agent: tuple[Agent, HeldVips, list[dict[str, Any]]],
+    agent: tuple[Agent, FakeVips, list[dict[str, Any]]],
 ) -> None:
     """Found in the lab: SIGTERM closed the gates, keepalived dropped the VIP, and the VIP's removal, decided on
     the fast path, wrote the gate open again (B1) while the agent was still stopping: its keepalived took the VIP

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from arbiter import config
 from arbiter.agent.daemon import Agent
 from arbiter.agent.kstate import KeepalivedStates
 from arbiter.model import VrrpState
+from tests.unit.agentfakes import Rig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 HOOK = REPO / ".venv" / "bin" / "keepalived-arbiter-notify"
@@ -111,39 +111,8 @@ def agent_dir() -> Iterator[Path]:
 
 
 def make_agent(where: Path) -> Agent:
-    key = where / "heartbeat.key"
-    key.write_text("a test key that is long enough\n")
-    key.chmod(0o600)
-    text = f"""
-[node]
-name = "node-a"
-cluster = "web"
-state_dir = "{where}/state"
-[[peer]]
-name = "node-b"
-heartbeat_addresses = ["127.0.0.2"]
-[[instance]]
-name = "VI_1"
-vip = ["192.0.2.100/24"]
-interface = "lo"
-track_file = "{where}/VI_1.gate"
-priority = 100
-virtual_router_id = 51
-[reference]
-addresses = ["127.0.0.1"]
-quorum = 1
-[lease]
-redis_url = "redis://127.0.0.1:1/0"
-[heartbeat]
-key_file = "{key}"
-udp = [{{ interface = "lo" }}]
-[api]
-socket = "{where}/agent.sock"
-notify_fifo = "{where}/notify.fifo"
-[keepalived]
-config = "{where}/keepalived.conf"
-"""
-    return Agent(config.parse(text), out=lambda line: None)
+    cfg = load_config(where, instances=(("VI_1", 100),), notify_fifo=True)
+    return Rig(cfg, clock=time.monotonic).agent()
 
 
 def claimed(agent: Agent) -> VrrpState:

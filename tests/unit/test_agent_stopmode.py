@@ -7,17 +7,16 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from arbiter.agent.record import Clocks
 from arbiter.agent.stopmode import StopMode, StopReason, SystemdStopQuery, job_type, parse_show, service_of
 from arbiter.model import Evidence, Gate, LeaseStatus, LeaseView, PeerView, VrrpState
-from tests.unit.test_maintenance import FakeLease, Scripted, agent, run_async, settle, wired
+from tests.unit.agentfakes import FakeLease, FakeStore, settle
+from tests.unit.test_maintenance import Scripted, agent, run_async, wired
 from tests.unit.test_systemd_unit import UNIT as UNIT_FILE
 from tests.unit.test_systemd_unit import one, parse_unit, words
 
@@ -119,21 +118,6 @@ def test_not_started_by_systemd_is_a_stop(monkeypatch: pytest.MonkeyPatch) -> No
 # --- the agent's stop -----------------------------------------------------------------------------------------
 
 
-class FakeStore:
-    """The lease store's side the stop uses: batched renewals (recorded) and close."""
-
-    def __init__(self, token: int) -> None:
-        self.token = token
-        self.renewed: list[list[str]] = []
-
-    async def renew_many(self, leases: Sequence[Any]) -> list[LeaseView]:
-        self.renewed.append([lease.instance for lease in leases])
-        return [LeaseView(LeaseStatus.MINE, "node-a", self.token, time.monotonic() + 3.0) for _ in leases]
-
-    async def close(self) -> None:
-        pass
-
-
 class FakeQuery:
     def __init__(self, mode: StopMode | None) -> None:
         self.mode = mode  # None: the question itself fails
@@ -146,22 +130,16 @@ class FakeQuery:
         return StopReason(self.mode, f"fake: {self.mode.value}")
 
 
-class InstanceLease(FakeLease):
-    instance = "VI_1"
-
-
 def master(tmp_path: Path, query: FakeQuery) -> tuple[Scripted, FakeLease, FakeStore, list[dict[str, Any]]]:
     """node-a is MASTER with its gate open and the lease (token 3), node-b an alive BACKUP: a settled cluster."""
-    a, _bmc, _lease, _posted = wired(tmp_path)
-    lease = InstanceLease()
-    a.leases["VI_1"] = lease  # type: ignore[assignment]
-    store = FakeStore(token=3)
-    a.store = store  # type: ignore[assignment]
+    a, _bmc, lease, _posted = wired(tmp_path)
+    store = a.rig.store
     a.stop_query = query
     lines: list[dict[str, Any]] = []
     a._out = lines.append
-    backup = PeerView(name="node-b", alive=True, heard_at=time.monotonic(), state=VrrpState.BACKUP, priority=100)
-    held = LeaseView(LeaseStatus.MINE, "node-a", 3, time.monotonic() + 3.0)
+    backup = PeerView(name="node-b", alive=True, heard_at=a.clock(), state=VrrpState.BACKUP, priority=100)
+    held = LeaseView(LeaseStatus.MINE, "node-a", 3, a.clock() + 3.0)
+    lease.view = held  # what the store renews
     a.script = Evidence("VI_1", VrrpState.MASTER, True, 150, True, held, (backup,))
     a.lease_views["VI_1"] = held
     return a, lease, store, lines
@@ -193,7 +171,7 @@ def test_restart_keeps_gate_and_lease_and_the_next_agent_keeps_the_gate(tmp_path
         assert stopping and stopping[0]["details"]["mode"] == "restart"
         # The next agent (same node, moments later) finds the gate open and a record that vouches for it.
         b = agent(tmp_path)
-        assert b.write_start_gates(Clocks.read()) == ["VI_1"]
+        assert b.write_start_gates(b.clocks()) == ["VI_1"]
         assert b.gates["VI_1"].read() is Gate.OPEN
         await b.alerts.close(0.1)
 
@@ -216,7 +194,7 @@ def test_a_stop_or_an_unanswered_question_hands_over_as_before(tmp_path: Path, m
         if mode is None:
             assert "bus gone" in stop["why"]
         b = agent(tmp_path)
-        assert b.write_start_gates(Clocks.read()) == []  # nothing to resume: the gate was found closed
+        assert b.write_start_gates(b.clocks()) == []  # nothing to resume: the gate was found closed
         await b.alerts.close(0.1)
 
     run_async(scenario())
@@ -245,7 +223,7 @@ class DroppingVips:
     def present(self, name: str) -> bool:
         self.polls += 1
         if self.polls == 5:
-            self.a._vip_changed(name, False, time.monotonic())
+            self.a._vip_changed(name, False, self.a.clock())
         return self.polls < 5
 
     def stop(self) -> None:
@@ -286,8 +264,8 @@ def test_a_backup_whose_peer_holds_the_lease_stops_cleanly_even_for_a_restart(
 
     async def scenario() -> None:
         a, _lease, store, lines = master(tmp_path, FakeQuery(StopMode.RESTART))
-        theirs = LeaseView(status, "node-b" if status is LeaseStatus.PEER else None, 4, time.monotonic() + 3.0)
-        backup = PeerView(name="node-b", alive=True, heard_at=time.monotonic(), state=VrrpState.MASTER, priority=100)
+        theirs = LeaseView(status, "node-b" if status is LeaseStatus.PEER else None, 4, a.clock() + 3.0)
+        backup = PeerView(name="node-b", alive=True, heard_at=a.clock(), state=VrrpState.MASTER, priority=100)
         a.script = Evidence("VI_1", VrrpState.BACKUP, False, 150, True, theirs, (backup,))
         a.lease_views["VI_1"] = theirs
         a.write_start_gates()

@@ -2,10 +2,10 @@
 state_dir across a restart, the agent while paused (gates held, no fence, no lease acquire or release, decisions
 still logged), and what status, metrics and alerts say.
 
-The agent is the real `Agent`, built from a config in tmp_path and never started as a whole: its socket server
-runs for the verb tests, and its decision cycle runs with scripted evidence (`Scripted.evidence`, the seam
-between the evidence sources and `decide`), FakeFencer behind the real Orchestrator, a fake lease, and the real
-AlertSink posting to an httpx MockTransport.
+The agent is the real `Agent` on the fakes of tests/unit/agentfakes.py (the shared config in tmp_path), never
+started as a whole: its socket server runs for the verb tests, and its decision cycle runs with scripted evidence
+(`Scripted.evidence`, the seam between the evidence sources and `decide`), FakeFencer behind the real
+Orchestrator, a fake lease, and the real AlertSink posting to an httpx MockTransport.
 """
 
 from __future__ import annotations
@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import os
 from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from arbiter import config as config_mod
@@ -44,8 +42,8 @@ from arbiter.model import (
     VrrpState,
 )
 from arbiter.policy import decide, withhold
-from fencers.orchestration import Orchestrator
 from fencers.testing import FakeFencer
+from tests.unit.agentfakes import FakeLease, Rig, agent_config, settle
 from tests.unit.test_policy_rules import CFG, FREE, NOW, ev, holding, mine, peer
 from tests.unit.test_status_metrics import SNAPSHOT, scrape
 
@@ -154,91 +152,17 @@ def test_withhold_keeps_garp_and_alerts() -> None:
 # --- the agent ----------------------------------------------------------------------------------------------
 
 
-def write_config(tmp_path: Path) -> Path:
-    key = tmp_path / "heartbeat.key"
-    key.write_bytes(os.urandom(32))
-    key.chmod(0o600)
-    path = tmp_path / "arbiter.toml"
-    path.write_text(
-        f"""
-[node]
-name = "node-a"
-cluster = "web"
-state_dir = "{tmp_path}/state"
-
-[[peer]]
-name = "node-b"
-heartbeat_addresses = ["127.0.0.2"]
-
-[[instance]]
-name = "VI_1"
-vip = ["10.0.0.100/24"]
-interface = "lo"
-track_file = "{tmp_path}/VI_1.gate"
-priority = 150
-virtual_router_id = 51
-advert_int_ms = 1000
-
-[reference]
-addresses = ["127.0.0.1"]
-quorum = 1
-
-[lease]
-redis_url = "redis://127.0.0.1:1/0"
-
-[heartbeat]
-key_file = "{key}"
-udp = [{{ interface = "lo" }}]
-
-[alerts]
-webhooks = [{{ url = "http://alerts.test/hook", format = "json" }}]
-
-[api]
-socket = "{tmp_path}/agent.sock"
-
-[keepalived]
-config = "{tmp_path}/keepalived.conf"
-"""
-    )
-    return path
-
-
-class FakeLease:
-    """The agent's side of one instance's lease, recording every call instead of asking Redis."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-        self.last_error: str | None = None  # as Lease: why the store could not be asked
-
-    async def acquire(self, seed: int) -> LeaseView:
-        self.calls.append(f"acquire {seed}")
-        return LeaseView(LeaseStatus.MINE, "node-a", seed + 1, NOW + 3)
-
-    async def release(self) -> LeaseView:
-        self.calls.append("release")
-        return FREE
-
-    async def read(self) -> LeaseView:
-        self.calls.append("read")
-        return FREE
-
-
 class Scripted(Agent):
-    """The real agent, its evidence scripted per cycle instead of gathered from the network, and its webhook
-    answered by an httpx MockTransport that keeps every alert posted."""
+    """The real agent on the fakes of tests/unit/agentfakes.py, its evidence scripted per cycle instead of
+    gathered from them (the rig's AlertSink posts to an httpx MockTransport that keeps every alert)."""
 
     script: Evidence
 
-    def __init__(self, cfg: config_mod.Config, config_path: Path) -> None:
-        super().__init__(cfg, out=lambda line: None, config_path=config_path)
+    def __init__(self, rig: Rig, config_path: Path) -> None:
+        super().__init__(rig.cfg, rig.edges, out=lambda line: None, config_path=config_path)
         self.state = {"VI_1": PolicyState()}
-        self.posted: list[dict[str, Any]] = []
-
-        def hook(request: httpx.Request) -> httpx.Response:
-            self.posted.append(json.loads(request.content))
-            return httpx.Response(200)
-
-        self.alerts._client = httpx.AsyncClient(transport=httpx.MockTransport(hook))
+        self.rig = rig
+        self.posted = rig.posted
 
     def evidence(self, name: str, now: float) -> Evidence:
         return self.script
@@ -247,8 +171,8 @@ class Scripted(Agent):
 def agent(tmp_path: Path) -> Scripted:
     cfg_path = tmp_path / "arbiter.toml"
     if not cfg_path.exists():
-        write_config(tmp_path)
-    return Scripted(config_mod.load(cfg_path), cfg_path)
+        agent_config(tmp_path)
+    return Scripted(Rig(config_mod.load(cfg_path)), cfg_path)
 
 
 def silent_peer(token: int = 3) -> Evidence:
@@ -259,22 +183,8 @@ def silent_peer(token: int = 3) -> Evidence:
 
 def wired(tmp_path: Path) -> tuple[Scripted, FakeFencer, FakeLease, list[dict[str, Any]]]:
     a = agent(tmp_path)
-    bmc = FakeFencer(device="bmc-b")
-    a.orchestrator = Orchestrator({"node-b": [[bmc]]}, power_timeout=1.0, confirm=0.0)
-    a.policy_cfg["VI_1"] = replace(a.policy_cfg["VI_1"], fenceable=frozenset({"node-b"}))
-    lease = FakeLease()
-    a.leases["VI_1"] = lease  # type: ignore[assignment]
     a.state = {"VI_1": holding(NOW - 10, highest_token=3)}
-    return a, bmc, lease, a.posted
-
-
-async def settle(a: Agent) -> None:
-    """Let the tasks a cycle spawned (lease calls, fences) run to their end."""
-    for _ in range(200):
-        if not a._tasks:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"tasks still running: {a._busy}")
+    return a, a.rig.bmcs["node-b"], a.rig.lease, a.posted
 
 
 def run_async(coro: Coroutine[Any, Any, None]) -> None:

@@ -1,0 +1,66 @@
+"""SIGHUP on the agent's fakes (tests/unit/agentfakes.py): a reload builds the webhooks and fencers of the new
+config through its edges (`Edges.alerts_for`, `Edges.fencing_for`), applies them whole, or refuses and says so."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from tests.unit.agentfakes import Rig, agent_config, load_config, settle
+
+
+def test_a_new_webhook_is_applied_in_place_and_the_next_alert_goes_there(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        path = agent_config(tmp_path)
+        rig = Rig(load_config(tmp_path))
+        agent = rig.agent(config_path=path)
+        first = agent.alerts
+        path.write_text(path.read_text().replace("http://alerts.test/hook", "http://pager.test/v1"))
+        result = await agent.reload()
+        assert result["ok"] is True and agent.alerts is not first
+        assert agent.cfg.alerts.webhooks[0].url == "http://pager.test/v1"
+        agent._pause_verb(["alice"], 0.0)  # any alert from here on
+        assert await rig.alert_kinds(agent) == ["maintenance_paused"]
+        assert rig.urls == ["http://pager.test/v1"]
+        if agent._alerts_task is not None:  # the new sink's delivery task, started by the reload
+            agent._alerts_task.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_change_that_needs_a_restart_is_refused_whole_and_alerted(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        path = agent_config(tmp_path)
+        rig = Rig(load_config(tmp_path))
+        agent = rig.agent(config_path=path)
+        orchestrator = agent.orchestrator
+        text = path.read_text()
+        path.write_text(
+            text.replace("http://alerts.test/hook", "http://pager.test/v1").replace(
+                'redis_url = "redis://127.0.0.1:1/0"', 'redis_url = "redis://127.0.0.1:1/0"\nttl_ms = 4000'
+            )
+        )
+        result = await agent.reload()
+        assert result["ok"] is False and "lease changed: restart the agent" in result["error"]
+        assert agent.orchestrator is orchestrator and agent.cfg.lease.ttl_ms == 3000
+        assert agent.status()["config"]["reload"]["ok"] is False
+        await settle(agent)
+        kinds = await rig.alert_kinds(agent)
+        assert kinds == ["config_reload_failed"] and rig.urls == ["http://alerts.test/hook"]  # the old sink
+
+    asyncio.run(scenario())
+
+
+def test_a_fencing_change_builds_new_fencers_through_the_edge(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        path = agent_config(tmp_path)
+        rig = Rig(load_config(tmp_path))
+        agent = rig.agent(config_path=path)
+        old = agent.orchestrator
+        path.write_text(path.read_text().replace('host = "127.0.0.3"', 'host = "127.0.0.4"'))
+        result = await agent.reload()
+        assert result["ok"] is True and agent.orchestrator is not old
+        assert agent.orchestrator.levels["node-b"] == [[rig.bmcs["node-b"]]]  # the rig's FakeFencer, not IPMI
+        await rig.alert_kinds(agent)
+
+    asyncio.run(scenario())
