@@ -106,7 +106,7 @@ def test_1_a_gate_keepalived_rewrote_open_is_closed_again_by_the_next_cycle(tmp_
 # --- 2: preemptive failback settles in one move -----------------------------------------------------------------
 
 
-def test_2_the_holder_releases_the_lease_and_keeps_its_gate_for_a_returning_preferred_peer(tmp_path: Path) -> None:
+def test_2_the_holder_yields_then_steps_down_first_for_a_returning_preferred_peer(tmp_path: Path) -> None:
     async def scenario() -> None:
         rig, agent, clock = rigged(tmp_path, instances=(("VI_1", 100),))
         agent.begin()
@@ -129,6 +129,19 @@ def test_2_the_holder_releases_the_lease_and_keeps_its_gate_for_a_returning_pref
         assert agent.lease_views["VI_1"].status is LeaseStatus.FREE
         await cycle(agent, clock, 0.2)
         assert rig.lease.changes() == ["acquire 0", "release"]  # not re-acquired while yielding
+        # node-b opens (P2) and keepalived there leaves FAULT: this node steps down first (Y3), so that
+        # keepalived there takes the VIP on the priority-0 advert instead of preempting beside it.
+        clock.advance(0.05)
+        rig.heartbeats.view(
+            "node-b", heard_at=clock(), state=BACKUP, priority=150, quorate=True, rule="P2", gate_open=True
+        )
+        await cycle(agent)
+        assert (agent.last["VI_1"].rule, gate_text(rig.cfg)) == ("Y3", CLOSED)
+        # keepalived here dropped the VIP: BACKUP again at once (B2), the lease left to node-b.
+        rig.vips.set("VI_1", False)
+        await cycle(agent, clock, 0.05)
+        assert (agent.last["VI_1"].rule, gate_text(rig.cfg)) == ("B2", OPEN)
+        assert rig.lease.changes() == ["acquire 0", "release"]
         assert fenced(rig) == []
         assert "split_brain" not in await rig.alert_kinds(agent)
 
