@@ -45,6 +45,9 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 |     | wait for it to yield (keepalived would preempt it, L1 would veto)    |        |                         |
 | P2  | as P1, the holder yields (Y1) and no higher-priority peer waits      | open   |                         |
 |     | (P1/P2): keepalived preempts it, one move                            |        |                         |
+| P4  | not holding, preemption on, lease not mine, a lower-priority peer    | closed |                         |
+|     | silent on every heartbeat medium is seen advertising (VRRP master)   |        |                         |
+|     | within 1.5 adverts: no handover can be agreed with it                |        |                         |
 | Y1  | holding, a live higher-priority peer waits (P1/P2), quorum as good,  | open   | release lease if mine   |
 |     | every peer confirms not master: yield, for at most deadtime + 2      |        |                         |
 |     | adverts + preempt_delay + master-down; or the peer now holds too:    |        |                         |
@@ -147,6 +150,7 @@ RULES: dict[str, str] = {
     "V1": "backup, peer says MASTER but no advert from it for 1.5 adverts (VRRP cut): gate closed before master-down",
     "P1": "handover: a lower-priority peer holds the VIP; gate closed until it yields (keepalived would preempt)",
     "P2": "handover: the lower-priority holder yields; gate open, keepalived preempts it",
+    "P4": "a lower-priority VRRP master not heard on heartbeats: no handover possible; gate closed while it adverts",
     "Y1": "handover: a higher-priority peer waits; lease released, VIP kept until keepalived's preemption",
     "Y2": "handover: the higher-priority peer holds the VIP and this node did not step down: gate closed",
     "Y3": "handover: the higher-priority peer is ready and the lease released: this node steps down first",
@@ -649,6 +653,31 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
                 return out(Gate.OPEN, "P2", f"handover: {held.name} yields the VIP; gate open, keepalived preempts it")
             why = f"{first[0].name} takes it over first" if first else f"waiting for {held.name} to yield it"
             return out(Gate.CLOSED, "P1", f"handover: {held.name} (priority {held.priority}) holds the VIP; {why}")
+
+    # P4 -------------------------------------------------------------------------------------------------
+    # The same preemption with a holder this node cannot hear on any heartbeat medium but sees advertising
+    # (only a VRRP master advertises): no handover can be agreed, and keepalived here would take the VIP beside
+    # it, vetoed only once a lease answer names the holder. So wait, gate closed, while its adverts last; when
+    # they stop (it died, or stepped down), the gate opens and keepalived here takes over.
+    if not ev.holding and not cfg.nopreempt and not mine:
+        advertising = [
+            p
+            for p in ev.peers
+            if not p.alive
+            and p.name not in off
+            and p.heard_at is not None
+            and p.priority < ev.priority
+            and p.adverts_at is not None
+            and now - p.adverts_at < cfg.cut_after
+        ]
+        if advertising:
+            held = advertising[0]
+            return out(
+                Gate.CLOSED,
+                "P4",
+                f"{held.name} (priority {held.priority}) advertises as VRRP master but is not heard on any heartbeat "
+                "medium: no handover can be agreed; gate closed while its adverts last",
+            )
 
     # Y1 / Y2 --------------------------------------------------------------------------------------------
     target = _yield_target(state, ev, alive) if ev.holding else None

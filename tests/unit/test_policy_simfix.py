@@ -198,3 +198,27 @@ def test_a_vip_taken_while_both_agents_were_paused_is_judged_from_their_first_de
     world.run(1)
     assert [n.name for n in world.holders()] == ["a"]
     assert world.nodes["b"].gate is Gate.CLOSED
+
+
+def test_a_lower_priority_master_heard_only_on_vrrp_is_not_preempted() -> None:
+    """Found (TestLateAnswers, random run, 12:55 UTC): every link cut and the store down, then healed but for
+    VRRP a → b and heartbeats b → a. b, deaf to a's adverts, became master and took the lease; a, deaf to b's
+    heartbeats, saw b only in its adverts (priority 100 below its 150), its lease answer still said free
+    (late), and keepalived on a preempted b: both held the VIP with the lease store shared. Now a waits, gate
+    closed (P4), while the lower-priority master it cannot talk to keeps advertising."""
+    world = World(["a", "b"], edges=Edges(late_answers=True))
+    world.run(25)
+    assert world.holders() == [world.nodes["a"]]
+    world.vrrp_cut |= {("a", "b"), ("b", "a")}
+    world.hb_cut |= {("a", "b"), ("b", "a")}
+    world.store.alive = False
+    world.run(10)
+    world.heal()
+    world.vrrp_cut.add(("a", "b"))
+    world.hb_cut.add(("b", "a"))
+    world.run(10)  # raised "rule 1: a and b both hold the VIP with shared evidence" at t = 9.0 before
+    assert world.holders() == [world.nodes["b"]], "the case did not happen: b never took the VIP"
+    assert world.nodes["a"].last_rule == "P4" and world.nodes["a"].gate is Gate.CLOSED
+    world.heal()  # heartbeats back: the handover (P1, Y1, P2, Y3) gives a the VIP in one move
+    world.run(40)
+    assert world.holders() == [world.nodes["a"]]
