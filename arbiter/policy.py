@@ -76,8 +76,9 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 |     |                                                                      |        | fence after TTL + delay |
 | F1  | fencing a peer failed and on_failure = "close" (holding with the     | closed | retry after timeout     |
 |     | lease, or with the own lease valid while the store does not answer)  |        |                         |
-| B3  | not holding, a peer silent on every medium last claimed the VIP:     | open   | acquire; fence it       |
-|     | fence it with the lease before keepalived's master-down fires        |        | (token)                 |
+| B3  | not holding, a peer silent on every medium (heartbeats, and no       | open   | acquire; fence it       |
+|     | advert for 1.5 adverts) last claimed the VIP: fence it with the      |        | (token)                 |
+|     | lease before keepalived's master-down fires                          |        |                         |
 | B1  | not holding, lease mine                                              | open   | release lease           |
 | B2  | not holding                                                          | open   |                         |
 
@@ -162,7 +163,8 @@ RULES: dict[str, str] = {
     "H6": "holding, store unreachable, lease expired, a peer silent: gate closed",
     "F1": "fencing a peer failed (on_failure = close): gate closed, fence retried",
     "B1": "backup holding a stale lease: open, lease released",
-    "B3": "backup, a silent peer last claimed the VIP: acquire the lease and fence it before master-down",
+    "B3": "backup, a peer silent (heartbeats and adverts) last claimed the VIP: acquire the lease and fence it "
+    "before master-down",
     "B2": "backup: gate open, keepalived decides",
 }
 
@@ -784,8 +786,17 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
     # A peer silent on every medium whose last word claimed the VIP may still hold it (its agent stuck, its
     # keepalived master behind a cut path). Fence it with the lease before keepalived's master-down makes this
     # node master beside it; with TTL + fence time below master-down the fence lands first.
+    # While its adverts arrive, keepalived here stays BACKUP (no master-down to beat): a master whose heartbeats
+    # are cut is not fenced for that, least of all on a lease answer a store restart may since have voided.
     settled = state.fenced_off | off
-    claimants = [p for p in ev.peers if p.alive is False and p.claims_vip and p.name not in settled]
+    claimants = [
+        p
+        for p in ev.peers
+        if p.alive is False
+        and p.claims_vip
+        and p.name not in settled
+        and (p.adverts_at is None or now - p.adverts_at >= cfg.cut_after)
+    ]
     if claimants:
         names = ", ".join(p.name for p in claimants)
         if lease_valid_mine:

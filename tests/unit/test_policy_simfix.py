@@ -3,11 +3,19 @@ and as the fixed schedule the state machine found."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from arbiter.model import AcquireLease, FenceOutcome, FenceResult, Gate
+from arbiter.model import (
+    AcquireLease,
+    Fence,
+    FenceOutcome,
+    FenceResult,
+    Gate,
+)
 from tests.unit.policy_sim import Edges, Violation, World
-from tests.unit.test_policy_rules import NOW, UNKNOWN, B, M, ev, holding, peer, run, theirs
+from tests.unit.test_policy_rules import CFG, NOW, UNKNOWN, B, M, ev, holding, mine, peer, run, theirs
 
 # --- L2 on a stale frame ----------------------------------------------------------------------------------
 
@@ -198,3 +206,45 @@ def test_a_vip_taken_while_both_agents_were_paused_is_judged_from_their_first_de
     world.run(1)
     assert [n.name for n in world.holders()] == ["a"]
     assert world.nodes["b"].gate is Gate.CLOSED
+
+
+# --- the mutation check's baseline (RestartCluster, 600 derandomized examples): three holes -------------------
+
+HARSH = Edges(late_answers=True, prio0=True)
+
+
+def test_b3_does_not_fence_a_master_whose_adverts_this_backup_hears() -> None:
+    """B3 fences a peer silent on the heartbeats whose last frame claimed the VIP, so that the fence lands before
+    keepalived's master-down here. While the peer's adverts arrive, keepalived here stays BACKUP: there is no
+    master-down to beat, and the peer is a working master whose heartbeats are cut, not a stuck one."""
+    heard = peer(alive=False, heard_at=NOW - 5, state=M, vip_present=True, adverts_at=NOW - 0.2)
+    d = run(ev(lease=mine(token=12), peers=(heard,)))
+    assert not any(isinstance(a, Fence) for a in d.actions)
+    assert d.rule != "B3"
+    gone = replace(heard, adverts_at=NOW - CFG.cut_after)  # adverts stopped 1.5 adverts ago: master-down nears
+    d = run(ev(lease=mine(token=12), peers=(gone,)))
+    assert (
+        d.rule == "B3"
+        and Fence("b", 12, "silent on every heartbeat medium; its last word claimed the VIP") in d.actions
+    )
+
+
+def test_restarts_heartbeats_cut_b_does_not_fence_the_master_it_hears_on_a_stale_lease() -> None:
+    """The baseline's first find (shrunk): heartbeats cut both ways, the store read-only then restarted empty twice.
+    b, BACKUP, hearing a's adverts, acquired the lease (B3: a silent on the heartbeats, last seen MASTER) the tick
+    the store came back; the store restarted again, a (master again by preemption) took the lease, and b fenced a
+    on its one-tick-old answer: "b fences a, which holds a valid lease". A policy fix: B3 waits for the adverts
+    to stop too (a master heard on VRRP keeps keepalived here BACKUP)."""
+    world = World(["a", "b"], edges=HARSH)
+    world.run(32)
+    world.hb_cut |= {("a", "b"), ("b", "a")}
+    world.store.readonly = True
+    world.restart_store_empty(0.0)
+    world.store.readonly = True
+    world.run(33)
+    world.restart_store_empty(0.0)
+    world.run(1)
+    world.restart_store_empty(0.0)
+    world.run(1)  # raised "b fences a, which holds a valid lease" before the fix
+    world.run(20)
+    assert not [line for line in world.log if "b fences a" in line]
