@@ -59,8 +59,9 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | D2  | holding, a live peer also holds and reports the lease as its own     | closed |                         |
 | D3  | holding, a live peer also holds, lease free or store unreachable:    | winner | winner: acquire; fence  |
 |     | higher priority, then lower name wins                                | open   | after deadtime + delay  |
-| D4  | D3's winner whose own lease (or one an unanswered acquisition may    | closed |                         |
-|     | have got) expired during this hold (rule 2)                          |        |                         |
+| D4  | D3's winner whose own lease expired during this hold (rule 2); with  | closed |                         |
+|     | none known, one an unanswered acquisition may have got (later        |        |                         |
+|     | acquisitions do not extend a known lease)                            |        |                         |
 | H1  | holding, lease mine and valid                                        | open   | fence silent peers      |
 |     |                                                                      |        | (token), unless a peer  |
 |     |                                                                      |        | said it left cleanly    |
@@ -281,12 +282,17 @@ def _fence_failed(state: PolicyState, peers: tuple[PeerView, ...]) -> PeerView |
 
 
 def _expired_while_holding(state: PolicyState, cfg: PolicyConfig, now: float) -> bool:
-    """A lease this node held, or may have held (an acquisition whose answer never came), ran out during the
-    current hold: past that, only a peer's word may keep the VIP here (rule 2)."""
-    known = [t for t in (state.lease_valid_until, state.lease_maybe_until) if t is not None]
+    """A lease this node held, or, with none known during this hold, one it may have held (an acquisition whose
+    answer never came), ran out during the current hold: past that, only a peer's word may keep the VIP here
+    (rule 2). Acquisitions after a known lease do not extend it: the store may answer each with "free" (a
+    read-only one never grants), and a lease granted unseen only makes the step-down early, never late."""
     since = state.holding_since
-    until = max(known) if known else None
-    return until is not None and since is not None and since < until - cfg.safety <= now
+    if since is None:
+        return False
+    for until in (state.lease_valid_until, state.lease_maybe_until):
+        if until is not None and since < until - cfg.safety:
+            return until - cfg.safety <= now
+    return False
 
 
 def _confirms_backup(state: PolicyState, peer: PeerView) -> bool:

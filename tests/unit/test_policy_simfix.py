@@ -15,7 +15,7 @@ from arbiter.model import (
     Gate,
 )
 from tests.unit.policy_sim import Edges, Violation, World
-from tests.unit.test_policy_rules import CFG, NOW, UNKNOWN, B, M, ev, holding, mine, peer, run, theirs
+from tests.unit.test_policy_rules import CFG, FREE, NOW, UNKNOWN, B, M, ev, holding, mine, peer, run, theirs
 
 # --- L2 on a stale frame ----------------------------------------------------------------------------------
 
@@ -248,3 +248,30 @@ def test_restarts_heartbeats_cut_b_does_not_fence_the_master_it_hears_on_a_stale
     world.run(1)  # raised "b fences a, which holds a valid lease" before the fix
     world.run(20)
     assert not [line for line in world.log if "b fences a" in line]
+
+
+def test_d4_an_acquisition_the_store_answered_free_does_not_extend_an_expired_lease() -> None:
+    """Holding, the own lease (valid until NOW − 1) ran out during this hold; the store answers every acquisition
+    with "free" (read-only), each one setting lease_maybe_until a TTL ahead. A peer holds the VIP too: the D3 winner
+    must step down (rule 2), the refused acquisitions do not count as a lease it may have got."""
+    prev = holding(NOW - 10, lease_valid_until=NOW - 1.0, lease_maybe_until=NOW - 0.2 + CFG.ttl)
+    d = run(ev(state=M, lease=FREE, peers=(peer(state=M),)), prev=prev)
+    assert (d.gate, d.rule) == (Gate.CLOSED, "D4")
+
+
+def test_restarts_read_only_store_the_d3_winner_steps_down_at_its_lease_expiry() -> None:
+    """The baseline's third find (shrunk): a holds the VIP and the lease (until 7.2); the store restarts empty and
+    read-only; a's adverts and heartbeats to b are cut. a keeps the VIP by H3, then the failsafe (H5, b's word);
+    keepalived on b takes the VIP at master-down (8.0): a wins D3 and, its lease long expired, kept the VIP without
+    b's confirmation, because every refused acquisition pushed lease_maybe_until a TTL ahead. A policy fix: D4."""
+    world = World(["a", "b"], edges=HARSH)
+    world.run(21)
+    world.restart_store_empty(0.0)
+    world.store.readonly = True
+    world.hb_cut.add(("a", "b"))
+    world.vrrp_cut.add(("a", "b"))
+    rules = []
+    for _ in range(20):
+        world.step()  # raised "rule 2: a holds the VIP past its lease expiry 7.2 without b's confirmation (rule D3)"
+        rules.append(world.nodes["a"].last_rule)
+    assert "D4" in rules
