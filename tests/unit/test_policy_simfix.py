@@ -9,10 +9,14 @@ import pytest
 
 from arbiter.model import (
     AcquireLease,
+    Decision,
+    Evidence,
     Fence,
     FenceOutcome,
     FenceResult,
     Gate,
+    PolicyConfig,
+    PolicyState,
 )
 from tests.unit.policy_sim import Edges, Violation, World
 from tests.unit.test_policy_rules import CFG, FREE, NOW, UNKNOWN, B, M, ev, holding, mine, peer, run, theirs
@@ -248,6 +252,48 @@ def test_restarts_heartbeats_cut_b_does_not_fence_the_master_it_hears_on_a_stale
     world.run(1)  # raised "b fences a, which holds a valid lease" before the fix
     world.run(20)
     assert not [line for line in world.log if "b fences a" in line]
+
+
+def test_restarts_a_store_writable_again_is_no_shared_evidence_in_its_first_tick() -> None:
+    """The baseline's second find (shrunk): a master on a read-only store (H3, never granted); b hears neither its
+    heartbeats nor its adverts, and keepalived on b takes the VIP at master-down in the very tick the store restarts
+    empty and writable. The lease cannot tell them apart in that tick: nobody holds it, and the acquisitions sent in
+    it are answered in the next. A judge fix: a store just usable again is shared evidence from its second tick;
+    b's agent closes (L1) on that answer, and keepalived drops the VIP at once."""
+    world = World(["a", "b"], edges=HARSH)
+    world.run(2)
+    world.hb_cut.add(("a", "b"))
+    world.store.readonly = True
+    world.vrrp_cut.add(("a", "b"))
+    world.run(19)
+    world.restart_store_empty(0.0)
+    world.run(1)  # raised "rule 1: a and b both hold the VIP with shared evidence" before the fix
+    assert {n.name for n in world.holders()} == {"a", "b"}, "the case did not happen: b's keepalived took nothing"
+    world.run(1)
+    assert [n.name for n in world.holders()] == ["a"]
+    assert (world.nodes["b"].last_rule, world.nodes["b"].gate) == ("L1", Gate.CLOSED)
+
+
+def test_restarts_a_dual_master_a_tick_after_the_store_came_back_is_still_a_violation() -> None:
+    """The judge's grace is one tick, not a blind spot: the same world with b's agent deaf to the store's answers
+    (its gate forced open, as a policy that ignored the lease would leave it) is caught the tick after."""
+    world = World(["a", "b"], edges=HARSH)
+    world.run(2)
+    world.hb_cut.add(("a", "b"))
+    world.store.readonly = True
+    world.vrrp_cut.add(("a", "b"))
+    world.run(19)
+    world.restart_store_empty(0.0)
+    world.run(1)
+    ignore_lease = world.decide
+
+    def open_on_b(prev: PolicyState, e: Evidence, cfg: PolicyConfig, now: float) -> Decision:
+        d = ignore_lease(prev, e, cfg, now)
+        return replace(d, gate=Gate.OPEN, state=replace(d.state, gate=Gate.OPEN)) if cfg.node == "b" else d
+
+    world.decide = open_on_b
+    with pytest.raises(Violation, match="rule 1: a and b both hold the VIP with shared evidence"):
+        world.run(1)
 
 
 def test_d4_an_acquisition_the_store_answered_free_does_not_extend_an_expired_lease() -> None:
