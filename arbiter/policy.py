@@ -62,8 +62,9 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | D2  | holding, a live peer also holds and reports the lease as its own     | closed |                         |
 | D3  | holding, a live peer also holds, lease free or store unreachable:    | winner | winner: acquire; fence  |
 |     | higher priority, then lower name wins                                | open   | after deadtime + delay  |
-| D4  | D3's winner whose own lease (or one an unanswered acquisition may    | closed |                         |
-|     | have got) expired during this hold (rule 2)                          |        |                         |
+| D4  | D3's winner whose own lease expired during this hold (rule 2); with  | closed |                         |
+|     | none known, one an unanswered acquisition may have got (later        |        |                         |
+|     | acquisitions do not extend a known lease)                            |        |                         |
 | H1  | holding, lease mine and valid                                        | open   | fence silent peers      |
 |     |                                                                      |        | (token), unless a peer  |
 |     |                                                                      |        | said it left cleanly    |
@@ -79,8 +80,9 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 |     |                                                                      |        | fence after TTL + delay |
 | F1  | fencing a peer failed and on_failure = "close" (holding with the     | closed | retry after timeout     |
 |     | lease, or with the own lease valid while the store does not answer)  |        |                         |
-| B3  | not holding, a peer silent on every medium last claimed the VIP:     | open   | acquire; fence it       |
-|     | fence it with the lease before keepalived's master-down fires        |        | (token)                 |
+| B3  | not holding, a peer silent on every medium (heartbeats, and no       | open   | acquire; fence it       |
+|     | advert for 1.5 adverts) last claimed the VIP: fence it with the      |        | (token)                 |
+|     | lease before keepalived's master-down fires                          |        |                         |
 | B1  | not holding, lease mine                                              | open   | release lease           |
 | B2  | not holding                                                          | open   |                         |
 
@@ -166,7 +168,8 @@ RULES: dict[str, str] = {
     "H6": "holding, store unreachable, lease expired, a peer silent: gate closed",
     "F1": "fencing a peer failed (on_failure = close): gate closed, fence retried",
     "B1": "backup holding a stale lease: open, lease released",
-    "B3": "backup, a silent peer last claimed the VIP: acquire the lease and fence it before master-down",
+    "B3": "backup, a peer silent (heartbeats and adverts) last claimed the VIP: acquire the lease and fence it "
+    "before master-down",
     "B2": "backup: gate open, keepalived decides",
 }
 
@@ -283,12 +286,17 @@ def _fence_failed(state: PolicyState, peers: tuple[PeerView, ...]) -> PeerView |
 
 
 def _expired_while_holding(state: PolicyState, cfg: PolicyConfig, now: float) -> bool:
-    """A lease this node held, or may have held (an acquisition whose answer never came), ran out during the
-    current hold: past that, only a peer's word may keep the VIP here (rule 2)."""
-    known = [t for t in (state.lease_valid_until, state.lease_maybe_until) if t is not None]
+    """A lease this node held, or, with none known during this hold, one it may have held (an acquisition whose
+    answer never came), ran out during the current hold: past that, only a peer's word may keep the VIP here
+    (rule 2). Acquisitions after a known lease do not extend it: the store may answer each with "free" (a
+    read-only one never grants), and a lease granted unseen only makes the step-down early, never late."""
     since = state.holding_since
-    until = max(known) if known else None
-    return until is not None and since is not None and since < until - cfg.safety <= now
+    if since is None:
+        return False
+    for until in (state.lease_valid_until, state.lease_maybe_until):
+        if until is not None and since < until - cfg.safety:
+            return until - cfg.safety <= now
+    return False
 
 
 def _confirms_backup(state: PolicyState, peer: PeerView) -> bool:
@@ -813,8 +821,17 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
     # A peer silent on every medium whose last word claimed the VIP may still hold it (its agent stuck, its
     # keepalived master behind a cut path). Fence it with the lease before keepalived's master-down makes this
     # node master beside it; with TTL + fence time below master-down the fence lands first.
+    # While its adverts arrive, keepalived here stays BACKUP (no master-down to beat): a master whose heartbeats
+    # are cut is not fenced for that, least of all on a lease answer a store restart may since have voided.
     settled = state.fenced_off | off
-    claimants = [p for p in ev.peers if p.alive is False and p.claims_vip and p.name not in settled]
+    claimants = [
+        p
+        for p in ev.peers
+        if p.alive is False
+        and p.claims_vip
+        and p.name not in settled
+        and (p.adverts_at is None or now - p.adverts_at >= cfg.cut_after)
+    ]
     if claimants:
         names = ", ".join(p.name for p in claimants)
         if lease_valid_mine:

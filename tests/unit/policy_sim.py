@@ -218,6 +218,8 @@ class World:
         self.max_dual_alone = 0.0
         self.fenced_by: dict[str, str] = {}
         self.off_reads: set[tuple[str, str, float]] = set()  # (reader, target, time) of status reads showing OFF
+        # Node → since when it reaches a store that can grant (restarted empty: anew), as of the last check.
+        self.store_usable_since: dict[str, float] = {}
         self.log: list[str] = []
         self.cfgs = {n: self._policy_config(node) for n, node in self.nodes.items()}
 
@@ -281,6 +283,7 @@ class World:
     def restart_store_empty(self, skew: float = 0.0) -> None:
         self.clock_stepped_back |= skew < self.store.skew
         self.store = Store(alive=True, skew=skew, issued=self.store.issued)
+        self.store_usable_since.clear()  # an empty store tells nobody anything until a holder acquires it
 
     def restart_agent(self, name: str, lease_delay: float = 0.0, reference_delay: float = 0.0) -> None:
         """The agent crashes (or was paused: stuck) and starts again; its first lease answer and reference round
@@ -684,14 +687,26 @@ class World:
             return False
         # A medium is shared when both ends receive on it; a one-way medium informs only one side.
         heartbeat = (a.name, b.name) not in self.hb_cut and (b.name, a.name) not in self.hb_cut
-        # A store that cannot grant (read-only) cannot tell two holders apart.
-        lease = self._reaches_store(a) and self._reaches_store(b) and not self.store.readonly
+        # A store that cannot grant (read-only) cannot tell two holders apart. Nor can one in the tick it became
+        # usable (restarted empty, writable or reachable again): nobody holds the lease yet, and the acquisitions
+        # sent in that tick are answered in the next. From the next tick on it counts, so a dual master the lease
+        # does not end within one answer is still a violation (test_policy_simfix pins both sides).
+        since = [self.store_usable_since.get(n.name) for n in (a, b)]
+        lease = all(t is not None and self.now - t >= TICK - 1e-9 for t in since)
         return heartbeat or lease
+
+    def _track_store(self) -> None:
+        for node in self.nodes.values():
+            if self._reaches_store(node) and not self.store.readonly:
+                self.store_usable_since.setdefault(node.name, self.now)
+            else:
+                self.store_usable_since.pop(node.name, None)
 
     def holders(self) -> list[Node]:
         return [n for n in self.nodes.values() if n.vip]
 
     def _check(self) -> None:
+        self._track_store()
         for node in self.nodes.values():
             if node.vip:
                 node.held_since = node.held_since if node.held_since is not None else self.now

@@ -3,11 +3,23 @@ and as the fixed schedule the state machine found."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from arbiter.model import AcquireLease, FenceOutcome, FenceResult, Gate
+from arbiter.model import (
+    AcquireLease,
+    Decision,
+    Evidence,
+    Fence,
+    FenceOutcome,
+    FenceResult,
+    Gate,
+    PolicyConfig,
+    PolicyState,
+)
 from tests.unit.policy_sim import Edges, Violation, World
-from tests.unit.test_policy_rules import NOW, UNKNOWN, B, M, ev, holding, peer, run, theirs
+from tests.unit.test_policy_rules import CFG, FREE, NOW, UNKNOWN, B, M, ev, holding, mine, peer, run, theirs
 
 # --- L2 on a stale frame ----------------------------------------------------------------------------------
 
@@ -222,3 +234,114 @@ def test_a_lower_priority_master_heard_only_on_vrrp_is_not_preempted() -> None:
     world.heal()  # heartbeats back: the handover (P1, Y1, P2, Y3) gives a the VIP in one move
     world.run(40)
     assert world.holders() == [world.nodes["a"]]
+
+
+# --- the mutation check's baseline (RestartCluster, 600 derandomized examples): three holes -------------------
+
+HARSH = Edges(late_answers=True, prio0=True)
+
+
+def test_b3_does_not_fence_a_master_whose_adverts_this_backup_hears() -> None:
+    """B3 fences a peer silent on the heartbeats whose last frame claimed the VIP, so that the fence lands before
+    keepalived's master-down here. While the peer's adverts arrive, keepalived here stays BACKUP: there is no
+    master-down to beat, and the peer is a working master whose heartbeats are cut, not a stuck one."""
+    heard = peer(alive=False, heard_at=NOW - 5, state=M, vip_present=True, adverts_at=NOW - 0.2)
+    d = run(ev(lease=mine(token=12), peers=(heard,)))
+    assert not any(isinstance(a, Fence) for a in d.actions)
+    assert d.rule != "B3"
+    gone = replace(heard, adverts_at=NOW - CFG.cut_after)  # adverts stopped 1.5 adverts ago: master-down nears
+    d = run(ev(lease=mine(token=12), peers=(gone,)))
+    assert (
+        d.rule == "B3"
+        and Fence("b", 12, "silent on every heartbeat medium; its last word claimed the VIP") in d.actions
+    )
+
+
+def test_restarts_heartbeats_cut_b_does_not_fence_the_master_it_hears_on_a_stale_lease() -> None:
+    """The baseline's first find (shrunk): heartbeats cut both ways, the store read-only then restarted empty twice.
+    b, BACKUP, hearing a's adverts, acquired the lease (B3: a silent on the heartbeats, last seen MASTER) the tick
+    the store came back; the store restarted again, a (master again by preemption) took the lease, and b fenced a
+    on its one-tick-old answer: "b fences a, which holds a valid lease". A policy fix: B3 waits for the adverts
+    to stop too (a master heard on VRRP keeps keepalived here BACKUP)."""
+    world = World(["a", "b"], edges=HARSH)
+    world.run(32)
+    world.hb_cut |= {("a", "b"), ("b", "a")}
+    world.store.readonly = True
+    world.restart_store_empty(0.0)
+    world.store.readonly = True
+    world.run(33)
+    world.restart_store_empty(0.0)
+    world.run(1)
+    world.restart_store_empty(0.0)
+    world.run(1)  # raised "b fences a, which holds a valid lease" before the fix
+    world.run(20)
+    assert not [line for line in world.log if "b fences a" in line]
+
+
+def test_restarts_a_store_writable_again_is_no_shared_evidence_in_its_first_tick() -> None:
+    """The baseline's second find (shrunk): a master on a read-only store (H3, never granted); b hears neither its
+    heartbeats nor its adverts, and keepalived on b takes the VIP at master-down in the very tick the store restarts
+    empty and writable. The lease cannot tell them apart in that tick: nobody holds it, and the acquisitions sent in
+    it are answered in the next. A judge fix: a store just usable again is shared evidence from its second tick;
+    b's agent closes (L1) on that answer, and keepalived drops the VIP at once."""
+    world = World(["a", "b"], edges=HARSH)
+    world.run(2)
+    world.hb_cut.add(("a", "b"))
+    world.store.readonly = True
+    world.vrrp_cut.add(("a", "b"))
+    world.run(19)
+    world.restart_store_empty(0.0)
+    world.run(1)  # raised "rule 1: a and b both hold the VIP with shared evidence" before the fix
+    assert {n.name for n in world.holders()} == {"a", "b"}, "the case did not happen: b's keepalived took nothing"
+    world.run(1)
+    assert [n.name for n in world.holders()] == ["a"]
+    assert (world.nodes["b"].last_rule, world.nodes["b"].gate) == ("L1", Gate.CLOSED)
+
+
+def test_restarts_a_dual_master_a_tick_after_the_store_came_back_is_still_a_violation() -> None:
+    """The judge's grace is one tick, not a blind spot: the same world with b's agent deaf to the store's answers
+    (its gate forced open, as a policy that ignored the lease would leave it) is caught the tick after."""
+    world = World(["a", "b"], edges=HARSH)
+    world.run(2)
+    world.hb_cut.add(("a", "b"))
+    world.store.readonly = True
+    world.vrrp_cut.add(("a", "b"))
+    world.run(19)
+    world.restart_store_empty(0.0)
+    world.run(1)
+    ignore_lease = world.decide
+
+    def open_on_b(prev: PolicyState, e: Evidence, cfg: PolicyConfig, now: float) -> Decision:
+        d = ignore_lease(prev, e, cfg, now)
+        return replace(d, gate=Gate.OPEN, state=replace(d.state, gate=Gate.OPEN)) if cfg.node == "b" else d
+
+    world.decide = open_on_b
+    with pytest.raises(Violation, match="rule 1: a and b both hold the VIP with shared evidence"):
+        world.run(1)
+
+
+def test_d4_an_acquisition_the_store_answered_free_does_not_extend_an_expired_lease() -> None:
+    """Holding, the own lease (valid until NOW − 1) ran out during this hold; the store answers every acquisition
+    with "free" (read-only), each one setting lease_maybe_until a TTL ahead. A peer holds the VIP too: the D3 winner
+    must step down (rule 2), the refused acquisitions do not count as a lease it may have got."""
+    prev = holding(NOW - 10, lease_valid_until=NOW - 1.0, lease_maybe_until=NOW - 0.2 + CFG.ttl)
+    d = run(ev(state=M, lease=FREE, peers=(peer(state=M),)), prev=prev)
+    assert (d.gate, d.rule) == (Gate.CLOSED, "D4")
+
+
+def test_restarts_read_only_store_the_d3_winner_steps_down_at_its_lease_expiry() -> None:
+    """The baseline's third find (shrunk): a holds the VIP and the lease (until 7.2); the store restarts empty and
+    read-only; a's adverts and heartbeats to b are cut. a keeps the VIP by H3, then the failsafe (H5, b's word);
+    keepalived on b takes the VIP at master-down (8.0): a wins D3 and, its lease long expired, kept the VIP without
+    b's confirmation, because every refused acquisition pushed lease_maybe_until a TTL ahead. A policy fix: D4."""
+    world = World(["a", "b"], edges=HARSH)
+    world.run(21)
+    world.restart_store_empty(0.0)
+    world.store.readonly = True
+    world.hb_cut.add(("a", "b"))
+    world.vrrp_cut.add(("a", "b"))
+    rules = []
+    for _ in range(20):
+        world.step()  # raised "rule 2: a holds the VIP past its lease expiry 7.2 without b's confirmation (rule D3)"
+        rules.append(world.nodes["a"].last_rule)
+    assert "D4" in rules
