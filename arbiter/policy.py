@@ -46,8 +46,8 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | P2  | as P1, the holder yields (Y1) and no higher-priority peer waits      | open   |                         |
 |     | (P1/P2): keepalived preempts it, one move                            |        |                         |
 | P4  | not holding, preemption on, lease not mine, a lower-priority peer    | closed |                         |
-|     | silent on every heartbeat medium is seen advertising (VRRP master)   |        |                         |
-|     | within 1.5 adverts: no handover can be agreed with it                |        |                         |
+|     | silent on every heartbeat medium still advertises (VRRP master) a    |        |                         |
+|     | deadtime after its last frame: no handover can be agreed with it     |        |                         |
 | Y1  | holding, a live higher-priority peer waits (P1/P2), quorum as good,  | open   | release lease if mine   |
 |     | every peer confirms not master: yield, for at most deadtime + 2      |        |                         |
 |     | adverts + preempt_delay + master-down; or the peer now holds too:    |        |                         |
@@ -677,6 +677,9 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
             and p.priority < ev.priority
             and p.adverts_at is not None
             and now - p.adverts_at < cfg.cut_after
+            # Still advertising a deadtime after its last frame: not a dead node (heartbeats and adverts stop
+            # together then, and failover must stay keepalived's own), a cut heartbeat path.
+            and p.adverts_at >= p.heard_at + cfg.deadtime
         ]
         if advertising:
             held = advertising[0]

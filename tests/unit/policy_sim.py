@@ -3,8 +3,8 @@
 Not a mock of keepalived or Redis for the agent's IO code: a model of the world the pure policy lives in, so
 the safety rules can be checked after every step of random fault sequences. It simulates:
 - keepalived per node (FAULT while the gate is closed; BACKUP → MASTER after the master-down interval without
-  adverts; preemption by priority unless nopreempt, when the master-down timer runs out (a lower-priority
-  master's adverts are ignored); a MASTER yields to a higher-priority advert),
+  adverts; preemption by priority unless nopreempt, at once on a lower-priority advert (harsher than
+  keepalived, which waits for its master-down timer); a MASTER yields to a higher-priority advert),
 - VRRP adverts and heartbeat frames over directed links that can be cut,
 - a lease store with real expiry, SET NX acquisition, owner-checked renew/release, a token counter seeded by
   the acquirer and folded with the store's clock (as the Lua script does), and restarts that lose every key,
@@ -98,8 +98,6 @@ class Snapshot:
     quorate: bool
     lease_holder: str | None
     highest_token: int
-    rule: str | None = None  # the sender's last decision: the preemption handover (P1/P2, Y1/Y3) runs on it
-    gate_open: bool | None = None
 
 
 @dataclass
@@ -407,11 +405,14 @@ class World:
                 self._transition(node, VrrpState.BACKUP)
                 node.backup_since = node.last_advert = self.now
             return
-        if masters and (node.nopreempt or not all(node.prio > m.prio for m in masters)):
+        if masters:
             node.last_advert = self.now
+            if not node.nopreempt and all(node.prio > m.prio for m in masters):
+                # Harsher than keepalived 2.2, which ignores a lower-priority master's adverts and preempts when
+                # its master-down timer runs out: preempting at once leaves the agents no time (the handover's
+                # step-down, Y3, is modelled with keepalived's timers in test_policy_preempt.py).
+                self._transition(node, VrrpState.MASTER)
             return
-        # Preempting (keepalived 2.2's vrrp_state_backup): a lower-priority master's adverts are ignored, and the
-        # master-down timer, started on leaving FAULT or at the last advert accepted, makes this node MASTER.
         due = max(node.backup_since, node.last_advert) + master_down(node.prio)
         # A priority-0 advert heard since the last ordinary one: the sender left MASTER; take over after skew.
         zero = [t for t in node.prio0_at.values() if t >= max(node.backup_since, node.last_advert) - 1e-9]
@@ -447,8 +448,6 @@ class World:
             node.name not in self.reference_lost,
             holder,
             max(node.policy.highest_token, node.persisted_token),
-            node.last_rule or None,
-            node.gate is Gate.OPEN,
         )
 
     def _reaches_store(self, node: Node) -> bool:
@@ -608,8 +607,6 @@ class World:
             quorate=snap.quorate,
             lease_holder=snap.lease_holder,
             highest_token=snap.highest_token,
-            rule=snap.rule,
-            gate_open=snap.gate_open,
             adverts_at=self._adverts_at(node, peer),
             listening_since=self._listening_since(node),
             fence=node.fence_results.get(peer.name),
