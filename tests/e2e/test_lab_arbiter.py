@@ -84,8 +84,18 @@ def test_power_off_the_backup_takes_over(advert_int: float, version: int) -> Non
 
 def test_reference_lost_on_the_master_the_backup_takes_the_vip() -> None:
     r = _run("reference-lost")
-    assert r["holders_at_end"] == ["b"]
-    assert r["released_by"] == "step-down"
+    phases = {p["phase"]: p for p in r["phases"]}
+    fault, heal = phases["fault"], phases["heal"]
+    # During the fault a's own agent stepped down (Q1) and b took the VIP: the one failover.
+    closed = [e for e in r["timeline"] if e["kind"] == "gate" and e["node"] == "a" and " closed Q1:" in e["detail"]]
+    assert closed and fault["from_s"] <= closed[0]["t"] < heal["from_s"], closed
+    assert any(
+        e["kind"] == "vip-add" and e["node"] == "b" and fault["from_s"] <= e["t"] < heal["from_s"]
+        for e in r["timeline"]
+    )
+    assert fault["vip_moves"] == 1
+    # Healed, a (priority 150, preemption on) takes it back in one move: b steps down first (Y3), no overlap.
+    assert r["holders_at_end"] == ["a"] and heal["vip_moves"] == 1
     assert r["dual_master_ms"] == 0
     assert r["violations"] == []
 
