@@ -20,7 +20,8 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | Q1  | reference quorum lost here while a live peer reaches it, or no peer  | closed | release lease if mine   |
 |     | is heard at all (lost everywhere = not a local fault: go on)         |        |                         |
 | S1  | not holding, a live higher-ranked peer (priority, then name) is      | closed |                         |
-|     | still starting (its frame says S0, no VIP): wait for it, for at most |        |                         |
+|     | still starting (its frame says S0, or its gate just opened with its  |        |                         |
+|     | keepalived still in FAULT; no VIP): wait for it, for at most         |        |                         |
 |     | 2 × deadtime + master-down (start_wait_bound)                        |        |                         |
 | P3  | holding, a live lower-priority peer yields to this node (Y1/Y2), the | open   | acquire                 |
 |     | lease free or still that peer's (its release not yet seen here)      |        |                         |
@@ -551,10 +552,16 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
     # would win the election, then hand the VIP over (P1/Y1): a move, and keepalived's own preemption overlap.
     # So a node that holds nothing waits, gate closed, while a higher-ranked live peer is still starting.
     if not ev.holding:
+        # Starting: still in S0; or, while this node waits for it or itself just left S0, out of S0 with its gate
+        # open but keepalived there not yet out of FAULT (on a busy host keepalived reads the gate late): its
+        # master-down timer has not started. (A FAULT of its keepalived later on is a failover, not a start.)
+        fresh = state.start_wait_since is not None or not previous.started
         starting = [
             p.name
             for p in alive
-            if p.rule == "S0" and not p.claims_vip and _ranks_before(p.priority, p.name, ev.priority, cfg.node)
+            if (p.rule == "S0" or (fresh and p.gate_open is True and p.state is VrrpState.FAULT))
+            and not p.claims_vip
+            and _ranks_before(p.priority, p.name, ev.priority, cfg.node)
         ]
         since = state.start_wait_since if starting else None
         state = replace(state, start_wait_since=since if since is not None or not starting else now)

@@ -70,3 +70,27 @@ def test_a_holder_never_waits_and_a_waiting_node_lets_go_of_a_stale_lease() -> N
     assert d.rule != "S1" and d.gate is Gate.OPEN
     d = decide(STARTED, evidence(F, 100, lease_of("b", "b"), (view("a", F, 150, "S0"),)), B_CFG, NOW)
     assert d.rule == "S1" and ReleaseLease() in d.actions
+
+
+def test_the_wait_lasts_until_keepalived_there_has_left_fault() -> None:
+    """Found in `make test` on a loaded host (power-off at VRRPv3/0.1 s: 19 ms of dual master at start-up): a
+    opened its gate, b heard B2 and opened 10 ms later, but keepalived on a read its gate 30 ms late. Its
+    master-down timer started after b's, b became master 20 ms (the skew difference) before a, and a preempted it.
+    b now waits until a's keepalived has left FAULT, so a's timer always starts first."""
+    starting_a = view("a", F, 150, "S0")
+    first = decide(JUST_STARTED, evidence(F, 100, FREE, (starting_a,)), B_CFG, NOW)
+    assert first.rule == "S1"
+    opened = view("a", F, 150, "B2", heard_at=NOW + 0.2)  # a's gate open, its keepalived still in FAULT
+    waiting = decide(first.state, evidence(F, 100, FREE, (opened,)), B_CFG, NOW + 0.2)
+    assert (waiting.gate, waiting.rule) == (Gate.CLOSED, "S1")
+    backup = view("a", B, 150, "B2", heard_at=NOW + 0.25)  # keepalived there left FAULT: its timer runs
+    done = decide(waiting.state, evidence(F, 100, FREE, (backup,)), B_CFG, NOW + 0.25)
+    assert (done.gate, done.rule) == (Gate.OPEN, "B2")
+
+
+def test_a_fault_of_the_master_later_on_is_a_failover_not_a_start() -> None:
+    """Once running, a higher-priority peer whose keepalived goes FAULT with its gate open (a track script of the
+    operator's failed) is not waited for: keepalived here takes over on its priority-0 advert."""
+    running = replace(STARTED, rule="B2", gate=Gate.OPEN)
+    d = decide(running, evidence(B, 100, lease_of("a", "b"), (view("a", F, 150, "B2", vip_present=False),)), B_CFG, NOW)
+    assert d.rule != "S1" and d.gate is Gate.OPEN, d.reason
