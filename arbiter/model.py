@@ -267,6 +267,9 @@ class PolicyState:
     ready_since: float | None = None
     # S1: since when this node waits for a higher-ranked peer that is still starting (None: not waiting).
     start_wait_since: float | None = None
+    # Preemption handover, on the returning node: the holder it last opened for (P2), and when.
+    handover_from: str | None = None
+    handover_at: float | None = None
     # When the gate last opened: keepalived left FAULT then, and its master-down timer started over (L5).
     opened_at: float | None = None
     # An agent restarted on this node: what the previous one decided last (S0 keeps an open gate on it).

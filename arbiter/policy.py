@@ -23,8 +23,9 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 |     | still starting (its frame says S0, or its gate just opened with its  |        |                         |
 |     | keepalived still in FAULT; no VIP): wait for it, for at most         |        |                         |
 |     | 2 × deadtime + master-down (start_wait_bound)                        |        |                         |
-| P3  | holding, a live lower-priority peer yields to this node (Y1/Y2), the | open   | acquire                 |
-|     | lease free or still that peer's (its release not yet seen here)      |        |                         |
+| P3  | holding, a live lower-priority peer yields to this node (Y1/Y2/Y3,   | open   | acquire                 |
+|     | or stepped down for it since this node opened for it, P2), the lease |        |                         |
+|     | free or still that peer's (its release not yet seen here)            |        |                         |
 | L4  | holding, lease held by a peer whose BMC read OFF after its newest    | open   |                         |
 |     | heartbeat (dead: its lease is not in use; failover at keepalived's   |        |                         |
 |     | speed, the lease is taken when it runs out)                          |        |                         |
@@ -580,6 +581,13 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
     # to be (a late answer): L1 and D2 must not veto the one move the handover was for.
     if ev.holding:
         yielder = next((p for p in alive if p.rule in YIELDING and p.priority < ev.priority), None)
+        opened_for = state.handover_from if state.handover_at is not None else None
+        if yielder is None and opened_for is not None and now - (state.handover_at or now) <= handover_bound(cfg):
+            # It stepped down first (Y3) and was BACKUP again (B2) before keepalived here took the VIP: the lease it
+            # released may still be shown as its own by a read made before the release.
+            yielder = next(
+                (p for p in alive if p.name == opened_for and not p.claims_vip and p.name == lease.holder), None
+            )
         if yielder is not None and (
             lease.status is LeaseStatus.FREE or (lease.status is LeaseStatus.PEER and lease.holder == yielder.name)
         ):
@@ -665,6 +673,7 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         if its_lease or lease.status is LeaseStatus.FREE:
             first = [p for p in alive if p.rule in WAITING and _ranks_before(p.priority, p.name, ev.priority, cfg.node)]
             if held.rule in ("Y1", "Y3") and not first:
+                state = replace(state, handover_from=held.name, handover_at=now)
                 return out(Gate.OPEN, "P2", f"handover: {held.name} yields the VIP; gate open, keepalived preempts it")
             why = f"{first[0].name} takes it over first" if first else f"waiting for {held.name} to yield it"
             return out(Gate.CLOSED, "P1", f"handover: {held.name} (priority {held.priority}) holds the VIP; {why}")

@@ -653,3 +653,18 @@ def test_the_peers_rule_and_gate_reach_its_peer_view() -> None:
     got = t.peer_view("node-b", "VI_1")
     assert (got.rule, got.gate_open) == ("P1", False)
     assert (t.peer_view("node-b", "VI_2").rule, t.peer_view("node-b", "VI_2").gate_open) == (None, None)
+
+
+def test_p3_after_the_step_down_a_stale_lease_read_does_not_veto_the_new_holder() -> None:
+    """Seen in the lab (staggered-start, 3 moves): b stepped down first (Y3) and was BACKUP again (B2) when
+    keepalived here took the VIP; this node's last lease read, made before b's release, still named b. L2 wanted a
+    frame of b at most 1.5 heartbeats old, found none, and L1 closed the gate: b took the VIP back, then the
+    handover ran again. Holding soon after opening for b (P2), the stale read is b's released lease: P3 acquires."""
+    p = replace(STARTED, rule="B2", gate=Gate.OPEN, handover_from="b", handover_at=NOW - 0.3)
+    old_frame = (view("b", B, 100, "B2", heard_at=NOW - 0.2, lease_holder=None),)
+    d = decide(p, evidence(M, 150, lease_of("b", "a"), old_frame), P_CFG, NOW)
+    assert (d.gate, d.rule) == (Gate.OPEN, "P3")
+    assert any(isinstance(x, AcquireLease) for x in d.actions)
+    # Not without the handover: a node that was plain BACKUP and takes the VIP of a live lease holder is vetoed.
+    d = decide(replace(STARTED, rule="B2"), evidence(M, 150, lease_of("b", "a"), old_frame), P_CFG, NOW)
+    assert (d.gate, d.rule) == (Gate.CLOSED, "L1")
