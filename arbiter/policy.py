@@ -581,12 +581,13 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
     # to be (a late answer): L1 and D2 must not veto the one move the handover was for.
     if ev.holding:
         yielder = next((p for p in alive if p.rule in YIELDING and p.priority < ev.priority), None)
-        opened_for = state.handover_from if state.handover_at is not None else None
-        if yielder is None and opened_for is not None and now - (state.handover_at or now) <= handover_bound(cfg):
+        opened_at = state.handover_at
+        if yielder is None and opened_at is not None and now - opened_at <= handover_bound(cfg):
             # It stepped down first (Y3) and was BACKUP again (B2) before keepalived here took the VIP: the lease it
             # released may still be shown as its own by a read made before the release.
             yielder = next(
-                (p for p in alive if p.name == opened_for and not p.claims_vip and p.name == lease.holder), None
+                (p for p in alive if p.name == state.handover_from and not p.claims_vip and p.name == lease.holder),
+                None,
             )
         if yielder is not None and (
             lease.status is LeaseStatus.FREE or (lease.status is LeaseStatus.PEER and lease.holder == yielder.name)

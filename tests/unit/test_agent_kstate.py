@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-
-import pytest
 
 from arbiter.agent.daemon import Agent
 from arbiter.agent.kstate import KeepalivedStates
@@ -102,14 +98,6 @@ def test_the_start_up_check_counts_as_a_vip_change() -> None:
 # --- the agent's edges ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def agent_dir() -> Iterator[Path]:
-    # Short path on purpose: AF_UNIX paths are limited to 107 bytes, pytest's tmp_path can be longer.
-    path = Path(tempfile.mkdtemp(prefix="kks-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def make_agent(where: Path) -> Agent:
     cfg = load_config(where, instances=(("VI_1", 100),), notify_fifo=True)
     return Rig(cfg, clock=time.monotonic).agent()
@@ -120,8 +108,8 @@ def claimed(agent: Agent) -> VrrpState:
     return agent.snapshot().instances[0].state
 
 
-def test_agent_a_fifo_line_wins_over_a_later_hook(agent_dir: Path) -> None:
-    agent = make_agent(agent_dir)
+def test_agent_a_fifo_line_wins_over_a_later_hook(sock_dir: Path) -> None:
+    agent = make_agent(sock_dir)
     assert agent.fifo is not None
     now = time.monotonic()
     agent.fifo.feed('INSTANCE "VI_1" FAULT 100', now)
@@ -156,9 +144,9 @@ async def until(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.01)
 
 
-def test_agent_real_hooks_spawned_master_then_fault_arriving_fault_first(agent_dir: Path) -> None:
+def test_agent_real_hooks_spawned_master_then_fault_arriving_fault_first(sock_dir: Path) -> None:
     """keepalived goes MASTER then FAULT 30 ms later; the MASTER hook is held (SIGSTOP) past the FAULT hook."""
-    agent = make_agent(agent_dir)
+    agent = make_agent(sock_dir)
 
     async def main() -> None:
         await agent.notify.start()
@@ -181,9 +169,9 @@ def test_agent_real_hooks_spawned_master_then_fault_arriving_fault_first(agent_d
     assert dict(agent.keepalived.dropped) == {"older_hook": 1}
 
 
-def test_agent_real_master_hook_arriving_after_the_vip_went_away(agent_dir: Path) -> None:
+def test_agent_real_master_hook_arriving_after_the_vip_went_away(sock_dir: Path) -> None:
     """The FAULT hook never came (or comes later): netlink's removal, newer than the MASTER hook, stands."""
-    agent = make_agent(agent_dir)
+    agent = make_agent(sock_dir)
 
     async def main() -> None:
         await agent.notify.start()

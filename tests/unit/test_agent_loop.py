@@ -9,10 +9,7 @@ node-a is the agent under test, node-b its peer (fenceable through its FakeFence
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -447,17 +444,9 @@ def test_8_paused_no_fence_no_lease_change_gates_held_and_said_loudly(tmp_path: 
 # --- 9: a medium missing at start is a medium down, not a refusal to run ---------------------------------------
 
 
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    # The agent's socket lives here: AF_UNIX paths are limited to 107 bytes, pytest's tmp_path can be longer.
-    path = Path(tempfile.mkdtemp(prefix="loop-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def test_9_an_agent_whose_serial_device_is_missing_runs_and_shows_the_medium_down(short_dir: Path) -> None:
-    device = short_dir / "ttyMISSING"
-    cfg: config_mod.Config = load_config(short_dir, serial=str(device), udp=False)
+def test_9_an_agent_whose_serial_device_is_missing_runs_and_shows_the_medium_down(sock_dir: Path) -> None:
+    device = sock_dir / "ttyMISSING"
+    cfg: config_mod.Config = load_config(sock_dir, serial=str(device), udp=False)
     rig = Rig(cfg, clock=time.monotonic)  # the whole agent runs: its loops sleep on the real clock
     rig.heartbeats_factory = lambda snapshot: HeartbeatService.from_config(cfg, snapshot)
     agent = rig.agent()

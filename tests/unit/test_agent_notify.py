@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -24,14 +22,6 @@ from arbiter.model import VrrpState
 REPO = Path(__file__).resolve().parents[2]
 HOOK = REPO / ".venv" / "bin" / "keepalived-arbiter-notify"
 Event = tuple[str, str, VrrpState, int | None, float]
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    # Short path on purpose: AF_UNIX paths are limited to 107 bytes, pytest's tmp_path can be longer.
-    path = Path(tempfile.mkdtemp(prefix="kag-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def hook(path: Path, *args: str) -> tuple[int, str]:

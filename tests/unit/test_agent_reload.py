@@ -6,14 +6,20 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from arbiter.agent.daemon import Agent
 from tests.unit.agentfakes import Rig, agent_config, load_config, settle
+
+
+def reloadable(where: Path) -> tuple[Path, Rig, Agent]:
+    """The agent on its fakes, built from a config file it can read again on SIGHUP."""
+    path = agent_config(where)
+    rig = Rig(load_config(where))
+    return path, rig, rig.agent(config_path=path)
 
 
 def test_a_new_webhook_is_applied_in_place_and_the_next_alert_goes_there(tmp_path: Path) -> None:
     async def scenario() -> None:
-        path = agent_config(tmp_path)
-        rig = Rig(load_config(tmp_path))
-        agent = rig.agent(config_path=path)
+        path, rig, agent = reloadable(tmp_path)
         first = agent.alerts
         path.write_text(path.read_text().replace("http://alerts.test/hook", "http://pager.test/v1"))
         result = await agent.reload()
@@ -30,9 +36,7 @@ def test_a_new_webhook_is_applied_in_place_and_the_next_alert_goes_there(tmp_pat
 
 def test_a_change_that_needs_a_restart_is_refused_whole_and_alerted(tmp_path: Path) -> None:
     async def scenario() -> None:
-        path = agent_config(tmp_path)
-        rig = Rig(load_config(tmp_path))
-        agent = rig.agent(config_path=path)
+        path, rig, agent = reloadable(tmp_path)
         orchestrator = agent.orchestrator
         text = path.read_text()
         path.write_text(
@@ -53,9 +57,7 @@ def test_a_change_that_needs_a_restart_is_refused_whole_and_alerted(tmp_path: Pa
 
 def test_a_fencing_change_builds_new_fencers_through_the_edge(tmp_path: Path) -> None:
     async def scenario() -> None:
-        path = agent_config(tmp_path)
-        rig = Rig(load_config(tmp_path))
-        agent = rig.agent(config_path=path)
+        path, rig, agent = reloadable(tmp_path)
         old = agent.orchestrator
         path.write_text(path.read_text().replace('host = "127.0.0.3"', 'host = "127.0.0.4"'))
         result = await agent.reload()

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +16,6 @@ from hooks import notify
 
 REPO = Path(__file__).resolve().parents[2]
 HANG_GUARD = 5  # seconds; only there so a broken hook fails the test instead of hanging it
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    # Short path on purpose: AF_UNIX paths are limited to 107 bytes, pytest's tmp_path can be longer.
-    path = Path(tempfile.mkdtemp(prefix="kan-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 class Agent:

@@ -283,12 +283,9 @@ def test_restarts_heartbeats_cut_b_does_not_fence_the_master_it_hears_on_a_stale
     assert all(world.nodes["a"].last_vip_at < t for t in fences), (fences, world.nodes["a"].last_vip_at)
 
 
-def test_restarts_a_store_writable_again_is_no_shared_evidence_in_its_first_tick() -> None:
-    """The baseline's second find (shrunk): a master on a read-only store (H3, never granted); b hears neither its
-    heartbeats nor its adverts, and keepalived on b takes the VIP at master-down in the very tick the store restarts
-    empty and writable. The lease cannot tell them apart in that tick: nobody holds it, and the acquisitions sent in
-    it are answered in the next. A judge fix: a store just usable again is shared evidence from its second tick;
-    b's agent closes (L1) on that answer, and keepalived drops the VIP at once."""
+def _store_back_while_b_is_deaf_to_a() -> World:
+    """The baseline's second find: a master (H3) on a read-only store; b hears neither its heartbeats nor its
+    adverts; the store restarts empty and writable just before keepalived on b reaches master-down."""
     world = World(["a", "b"], edges=HARSH)
     world.run(2)
     world.hb_cut.add(("a", "b"))
@@ -296,6 +293,16 @@ def test_restarts_a_store_writable_again_is_no_shared_evidence_in_its_first_tick
     world.vrrp_cut.add(("a", "b"))
     world.run(19)
     world.restart_store_empty(0.0)
+    return world
+
+
+def test_restarts_a_store_writable_again_is_no_shared_evidence_in_its_first_tick() -> None:
+    """The baseline's second find (shrunk): a master on a read-only store (H3, never granted); b hears neither its
+    heartbeats nor its adverts, and keepalived on b takes the VIP at master-down in the very tick the store restarts
+    empty and writable. The lease cannot tell them apart in that tick: nobody holds it, and the acquisitions sent in
+    it are answered in the next. A judge fix: a store just usable again is shared evidence from its second tick;
+    b's agent closes (L1) on that answer, and keepalived drops the VIP at once."""
+    world = _store_back_while_b_is_deaf_to_a()
     world.run(1)  # raised "rule 1: a and b both hold the VIP with shared evidence" before the fix
     assert {n.name for n in world.holders()} == {"a", "b"}, "the case did not happen: b's keepalived took nothing"
     world.run(1)
@@ -306,13 +313,7 @@ def test_restarts_a_store_writable_again_is_no_shared_evidence_in_its_first_tick
 def test_restarts_a_dual_master_a_tick_after_the_store_came_back_is_still_a_violation() -> None:
     """The judge's grace is one tick, not a blind spot: the same world with b's agent deaf to the store's answers
     (its gate forced open, as a policy that ignored the lease would leave it) is caught the tick after."""
-    world = World(["a", "b"], edges=HARSH)
-    world.run(2)
-    world.hb_cut.add(("a", "b"))
-    world.store.readonly = True
-    world.vrrp_cut.add(("a", "b"))
-    world.run(19)
-    world.restart_store_empty(0.0)
+    world = _store_back_while_b_is_deaf_to_a()
     world.run(1)
     ignore_lease = world.decide
 
