@@ -59,6 +59,11 @@ class FenceResult:
     outcome: FenceOutcome
     at: float
     proof: str = ""
+    # FAILED because the peer, fenced OFF earlier, read ON again inside the hold-down while still silent (it was
+    # powered on): not power-cycled again until the hold-down ends; not a fence that failed (no F1).
+    ineffective: bool = False
+    # OFF on an operator's word (`keepalived-arbiter fence NODE confirm-off --yes`), not on a power read.
+    by_hand: bool = False
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,9 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 |     | and, holding, its own lease is valid past safety (and no peer's)     |        |                         |
 | Q1  | reference quorum lost here while a live peer reaches it, or no peer  | closed | release lease if mine   |
 |     | is heard at all (lost everywhere = not a local fault: go on)         |        |                         |
+| F1  | fencing a peer failed, on_failure = "close", and since then it was   | closed | retry after power       |
+|     | not heard, not fenced OFF, not confirmed off by hand; holding or not |        | timeout (token; none: a |
+|     | (a reopened gate would be a dual master at every master-down)        |        | TTL silent); keep lease |
 | S1  | not holding, a live higher-ranked peer (priority, then name) is      | closed |                         |
 |     | still starting (its frame says S0, or its gate just opened with its  |        |                         |
 |     | keepalived still in FAULT; no VIP): wait for it, for at most         |        |                         |
@@ -78,13 +81,14 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | H4  | holding, store unreachable (or not granting), own lease still valid  | open   |                         |
 | H5  | holding, store unreachable, every peer confirms BACKUP or is fenced  | open   |                         |
 |     | OFF (failsafe)                                                       |        |                         |
-| H6  | holding, store unreachable, lease expired, a peer silent             | closed | with a live peer:       |
-|     |                                                                      |        | fence after TTL + delay |
-| F1  | fencing a peer failed and on_failure = "close" (holding with the     | closed | retry after timeout     |
-|     | lease, or with the own lease valid while the store does not answer)  |        |                         |
+| H6  | holding, store unreachable, lease expired, a peer silent             | closed | fence a peer silent on  |
+|     |                                                                      |        | every medium for a TTL  |
+|     |                                                                      |        | (no token; race delay)  |
 | B3  | not holding, a peer silent on every medium (heartbeats, and no       | open   | acquire; fence it       |
 |     | advert for 1.5 adverts) last claimed the VIP: fence it with the      |        | (token)                 |
 |     | lease before keepalived's master-down fires                          |        |                         |
+| B4  | as B3, the lease store unreachable: no token to fence with           | closed | fence it (no token)     |
+|     |                                                                      |        | after a TTL silent      |
 | B1  | not holding, lease mine                                              | open   | release lease           |
 | B2  | not holding                                                          | open   |                         |
 
@@ -167,11 +171,15 @@ RULES: dict[str, str] = {
     "H3": "holding, lease free (expired or store restarted empty): open, acquiring for up to TTL − safety",
     "H4": "holding, store unreachable, own lease still valid: open",
     "H5": "holding, store unreachable, every peer confirms BACKUP or is fenced OFF (failsafe): open",
-    "H6": "holding, store unreachable, lease expired, a peer silent: gate closed",
-    "F1": "fencing a peer failed (on_failure = close): gate closed, fence retried",
+    "H6": "holding, store unreachable, lease expired, a peer silent: gate closed; a peer silent on every medium "
+    "for a TTL is fenced without a token",
+    "F1": "fencing a peer failed (on_failure = close): gate closed, holding or not, until a fence succeeds, the "
+    "peer is heard or an operator confirms it off; fence retried",
     "B1": "backup holding a stale lease: open, lease released",
     "B3": "backup, a peer silent (heartbeats and adverts) last claimed the VIP: acquire the lease and fence it "
     "before master-down",
+    "B4": "backup, a silent peer last claimed the VIP and the lease store is unreachable: gate closed, the peer "
+    "fenced without a token after a TTL of silence",
     "B2": "backup: gate open, keepalived decides",
 }
 
@@ -179,6 +187,9 @@ RULES: dict[str, str] = {
 # Rules of a node waiting to preempt a lower-priority holder, and of a holder yielding to it (the handover).
 WAITING = frozenset({"P1", "P2"})
 YIELDING = frozenset({"Y1", "Y2", "Y3"})
+# Rules of a node holding the VIP without a lease store answer: a peer whose last word was one of these held no
+# lease it could renew, so after a TTL of silence none of its is valid (rule 3 for the fences of H6, B4 and F1).
+STORELESS = frozenset({"H4", "H5", "H6"})
 
 
 def _get(pairs: tuple[tuple[str, float], ...], name: str) -> float | None:
@@ -272,19 +283,29 @@ def _may_fence(state: PolicyState, peer: PeerView, cfg: PolicyConfig, now: float
     return heard_back or powered_back or now - asked >= cfg.hold_down
 
 
-def _fence_failed(state: PolicyState, peers: tuple[PeerView, ...]) -> PeerView | None:
-    for peer in peers:
-        asked = _get(state.fence_requested, peer.name)
-        if (
-            asked is not None
-            and peer.fence is not None
-            and peer.fence.outcome is FenceOutcome.FAILED
-            and peer.fence.at >= asked
-            and not peer.alive
-            and peer.name not in state.fenced_off
-        ):
-            return peer
-    return None
+def _fences_failed(state: PolicyState, peers: tuple[PeerView, ...]) -> list[PeerView]:
+    """Peers whose latest fence (asked by this policy) failed and that have not come back since: not heard again,
+    not fenced OFF since (nor confirmed off by an operator). A fence found ineffective (the peer read ON again
+    inside the hold-down) is not a failed one: the lease, not the fence, keeps that peer out (README)."""
+    return [
+        peer
+        for peer in peers
+        if (asked := _get(state.fence_requested, peer.name)) is not None
+        and peer.fence is not None
+        and peer.fence.outcome is FenceOutcome.FAILED
+        and not peer.fence.ineffective
+        and peer.fence.at >= asked
+        and not peer.alive
+        and peer.name not in state.fenced_off
+    ]
+
+
+def _storeless_silent(state: PolicyState, peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
+    """A fence without a token may reach this peer (rule 3): its last word says it held the VIP without a lease
+    store answer (STORELESS), and it has been silent for a lease TTL since, so a lease it may still have had
+    then has run out. A peer last seen with the store (H1…) may still renew a lease it holds: not fenced blind."""
+    since = _get(state.silent_since, peer.name)
+    return peer.alive is False and since is not None and now - since >= cfg.ttl and peer.rule in STORELESS
 
 
 def _expired_while_holding(state: PolicyState, cfg: PolicyConfig, now: float) -> bool:
@@ -319,6 +340,8 @@ def _recent_word(peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
 def _still_off(state: PolicyState, peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
     """Fenced (or read OFF after its last heartbeat), and a power status read within deadtime still says OFF:
     proof enough for the failsafe."""
+    if peer.name in state.fenced_off and peer.fence is not None and peer.fence.by_hand:
+        return True  # an operator confirmed it off (no BMC could): their word stands until it is heard or reads ON
     fresh = peer.power_at is not None and now - peer.power_at <= cfg.deadtime
     return (peer.name in state.fenced_off or _seen_off(peer, cfg, now)) and peer.power is Power.OFF and fresh
 
@@ -329,6 +352,11 @@ def _seen_off(peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
     if peer.power is not Power.OFF or peer.power_at is None or now - peer.power_at > cfg.deadtime:
         return False
     return peer.heard_at is None or peer.power_at > peer.heard_at
+
+
+def _advertising(peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
+    """Its VRRP adverts still arrive here (within 1.5 adverts): keepalived here stays BACKUP by itself."""
+    return peer.adverts_at is not None and now - peer.adverts_at < cfg.cut_after
 
 
 def _ranks_before(prio: int, name: str, other_prio: int, other_name: str) -> bool:
@@ -545,6 +573,31 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
                 actions.append(ReleaseLease())
             where = f"{', '.join(better)} still reaches it" if better else "no peer is heard"
             return out(Gate.CLOSED, "Q1", f"reference quorum lost here and {where}; gate closed")
+
+    # F1 -------------------------------------------------------------------------------------------------
+    # A fence that failed holds, holding or not: the silent peer may have the VIP, and reopening (B2, B3) would
+    # make keepalived here master beside it at every master-down. The gate stays closed until a fence succeeds
+    # (retried with the lease's token, or without one once any lease the peer held has run out), the peer is
+    # heard again, or an operator confirms it off by hand. The lease is kept meanwhile (no B1 release).
+    failed = _fences_failed(state, ev.peers) if cfg.on_fence_failure == "close" else []
+    if failed:
+        token_now = mine and lease.expires_at is not None and now < lease.expires_at - cfg.safety
+        for peer in failed:
+            if token_now:
+                fence(peer, lease.token, "retrying a failed fence: still silent on every heartbeat medium")
+            elif lease.status is LeaseStatus.UNKNOWN and _storeless_silent(state, peer, cfg, now):
+                fence(peer, None, "retrying a failed fence without the lease store: silent for a lease TTL")
+        if lease.status is LeaseStatus.FREE:
+            actions.append(AcquireLease(seed))  # the retry then carries a token
+        first = failed[0]
+        why = first.fence.proof if first.fence is not None and first.fence.proof else "no proof of OFF"
+        names = ", ".join(p.name for p in failed)
+        return out(
+            Gate.CLOSED,
+            "F1",
+            f"fencing {names} failed ({why}); gate closed until a fence succeeds, {names} is heard again or an "
+            f"operator confirms it off (keepalived-arbiter fence NODE confirm-off --yes)",
+        )
 
     # S1 -------------------------------------------------------------------------------------------------
     # Nodes starting together: keepalived alone elects the highest priority, every node's master-down timer
@@ -787,7 +840,6 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         return out(Gate.OPEN, "D3", f"dual master without a lease: this node wins over {names}; they must step down")
 
     if ev.holding:
-        failed = _fence_failed(state, ev.peers)
         # A silent peer may hold the VIP even if its last word was BACKUP: its agent may be stuck while its
         # keepalived, with the gate left open, takes the VIP behind a cut VRRP path. Only fencing bounds that.
         # A peer that stopped cleanly (gates closed, VIPs released, then said so) is not fenced for its silence.
@@ -796,23 +848,9 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         if mine and lease_valid_mine:
             for peer in silent:
                 fence(peer, lease.token, "silent on every heartbeat medium while this node holds the lease")
-            if failed is not None and cfg.on_fence_failure == "close":
-                return out(
-                    Gate.CLOSED,
-                    "F1",
-                    f"fencing {failed.name} failed ({failed.fence.proof if failed.fence else ''}); gate closed",
-                )
             return out(Gate.OPEN, "H1", f"holding the VIP with the lease (token {lease.token})")
         if mine:
             return out(Gate.CLOSED, "H2", "lease not renewed and within the safety margin of expiry; self-demotion")
-        if own_valid and failed is not None and cfg.on_fence_failure == "close":
-            # The store's answer lost or free, the own lease still valid (H3/H4 below): the fence H1 asked for
-            # failed all the same, and its silent peer may hold the VIP for as long as this node keeps it.
-            return out(
-                Gate.CLOSED,
-                "F1",
-                f"fencing {failed.name} failed ({failed.fence.proof if failed.fence else ''}); gate closed",
-            )
         # H3 ------------------------------------------------------------------------------------------------
         if lease.status is LeaseStatus.FREE:
             actions.append(AcquireLease(seed))
@@ -834,6 +872,12 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         confirmed = all(_confirms_backup(state, p) or _still_off(state, p, cfg, now) for p in ev.peers)
         if confirmed:
             return out(Gate.OPEN, "H5", "failsafe: lease store unreachable, every peer confirms it is not master")
+        # Without the store nothing else ends this: fence each peer silent on every medium once any lease it held
+        # has run out (a TTL of silence; the orchestrator adds this node's race delay), and on its confirmed OFF
+        # H5 opens again (the failsafe).
+        for peer in silent:
+            if _storeless_silent(state, peer, cfg, now) and not _advertising(peer, cfg, now):
+                fence(peer, None, "silent on every medium with the lease store unreachable")
         names = ", ".join(p.name for p in ev.peers if not p.alive) or "a peer"
         return out(Gate.CLOSED, "H6", f"lease store unreachable, own lease expired and {names} silent; gate closed")
 
@@ -850,7 +894,7 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         if p.alive is False
         and p.claims_vip
         and p.name not in settled
-        and (p.adverts_at is None or now - p.adverts_at >= cfg.cut_after)
+        and not _advertising(p, cfg, now)
     ]
     if claimants:
         names = ", ".join(p.name for p in claimants)
@@ -861,6 +905,19 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         if lease.status is LeaseStatus.FREE:
             actions.append(AcquireLease(seed))
             return out(Gate.OPEN, "B3", f"{names} silent, last seen holding the VIP: acquiring the lease to fence")
+        if lease.status is LeaseStatus.UNKNOWN:
+            # No store, no token: keepalived here would take the VIP at master-down and H6 would close at once (a
+            # VIP flash every master-down). Stay closed; fence without a token once any lease the claimant held
+            # has run out (the orchestrator adds the race delay); its confirmed OFF settles it and B2 opens.
+            for peer in claimants:
+                if _storeless_silent(state, peer, cfg, now):
+                    fence(peer, None, "silent on every medium, its last word claimed the VIP; lease store unreachable")
+            return out(
+                Gate.CLOSED,
+                "B4",
+                f"{names} silent, last seen holding the VIP, lease store unreachable: gate closed until it is "
+                "fenced OFF without a token (after a lease TTL of silence and the race delay) or heard again",
+            )
 
     # B1 / B2 --------------------------------------------------------------------------------------------
     if mine:
