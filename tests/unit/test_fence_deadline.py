@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 
 from arbiter.model import FenceOutcome
 from fencers.ipmi import IpmiFencer
-from fencers.orchestration import FenceReport, LeaseHolds, Orchestrator
+from fencers.orchestration import FenceReport, Orchestrator
 from fencers.testing import FakeFencer
 
 NODE = "node-b"
@@ -90,7 +91,7 @@ def test_the_lease_is_checked_right_before_the_power_off_and_a_lost_token_sends_
     orch = Orchestrator({NODE: [[bmc]]}, power_timeout=5.0)
     asked: list[tuple[int, int]] = []
 
-    def lease(holds: bool) -> LeaseHolds:
+    def lease(holds: bool) -> Callable[[int], Awaitable[bool]]:
         async def lease_holds(token: int) -> bool:
             asked.append((token, len(bmc.calls)))
             return holds
