@@ -95,17 +95,18 @@ def test_a_bmc_silent_across_the_deadline_gets_no_power_off_after_the_fence_fail
 
         async def fence() -> tuple[FenceReport, float]:
             report = await orch.fence("a", token=3, why="integration test")
-            return report, time.monotonic()
+            reported = time.monotonic()
+            # Timed from the report, inside the loop: asyncio.run would wait for any call still running first.
+            await asyncio.sleep(0.2 * DEADLINE)  # still stopped a while after the report, then it answers again
+            os.kill(fencer.sim_pid, signal.SIGCONT)
+            await asyncio.sleep(2.0 * DEADLINE)  # anything still queued for the BMC, or still trying, lands now
+            return report, reported
 
         started = time.monotonic()
         report, reported = asyncio.run(fence())
         assert fencer.stopped_before_off is not None, "the pre-check did not answer: the scenario did not happen"
         assert report.outcome is FenceOutcome.FAILED, report.reason
         assert reported - started < DEADLINE + 0.5, report.reason
-
-        time.sleep(0.2 * DEADLINE)  # still stopped a while after the report, then the BMC answers again
-        os.kill(fencer.sim_pid, signal.SIGCONT)
-        time.sleep(2.0 * DEADLINE)  # anything still queued for the BMC, or still trying, lands now
 
         new_lines = bmc.bmc.chassis_log_path.read_text()[len(log_before) :]
         assert "set power 0" not in new_lines, f"a power-off arrived after the fence was reported:\n{new_lines}"
