@@ -11,10 +11,18 @@ import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from arbiter.model import FenceOutcome
+import pytest
+
+from arbiter.model import FenceOutcome, Power
+from fencers.agent import AgentFencer
+from fencers.base import FenceError
 from fencers.ipmi import IpmiFencer
 from fencers.orchestration import FenceReport, Orchestrator
+from fencers.ssh import SshFencer
 from fencers.testing import FakeFencer
 
 NODE = "node-b"
@@ -133,3 +141,57 @@ def test_ipmi_waits_for_its_per_bmc_lock_only_as_long_as_the_call_may_take() -> 
         assert time.monotonic() - started < 1.0
     assert ipmi.last_error == "ipmi 127.0.0.1:9 status: not sent: another call to this BMC is still running after 0.1s"
     assert ipmi.worker_pid is None  # nothing was started, nothing sent
+
+
+class _Channel:
+    """Just enough of a paramiko channel for `SshFencer._run_off`: records the command, exits 0 at once."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+        self.status_event = threading.Event()
+        self.status_event.set()
+        self.exit_status = 0
+
+    def exec_command(self, command: str) -> None:
+        self.commands.append(command)
+
+    def recv_ready(self) -> bool:
+        return False
+
+    def recv_stderr_ready(self) -> bool:
+        return False
+
+
+@dataclass
+class _SlowLoginSsh(SshFencer):
+    """The real SSH driver whose login completes only when the test says so (a host that answers late)."""
+
+    logged_in: threading.Event = field(default_factory=threading.Event)
+    channel: _Channel = field(default_factory=_Channel)
+
+    def _open(self, session: Any, until: float) -> Any:
+        self.logged_in.wait(10)
+        return self.channel
+
+
+def test_ssh_never_sends_the_command_once_the_call_was_given_up(tmp_path: Path) -> None:
+    ssh = _SlowLoginSsh("127.0.0.1", 22, "root", tmp_path / "key", tmp_path / "known_hosts", "poweroff", timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(FenceError, match=r"no answer within 0\.2s"):
+        ssh.power_off(NODE)
+    assert time.monotonic() - started < 1.0
+    ssh.logged_in.set()  # the login completes after the caller gave up
+    for thread in [t for t in threading.enumerate() if t.name.startswith("fence: ssh")]:
+        thread.join(2.0)
+    assert ssh.channel.commands == []
+
+
+def test_an_agent_call_is_killed_at_the_time_its_caller_has_left(tmp_path: Path) -> None:
+    agent_file = tmp_path / "fence_slow"
+    agent_file.write_text("#!/bin/sh\ncat >/dev/null\nsleep 30\n")
+    agent_file.chmod(0o755)
+    agent = AgentFencer("fence_slow", {}, None, timeout=10.0, path=str(tmp_path))
+    started = time.monotonic()
+    assert agent.status(NODE, timeout=0.3) is Power.UNKNOWN
+    assert time.monotonic() - started < 2.0  # not the agent's own 10 s
+    assert agent.last_error == "agent fence_slow status: no answer within 0.3s (agent killed)"
