@@ -91,7 +91,7 @@ class _NodeRecord:
     fenced_at: float | None = None  # last OFF proven by a fence, cleared when the node comes back
     fenced_level: int = 1  # the level that proved it OFF then
     report: FenceReport | None = None
-    held: str | None = None  # outcome of the last held-down answer logged in this hold-down: off | unknown
+    held: str | None = None  # outcome of the last held-down answer logged in this hold-down: off | unknown | on
     repeats: int = 0  # held-down answers not logged since (same outcome as `held`)
     running: asyncio.Task[FenceReport] | None = field(default=None, repr=False)
 
@@ -296,18 +296,23 @@ class Orchestrator:
             attempt = self._held_event(record, "unknown", node, 0, "-", "-", token, started, "held-down", "", reason)
             return self._held_report(record, node, FenceOutcome.FAILED, token, reason, "", attempt)
 
-        # ON: the fence did not hold (powered on again by someone, a power restore). Escalate: a new fence.
-        self._new_fence(record)
+        # ON: the fence did not hold (powered on again by someone, a power restore).
         what = (
             f"{node} reads ON again {ago:.1f}s after it was fenced (hold-down {self.hold_down:g}s: not "
             f"power-cycled again through level {record.fenced_level})"
         )
-        attempt = self._event(node, number, driver, devices, token, started, "ineffective", "", what)
-        log.warning("fence of %s ineffective (token %s, %s): %s", node, token, why, what)
         if record.fenced_level >= len(levels):
             reason = f"{what}; no further level"
-            log.error("%s (token %s, %s)", reason, token, why)
-            return FenceReport(node, FenceOutcome.FAILED, token, reason, "", (attempt,), ineffective=True)
+            attempt = self._held_event(
+                record, "on", node, number, driver, devices, token, started, "ineffective", "", reason, logging.ERROR
+            )
+            report = self._held_report(record, node, FenceOutcome.FAILED, token, reason, "", attempt)
+            return replace(report, ineffective=True)
+        # Escalate: a new fence through the levels after the one that did not hold.
+        self._new_fence(record)
+        attempt = self._event(
+            node, number, driver, devices, token, started, "ineffective", "", what, severity=logging.WARNING
+        )
         report = await self._fence(node, token, why, still_wanted, lease_holds, first=record.fenced_level + 1)
         report = replace(
             report, reason=f"{what}; {report.reason}", attempts=(attempt, *report.attempts), ineffective=True
@@ -506,6 +511,7 @@ class Orchestrator:
         result: str,
         proof: str,
         detail: str,
+        severity: int = logging.INFO,
     ) -> FenceAttempt:
         """A held-down answer: logged and emitted the first time in the hold-down and when its outcome changed;
         otherwise only counted."""
@@ -513,7 +519,9 @@ class Orchestrator:
         if quiet:
             record.repeats += 1
         record.held = outcome
-        return self._event(node, level, driver, device, token, started, result, proof, detail, quiet=quiet)
+        return self._event(
+            node, level, driver, device, token, started, result, proof, detail, quiet=quiet, severity=severity
+        )
 
     def _held_report(
         self,
@@ -549,13 +557,15 @@ class Orchestrator:
         detail: str,
         *,
         quiet: bool = False,
+        severity: int = logging.INFO,
     ) -> FenceAttempt:
         attempt = FenceAttempt(
             node, level, driver, device, token, started, self._clock() - started, result, proof, detail
         )
         if quiet:
             return attempt
-        log.info(
+        log.log(
+            severity,
             "fence %s level %d %s (%s): %s in %.3fs token=%s proof=%r %s",
             node,
             level,

@@ -216,3 +216,23 @@ def test_a_new_hold_down_logs_its_first_answer_again() -> None:
     rig.events.clear()
     assert rig.fence(after=1.0).repeats == 0
     assert [e.result for e in rig.events] == ["held-down"]
+
+
+def test_a_node_on_again_with_no_further_level_is_reported_every_time_but_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bmc = FakeFencer(device="bmc-b")
+    rig = Rig([[bmc]])
+    assert rig.fence().off
+    bmc.power[NODE] = Power.ON
+    rig.events.clear()
+    caplog.set_level(logging.INFO, logger="fencers.orchestration")
+    caplog.clear()
+
+    reports = [rig.fence(after=0.1) for _ in range(20)]
+
+    assert all(r.outcome is FenceOutcome.FAILED and r.ineffective for r in reports)
+    assert [r.repeats for r in reports] == list(range(20))
+    assert [e.result for e in rig.events] == ["ineffective"]
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    assert power_offs(bmc) == 1
