@@ -21,7 +21,8 @@ EXIT_INVALID = 2
 
 def _load_checked(path: Path, offline: bool) -> config_mod.Config | None:
     """The config, checked; None after printing every problem (one line each, naming its key) to stderr.
-    Media missing right now (`media_warnings`) are printed as warnings and do not make the config invalid."""
+    Media missing right now (`media_warnings`) and fence levels that cannot read power (`fencing_warnings`) are
+    printed as warnings and do not make the config invalid."""
     try:
         cfg = config_mod.load(path)
         problems = config_mod.check(cfg, offline=offline)
@@ -31,6 +32,8 @@ def _load_checked(path: Path, offline: bool) -> config_mod.Config | None:
         for problem in problems:
             print(problem, file=sys.stderr)
         return None
+    for warning in config_mod.fencing_warnings(cfg):
+        print(f"warning: {warning}", file=sys.stderr)
     if not offline:
         for warning in config_mod.media_warnings(cfg):
             print(f"warning: {warning}", file=sys.stderr)
@@ -57,6 +60,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_INVALID
     where = " (offline: node checks skipped)" if args.offline else ""
+    if blind := len(config_mod.fencing_warnings(cfg)):
+        where += f" ({blind} peer(s) fenced only over SSH: see the warning)"
     if not args.offline and (missing := len(config_mod.media_warnings(cfg))):
         where += f" ({missing} heartbeat medium(s) missing now: the agent runs with them down)"
     print(

@@ -5,6 +5,7 @@ and the error messages an operator sees. Everything is refused, never silently a
 sense on the node itself (secret files present, key files private, interfaces present) live in `node_problems`
 and are skipped by `check-config --offline`. A heartbeat medium missing at this moment (serial device, NIC) is
 not a problem but a warning (`media_warnings`): the agent runs with that medium down and keeps retrying it.
+A peer fenced only over SSH is a warning too (`fencing_warnings`): valid, but it cannot power off a dead host.
 """
 
 from __future__ import annotations
@@ -563,6 +564,25 @@ def media_warnings(cfg: Config) -> list[Problem]:
                 Problem(
                     f"heartbeat.serial[{i}].device",
                     f"no such device {str(line.device)!r}: that medium stays down until it appears",
+                )
+            )
+    return found
+
+
+def fencing_warnings(cfg: Config) -> list[Problem]:
+    """Peers whose every fence level is SSH, which cannot observe power. Valid, but not STONITH: SSH asks a live
+    host to power itself off; a dead or hung host (or one whose sshd or network is down) cannot be powered off
+    that way, and its OFF is then only inferred from silence on every medium for `confirm_ms`."""
+    found: list[Problem] = []
+    for i, peer in enumerate(cfg.peer):
+        if peer.fence and all(isinstance(device, SshFence) for device in peer.fence):
+            found.append(
+                Problem(
+                    f"peer[{i}].fence",
+                    f"every fence level of {peer.name} is SSH, which cannot read power: a dead or hung "
+                    f"{peer.name} cannot be powered off (SSH needs a live host to run the command), and its OFF "
+                    f"rests on silence alone (every medium silent for fencing.confirm_ms {cfg.fencing.confirm_ms} "
+                    f"ms), not on a power reading; add an IPMI or fence-agent level for real STONITH",
                 )
             )
     return found

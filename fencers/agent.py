@@ -62,15 +62,15 @@ class AgentFencer:
     def __repr__(self) -> str:
         return f"AgentFencer({self.device}, timeout={self.timeout:g}s)"
 
-    def power_off(self, target: str) -> None:
-        self._require_success("off")
+    def power_off(self, target: str, timeout: float | None = None) -> None:
+        self._require_success("off", timeout)
 
-    def power_on(self, target: str) -> None:
-        self._require_success("on")
+    def power_on(self, target: str, timeout: float | None = None) -> None:
+        self._require_success("on", timeout)
 
-    def status(self, target: str) -> Power:
+    def status(self, target: str, timeout: float | None = None) -> Power:
         try:
-            code, _ = self._run("status")
+            code, _ = self._run("status", timeout)
         except FenceError:
             return Power.UNKNOWN
         if code == _STATUS_ON:
@@ -83,8 +83,8 @@ class AgentFencer:
         self._require_success("monitor")
         return f"{self.device}: monitor ok"
 
-    def _require_success(self, action: str) -> None:
-        code, _ = self._run(action)
+    def _require_success(self, action: str, timeout: float | None = None) -> None:
+        code, _ = self._run(action, timeout)
         if code != 0:
             raise FenceError(self.last_error or f"{self.device} {action}: exit {code}")
 
@@ -95,13 +95,18 @@ class AgentFencer:
             lines.append(b"password=" + self._password)
         return b"\n".join(lines) + b"\n"
 
-    def _run(self, action: str) -> tuple[int, str]:
-        """Run the agent with `action`; (exit code, stderr). FenceError if it cannot start or outlives the timeout.
+    def _run(self, action: str, timeout: float | None = None) -> tuple[int, str]:
+        """Run the agent with `action`; (exit code, stderr). FenceError if it cannot start or outlives `timeout`
+        (default `self.timeout`; the agent and what it runs are killed then, so nothing more reaches the device).
 
         A non-zero exit sets `last_error` (status 2 aside) but is returned, not raised: what it means depends on
         the action.
         """
         label = f"{self.device} {action}"
+        bound = self.timeout if timeout is None else timeout
+        if bound <= 0:
+            self.last_error = f"{label}: not run: no time left before the deadline"
+            raise FenceError(self.last_error)
         try:
             proc = subprocess.Popen(
                 [self.binary],
@@ -115,10 +120,10 @@ class AgentFencer:
             self.last_error = f"{label}: cannot run {self.binary}: {exc.strerror or exc}"
             raise FenceError(self.last_error) from exc
         try:
-            _, err = proc.communicate(self._stdin(action), timeout=self.timeout)
+            _, err = proc.communicate(self._stdin(action), timeout=bound)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            self.last_error = f"{label}: no answer within {self.timeout:g}s (agent killed)"
+            self.last_error = f"{label}: no answer within {bound:.3g}s (agent killed)"
             raise FenceError(self.last_error) from None
         except BaseException:
             _kill_group(proc)

@@ -2,7 +2,10 @@
 
 Drivers are synchronous (pyghmi, paramiko and subprocess all block); the orchestrator runs them in threads.
 Each driver call is bounded by its own deadline (`within`), because the libraries have none that holds:
-pyghmi can wait forever for a silent BMC, paramiko's `timeout` covers the connect only.
+pyghmi can wait forever for a silent BMC, paramiko's `timeout` covers the connect only. A caller may shorten
+that bound per call (`timeout=`: what is left of a fence level's one deadline); a call past its bound is
+*stopped* by the driver (worker process or agent killed, SSH command never sent), never left running, so
+nothing reaches a device after the caller has given up on it.
 """
 
 from __future__ import annotations
@@ -30,13 +33,15 @@ class Fencer(Protocol):
     # False when the device cannot read power (SSH): OFF must then be proven by another level or by silence.
     observes_power: bool
 
-    def power_off(self, target: str) -> None:
+    # `timeout`: seconds this call may take at most (None: the driver's own timeout); past it the call is stopped.
+
+    def power_off(self, target: str, timeout: float | None = None) -> None:
         """Send power-off; returns once the device accepted (or, for SSH, dispatched) it. Raises FenceError."""
 
-    def power_on(self, target: str) -> None:
+    def power_on(self, target: str, timeout: float | None = None) -> None:
         """Send power-on. Raises FenceError."""
 
-    def status(self, target: str) -> Power:
+    def status(self, target: str, timeout: float | None = None) -> Power:
         """The power state as the device reads it now; UNKNOWN on any failure or timeout. Never raises."""
 
     def check(self, target: str) -> str:

@@ -6,7 +6,10 @@ process: pyghmi has no per-call timeout, retries a silent BMC for 5 to 30 s, and
 across the whole process; a call abandoned on a deadline leaves that session mid-command, and the next call
 queues behind it (measured: up to 9 s after the BMC answers again). So every call runs under
 `fencers.base.within(timeout)`, and a call that misses its deadline kills the worker by PID: the next call starts
-a fresh one (about 0.1 s) and logs in afresh. No thread or socket outlives a hung BMC.
+a fresh one (about 0.1 s) and logs in afresh. No thread or socket outlives a hung BMC. The bound covers the wait
+for the per-BMC lock too, and a caller may shorten it per call (`timeout=`, what is left of a fence's deadline):
+once it has passed the worker is dead, so pyghmi sends nothing more (in particular not the power-off that
+`set_power` sends only after its own status read was answered).
 
 Sessions: inside the worker, pyghmi keeps the session while it is used at least every ~45 s, so the status
 polls that follow a power-off reuse the power-off's login (one round trip each); the first call after a quiet
@@ -65,16 +68,16 @@ class IpmiFencer:
         worker = self._worker
         return worker.pid if worker is not None and worker.poll() is None else None
 
-    def power_off(self, target: str) -> None:
+    def power_off(self, target: str, timeout: float | None = None) -> None:
         """Chassis power off, hard (no OS shutdown); already off is success. Returns once the BMC accepted it."""
-        self._call("off")
+        self._call("off", timeout=timeout)
 
-    def power_on(self, target: str) -> None:
-        self._call("on")
+    def power_on(self, target: str, timeout: float | None = None) -> None:
+        self._call("on", timeout=timeout)
 
-    def status(self, target: str) -> Power:
+    def status(self, target: str, timeout: float | None = None) -> Power:
         try:
-            state = self._call("status")
+            state = self._call("status", timeout=timeout)
         except FenceError:
             return Power.UNKNOWN
         if state == "on":
@@ -98,12 +101,17 @@ class IpmiFencer:
         with self._lock:
             self._stop_worker()
 
-    def _call(self, op: str, what: str | None = None) -> str | None:
-        """Run `op` in the worker within `self.timeout` (starting it if needed); its answer, or FenceError."""
+    def _call(self, op: str, what: str | None = None, timeout: float | None = None) -> str | None:
+        """Run `op` in the worker within `timeout` (default `self.timeout`), the wait for the lock included,
+        starting the worker if needed; its answer, or FenceError."""
         label = f"{self.device} {what or op}"
+        bound = self.timeout if timeout is None else timeout
         started = time.monotonic()
-        if not self._lock.acquire(timeout=self.timeout):
-            self.last_error = f"{label}: another call to this BMC is still running after {self.timeout:g}s"
+        if bound <= 0:
+            self.last_error = f"{label}: not sent: no time left before the deadline"
+            raise FenceError(self.last_error)
+        if not self._lock.acquire(timeout=bound):
+            self.last_error = f"{label}: not sent: another call to this BMC is still running after {bound:.3g}s"
             raise FenceError(self.last_error)
         try:
             if self.worker_pid is None:
@@ -111,13 +119,13 @@ class IpmiFencer:
                 self._worker = self._start_worker(label)
             worker = self._worker
             assert worker is not None
-            remaining = max(0.001, self.timeout - (time.monotonic() - started))
+            remaining = max(0.001, bound - (time.monotonic() - started))
             try:
                 answer = within(remaining, label, lambda: _request(worker, {"op": op}))
             except FenceError as exc:
                 message = str(exc)
                 if worker.poll() is None:  # no answer in time, not a dead worker
-                    message = f"{label}: no answer within {self.timeout:g}s (pyghmi worker {worker.pid} killed)"
+                    message = f"{label}: no answer within {bound:.3g}s (pyghmi worker {worker.pid} killed)"
                 # The worker may hold a session stuck mid-command: never hand it another call.
                 self._stop_worker()
                 raise FenceError(message) from exc

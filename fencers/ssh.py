@@ -13,6 +13,7 @@ node on either.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,21 @@ class _Session:
     client: paramiko.SSHClient | None = None
     sent: bool = False  # the command request was handed to the transport
     finished: bool = False  # the worker reached its own verdict (as opposed to being cut off by the deadline)
+    stopped: bool = False  # the caller gave up at the deadline: the command must not be sent any more
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def may_send(self) -> bool:
+        """Claim the right to send the command; False once the caller gave up (checked and set atomically)."""
+        with self.lock:
+            if not self.stopped:
+                self.sent = True
+            return self.sent
+
+    def stop(self) -> bool:
+        """The caller gives up: no command may be sent after this. True if it was already sent."""
+        with self.lock:
+            self.stopped = True
+            return self.sent
 
     def close(self) -> None:
         if self.client is not None:
@@ -94,28 +110,33 @@ class SshFencer:
     def __post_init__(self) -> None:
         self.device = f"ssh {self.user}@{self.host}:{self.port}"
 
-    def power_off(self, target: str) -> None:
+    def power_off(self, target: str, timeout: float | None = None) -> None:
         """Run the power-off command. Returns once it was dispatched; raises FenceError if it was not.
 
         Exit 0, the session dying (EOF, exit -1) or no answer before the deadline once the command was sent all
         count as dispatched: a working power-off takes the session down with the node. A non-zero exit status
-        reported by the node means the command failed.
+        reported by the node means the command failed. A worker thread still connecting at the deadline never
+        sends the command afterwards (`_Session.stop`).
         """
+        bound = self.timeout if timeout is None else timeout
+        if bound <= 0:
+            raise FenceError(f"{self.device}: power off {target}: not sent: no time left before the deadline")
         session = _Session()
         try:
-            how = within(self.timeout, f"{self.device}: power off {target}", lambda: self._run_off(session))
+            how = within(bound, f"{self.device}: power off {target}", lambda: self._run_off(session, bound))
         except FenceError:
-            if session.finished or not session.sent:
+            sent = session.stop()
+            if session.finished or not sent:
                 raise
-            how = f"no answer within {self.timeout:g}s after the command was sent"
+            how = f"no answer within {bound:.3g}s after the command was sent"
         finally:
             session.close()  # the worker closes its own client; this covers a worker abandoned at the deadline
         log.info("%s: power-off command for %s dispatched (%s); OFF needs another proof", self.device, target, how)
 
-    def power_on(self, target: str) -> None:
+    def power_on(self, target: str, timeout: float | None = None) -> None:
         raise FenceError(f"{self.device}: SSH cannot power a node on; use an IPMI or fence-agent level")
 
-    def status(self, target: str) -> Power:
+    def status(self, target: str, timeout: float | None = None) -> Power:
         """Always UNKNOWN, without touching the network: SSH cannot read power (a login proves only the OS)."""
         return Power.UNKNOWN
 
@@ -127,15 +148,18 @@ class SshFencer:
         finally:
             session.close()
 
-    def _until(self) -> float:
+    def _until(self, timeout: float | None = None) -> float:
         """When a call's own waits end: a little before the hard deadline, so its own, clearer verdict wins."""
-        return time.monotonic() + self.timeout - min(0.5, self.timeout / 10)
+        bound = self.timeout if timeout is None else timeout
+        return time.monotonic() + bound - min(0.5, bound / 10)
 
-    def _run_off(self, session: _Session) -> str:
-        until = self._until()
+    def _run_off(self, session: _Session, timeout: float) -> str:
+        until = self._until(timeout)
         try:
             channel = self._open(session, until)
-            session.sent = True  # set before the request: a node that powers off may never answer it
+            # Claimed before the request: a node that powers off may never answer it.
+            if not session.may_send():
+                raise FenceError(f"{self.device}: logged in after the deadline: power-off command not sent")
             try:
                 channel.exec_command(self.command)
             except (paramiko.SSHException, EOFError, OSError) as exc:
