@@ -86,6 +86,8 @@ KINDS = (
     "split_brain",
     "peer_fenced",
     "fence_failed",
+    "fence_ineffective",
+    "fence_confirmed_off",
     "lease_lost",
     "quorum_lost",
     "quorum_regained",
@@ -104,6 +106,8 @@ SEVERITIES = ("info", "warning", "critical")
 DEFAULT_SEVERITY: Mapping[str, str] = {
     "split_brain": "critical",
     "fence_failed": "critical",
+    "fence_ineffective": "critical",
+    "fence_confirmed_off": "warning",
     "peer_fenced": "warning",
     "lease_lost": "warning",
     "quorum_lost": "warning",

@@ -226,7 +226,25 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-FENCE_ACTIONS = ("status", "check", "off", "on")
+FENCE_ACTIONS = ("status", "check", "off", "on", "confirm-off")
+
+
+def _confirm_off(args: argparse.Namespace) -> int:
+    """`fence NODE confirm-off --yes`: tell the running agent, over its socket, that NODE is off (an operator's
+    word, as Pacemaker's `stonith_admin --confirm`); the agent records who and when, and refuses a node it hears."""
+    import getpass  # noqa: PLC0415
+
+    from arbiter import statusview  # noqa: PLC0415
+
+    who = os.environ.get("SUDO_USER") or getpass.getuser()
+    who = "".join(c if c.isprintable() and not c.isspace() else "_" for c in who)
+    try:
+        answer = statusview.ask(_agent_socket(args), f"CONFIRM-OFF {who} {args.node}")
+    except statusview.StatusError as exc:
+        print(f"fence: {exc}", file=sys.stderr)
+        return 1
+    print(answer.get("message", answer))
+    return EXIT_OK
 
 
 def cmd_fence(args: argparse.Namespace) -> int:
@@ -240,6 +258,15 @@ def cmd_fence(args: argparse.Namespace) -> int:
     if args.action in ("off", "on") and not args.yes:
         print(f"fence: refusing to power {args.action} {args.node} without --yes", file=sys.stderr)
         return 1
+    if args.action == "confirm-off":
+        if not args.yes:
+            print(
+                f"fence: confirm-off tells the agent {args.node} is powered off although no device proved it; "
+                "check it by hand first (a wrong confirmation can cause a split brain), then add --yes",
+                file=sys.stderr,
+            )
+            return 1
+        return _confirm_off(args)
     try:
         cfg = config_mod.load(args.config)
     except config_mod.ConfigError as exc:
@@ -360,12 +387,15 @@ def build_parser() -> argparse.ArgumentParser:
         "fence",
         help="STONITH a peer through its configured levels (status exits 0 on, 2 off, 1 unknown)",
         description="status: power as the first device that can read it says; check: log in to every device "
-        "without touching power; off/on: power the node off (confirmed) or on (need --yes).",
+        "without touching power; off/on: power the node off (confirmed) or on (need --yes); confirm-off: tell "
+        "the running agent that a silent node is off when no device can prove it (needs --yes; recorded with "
+        "who and when; ends the closed gate a failed fence holds).",
     )
     with_config(fence)
     fence.add_argument("node", metavar="NODE", help="a [[peer]] name from the config")
     fence.add_argument("action", choices=FENCE_ACTIONS, metavar="ACTION", help=" | ".join(FENCE_ACTIONS))
-    fence.add_argument("--yes", action="store_true", help="confirm off/on")
+    fence.add_argument("--yes", action="store_true", help="confirm off/on/confirm-off")
+    fence.add_argument("--socket", type=Path, help="the agent's socket, for confirm-off (default: api.socket)")
     fence.set_defaults(func=cmd_fence)
 
     kcheck = sub.add_parser(

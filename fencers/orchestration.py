@@ -85,6 +85,11 @@ class FenceReport:
     def off(self) -> bool:
         return self.outcome is FenceOutcome.OFF
 
+    @property
+    def read_off(self) -> bool:
+        """OFF proven by a power status read made for this fence (not by silence alone, as for SSH)."""
+        return self.off and self.proof.startswith("status OFF read")
+
 
 @dataclass
 class _NodeRecord:

@@ -199,6 +199,7 @@ class Agent:
         self.withheld: dict[str, tuple[str, ...]] = {}  # instance → actions withheld in the last cycle (paused)
         self.notify.add_verb("PAUSE", self._pause_verb, privileged=True)
         self.notify.add_verb("RESUME", self._resume_verb, privileged=True)
+        self.notify.add_verb("CONFIRM-OFF", self._confirm_off_verb, privileged=True)
         self.fifo = e.fifo
         # Another MAC answering ARP for a VIP held here: instance → (MACs, when seen).
         self.arp_claims: dict[str, tuple[frozenset[str], float]] = {}
@@ -587,6 +588,45 @@ class Agent:
         text = f"resumed by {by} (paused by {pause.by} for {paused_for:.0f}s); the policy acts again from this cycle"
         return maintenance.reply(changed=True, pause=None, message=text)
 
+    def _confirm_off_verb(self, words: Sequence[str], at: float) -> str:
+        """`CONFIRM-OFF WHO NODE`: an operator's word that a silent peer is powered off (as Pacemaker's
+        `stonith_admin --confirm`), for when no fence device can prove it. It ends F1's hold and counts as a
+        fence OFF (H5's failsafe included) until the peer is heard again or its BMC reads ON. Refused for a peer
+        that is heard, or whose BMC read ON after its last frame: the word would contradict what is seen."""
+        if len(words) != 2:
+            raise BadRequestError(f"CONFIRM-OFF: expected WHO NODE, got {len(words)} words")
+        by, peer = maintenance.who(words[0], "CONFIRM-OFF"), words[1]
+        if peer not in self.peers:
+            raise BadRequestError(f"CONFIRM-OFF: unknown node {peer[:64]!r}; peers: {', '.join(self.peers)}")
+        if self.heartbeats.alive(peer) is not False:
+            raise BadRequestError(f"CONFIRM-OFF: {peer} is not silent (heard within the deadtime, or not yet judged)")
+        power, power_at = self.power.get(peer, (Power.UNKNOWN, None))
+        newest = self.heartbeats.newest(peer)
+        if power is Power.ON and power_at is not None and (newest is None or power_at > newest.received_at):
+            raise BadRequestError(f"CONFIRM-OFF: {peer}'s BMC read ON {self.clock() - power_at:.1f}s ago")
+        when = datetime.fromtimestamp(self.wall(), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        proof = f"confirmed off by hand by {by} at {when}"
+        self.fence_results[peer] = FenceResult(FenceOutcome.OFF, self.clock(), proof, by_hand=True)
+        self.last_fence[peer] = self.last_fence_any = {
+            "peer": peer,
+            "outcome": FenceOutcome.OFF.value,
+            "token": None,
+            "why": "operator confirmation",
+            "proof": proof,
+            "reason": proof,
+            "by": by,
+            "at": round(self.wall(), 3),
+        }
+        self._emit({"event": "fence", "node": self.node, "peer": peer, "outcome": "off", "proof": proof, "by": by})
+        self.alerts.emit(
+            "fence_confirmed_off",
+            peer=peer,
+            summary=f"{self.node}: {peer} {proof}; it counts as fenced until it is heard again or reads ON",
+            details={"by": by, "at": round(self.wall(), 3)},
+        )
+        self._wake_up("confirm-off")
+        return "OK " + json.dumps({"peer": peer, "by": by, "message": f"{peer} {proof}"}, separators=(",", ":"))
+
     def _held_text(self) -> str:
         return ", ".join(f"{name} {gate.value}" for name, gate in self.held.items())
 
@@ -819,10 +859,14 @@ class Agent:
     async def _fence(self, action: Fence) -> None:
         peer = action.peer
         report = await self.orchestrator.fence(
-            peer, token=action.token, why=action.why, still_wanted=functools.partial(self._still_a_threat, peer)
+            peer,
+            token=action.token,
+            why=action.why,
+            still_wanted=functools.partial(self._still_a_threat, peer),
+            lease_holds=self._lease_holds,
         )
         if not report.off and report.attempts and report.attempts[-1].result == "aborted":
-            # Not a failure: the peer came back as a backup before a device was touched. Nothing to retry.
+            # Not a failure: the peer came back as a backup, or the lease moved on, before a device was touched.
             self.fence_results.pop(peer, None)
             self._emit(
                 {"event": "fence", "node": self.node, "peer": peer, "outcome": "aborted", "reason": report.reason}
@@ -830,23 +874,36 @@ class Agent:
             self._wake_up("fence")
             return
         outcome = FenceOutcome.OFF if report.off else FenceOutcome.FAILED
-        self.fence_results[peer] = FenceResult(outcome, self.clock(), report.proof or report.reason)
-        if report.off:
-            self.power[peer] = (Power.OFF, self.clock())
+        self.fence_results[peer] = FenceResult(
+            outcome, self.clock(), report.proof or report.reason, ineffective=report.ineffective and not report.off
+        )
+        if report.read_off:
+            self.power[peer] = (Power.OFF, self.clock())  # read for this very fence (never on silence alone)
+        self._wake_up("fence")
+        if report.repeats:
+            return  # the same held-down answer again: the orchestrator counts it; one record per fence
         self.metrics.fences.labels(peer, outcome.value).inc()
+        details = {"token": action.token, "why": action.why}
         if report.off:
             self.alerts.emit(
                 "peer_fenced",
                 peer=peer,
                 summary=f"{self.node} fenced {peer}: {report.proof}",
-                details={"token": action.token, "why": action.why, "proof": report.proof},
+                details={**details, "proof": report.proof},
+            )
+        elif report.ineffective:
+            self.alerts.emit(
+                "fence_ineffective",
+                peer=peer,
+                summary=f"{self.node}: {peer} was fenced but reads ON again while still silent: {report.reason}",
+                details={**details, "reason": report.reason},
             )
         else:
             self.alerts.emit(
                 "fence_failed",
                 peer=peer,
                 summary=f"{self.node} could not fence {peer}: {report.reason}",
-                details={"token": action.token, "why": action.why, "reason": report.reason},
+                details={**details, "reason": report.reason},
             )
         self.last_fence[peer] = self.last_fence_any = {
             "peer": peer,
@@ -855,6 +912,7 @@ class Agent:
             "why": action.why,
             "proof": report.proof,
             "reason": report.reason,
+            "ineffective": report.ineffective,
             "at": round(self.wall(), 3),
         }
         self._emit(
@@ -866,9 +924,20 @@ class Agent:
                 "outcome": outcome.value,
                 "proof": report.proof,
                 "reason": report.reason,
+                "ineffective": report.ineffective,
             }
         )
-        self._wake_up("fence")
+
+    async def _lease_holds(self, token: int) -> bool:
+        """Right before a power-off is sent: the store, read again, still names this node as the holder of the
+        lease with `token` (it may have run out, or a store restart given it to the peer, since the fence was
+        asked for). A store that does not answer does not confirm it."""
+        for name, view in self.lease_views.items():
+            if view.token == token:
+                fresh = await self.leases[name].read()
+                self._set_lease(name, fresh)
+                return fresh.status is LeaseStatus.MINE and fresh.token == token
+        return False
 
     def _still_a_threat(self, peer: str) -> bool:
         """Whether a fence asked for is still needed just before a device is touched: the peer is still silent

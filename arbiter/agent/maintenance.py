@@ -107,7 +107,7 @@ class PauseFile:
             os.close(fd)
 
 
-def _who(word: str, verb: str) -> str:
+def who(word: str, verb: str) -> str:
     if len(word) > MAX_WHO or not all(c.isprintable() for c in word):
         raise BadRequestError(f"{verb}: WHO: 1..{MAX_WHO} printable characters without spaces")
     return word
@@ -120,14 +120,14 @@ def parse_pause(words: Sequence[str]) -> tuple[str, str | None]:
     reason = " ".join(words[1:]) or None
     if reason is not None and len(reason) > MAX_REASON:
         raise BadRequestError(f"PAUSE: REASON longer than {MAX_REASON} characters")
-    return _who(words[0], "PAUSE"), reason
+    return who(words[0], "PAUSE"), reason
 
 
 def parse_resume(words: Sequence[str]) -> str:
     """`RESUME WHO`'s words after the verb → who; BadRequestError naming the field."""
     if len(words) != 1:
         raise BadRequestError(f"RESUME: expected WHO, got {len(words)} words")
-    return _who(words[0], "RESUME")
+    return who(words[0], "RESUME")
 
 
 def describe(action: Action) -> str:
