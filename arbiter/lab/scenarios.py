@@ -182,7 +182,7 @@ def _keepalived_crash(lab: Lab, rng: random.Random, timing: Timing, phase: Phase
 
         def heal() -> None:
             lab.timeline.add("heal", "a", "keepalived restarted")
-            topology.start_keepalived(lab.plan, node)
+            lab.reaper.add(topology.start_keepalived(lab.plan, node))
 
         return heal
 
