@@ -35,9 +35,10 @@ class Reaper:
 
     A power-off runs in another process (the BMC's chassis script): it kills them but cannot wait for them. Under
     `lab run` the next subprocess this process spawned reaped them by chance (subprocess reaps dropped children
-    then); under `lab up` nothing runs, and a killed keepalived stayed a zombie whose PID, still in its pid file,
-    kept keepalived from starting again ("daemon is already running"). Only PIDs handed to `add` are waited for:
-    waiting for any child would steal the exit status of a command a `subprocess.run` is waiting for.
+    then); under `lab up` nothing runs, and a killed keepalived stayed a zombie for the life of the lab. keepalived
+    takes a zombie named in its pid file for a running daemon ("daemon is already running"; the power-off also
+    removes the pid files, as a power cut empties /run). Only PIDs handed to `add` are waited for: waiting for any
+    child would steal the exit status of a command a `subprocess.run` is waiting for.
     """
 
     def __init__(self, interval: float = 0.1) -> None:
