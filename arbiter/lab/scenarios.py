@@ -504,7 +504,7 @@ def _fence_claims(lab: Lab, fencer: str, target: str, since: float) -> dict[str,
                     "reason": str(obj.get("reason") or ""),
                 }
             )
-        elif event == "alert" or "fence_ineffective" in text or "fence-ineffective" in text:
+        if event == "alert" or "fence_ineffective" in text or "fence-ineffective" in text:
             alerts.append({"t": round(t - t0, 4), "event": event, "kind": str(obj.get("kind", "")), "line": text})
     reads = [
         {"t": round(t - t0, 4), "what": what}
