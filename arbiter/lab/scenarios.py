@@ -10,17 +10,15 @@ agents' decisions and fences on its timeline and the checker's verdict on how th
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from arbiter.lab import agentconf, agentlog, topology
+from arbiter.lab import agentconf, fenceclaims, topology
 from arbiter.lab.agentlog import AgentRecord
 from arbiter.lab.checker import Verdict, judge, phase_figures
 from arbiter.lab.events import DECISION, FENCE, GATE, NOTE, VIP_DEL, Event
@@ -476,64 +474,20 @@ def _witness_down_isolate(lab: Lab, rng: random.Random, timing: Timing, phase: P
 
 
 def _fence_claims(lab: Lab, fencer: str, target: str, since: float) -> dict[str, Any]:
-    """What `fencer`'s agent said about fencing `target` after `since`, beside what the target's BMC saw: every
-    `fence` line (outcome, proof, reason), every alert line, and every status read the BMC answered (its chassis
-    log: `get power` and the power changes). Times in seconds since the timeline's t0."""
-    t0 = lab.timeline.t0
-    fences: list[dict[str, Any]] = []
-    alerts: list[dict[str, Any]] = []
-    log = Path(lab.plan.node(fencer).dir, agentconf.AGENT_LOG)
-    for line in _lines(log):
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(obj, dict) or not isinstance(obj.get("mono"), int | float):
-            continue
-        t = float(obj["mono"])
-        if t < since:
-            continue
-        event = str(obj.get("event", ""))
-        text = json.dumps(obj, sort_keys=True)
-        if event == "fence" and agentlog.lab_node(str(obj.get("peer", ""))) == target:
-            fences.append(
-                {
-                    "t": round(t - t0, 4),
-                    "outcome": str(obj.get("outcome", "")),
-                    "proof": str(obj.get("proof") or ""),
-                    "reason": str(obj.get("reason") or ""),
-                }
-            )
-        if event == "alert" or "fence_ineffective" in text or "fence-ineffective" in text:
-            alerts.append({"t": round(t - t0, 4), "event": event, "kind": str(obj.get("kind", "")), "line": text})
-    reads = [
-        {"t": round(t - t0, 4), "what": what}
-        for t, what in bmc_chassis_log(lab, target)
-        if t >= since and (what.startswith("get power") or "done, power is" in what)
-    ]
-    return {"fence_lines": fences, "alerts": alerts, "bmc_reads": reads}
-
-
-def bmc_chassis_log(lab: Lab, node: str) -> list[tuple[float, str]]:
-    """(monotonic time, message) per line of `node`'s BMC chassis log (wall-clock stamps moved onto the lab's
-    monotonic clock): `get power: 0|1` for every status read, `set power N: done, power is N` for every change."""
-    found = []
-    for line in _lines(lab.bmcs[node].chassis_log_path):
-        stamp, _, rest = line.partition(" ")
-        message = rest.partition("] ")[2]
-        try:
-            wall = datetime.fromisoformat(stamp).timestamp()
-        except ValueError:
-            continue
-        found.append((wall - lab.wall_minus_mono, message))
+    """What `fencer`'s agent said about fencing `target` after `since`, beside the status reads the target's BMC
+    answered (arbiter.lab.fenceclaims), and how many of its OFF claims no read made since backs."""
+    agent_log = _read_text(Path(lab.plan.node(fencer).dir, agentconf.AGENT_LOG))
+    chassis = fenceclaims.chassis_log(_read_text(lab.bmcs[target].chassis_log_path), lab.wall_minus_mono)
+    found: dict[str, Any] = fenceclaims.claims(agent_log, chassis, target, since, lab.timeline.t0)
+    found["unproven_offs"] = len(fenceclaims.unproven_offs(found, round(since - lab.timeline.t0, 4)))
     return found
 
 
-def _lines(path: Path) -> list[str]:
+def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return path.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return []
+        return ""
 
 
 SCENARIOS: dict[str, Scenario] = {

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from arbiter.lab import agentconf
+from arbiter.lab.fenceclaims import OFF_OUTCOMES, escalations, unproven_offs
 from arbiter.lab.scenarios import Timing, run_scenario
 from arbiter.lab.topology import LabSpec
 
@@ -29,7 +30,6 @@ pytestmark = [
 
 DEADTIME_S = 1.0  # agentconf: deadtime_ms = max(1000, 5 * heartbeat interval), 1 s at these advert intervals
 FENCE_S = 3.0  # an IPMI power-off and its status read in the lab take 0.3 s; margin for a loaded host
-OFF_OUTCOMES = ("off", "already-off", "already_off")
 
 
 def _phases(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -38,23 +38,6 @@ def _phases(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _events(r: dict[str, Any], kind: str, node: str, start: float, end: float = float("inf")) -> list[dict[str, Any]]:
     return [e for e in r["timeline"] if e["kind"] == kind and e["node"] == node and start <= e["t"] < end]
-
-
-def _unproven_offs(claims: dict[str, Any], since: float) -> list[dict[str, Any]]:
-    """Every fence line saying the target is off after `since` with no status read of the target's BMC answering
-    OFF between `since` and the line (the chassis log's `get power: 0`), or whose proof names no read."""
-    reads_off = [x["t"] for x in claims["bmc_reads"] if x["what"] == "get power: 0" and x["t"] > since]
-    return [
-        line
-        for line in claims["fence_lines"]
-        if line["t"] > since
-        and line["outcome"].lower() in OFF_OUTCOMES
-        and (not any(t <= line["t"] + 0.01 for t in reads_off) or "read" not in line["proof"])
-    ]
-
-
-def _escalations(claims: dict[str, Any]) -> list[dict[str, Any]]:
-    return [a for a in claims["alerts"] if "fence_ineffective" in a["line"] or "fence-ineffective" in a["line"]]
 
 
 def test_a_fenced_node_powered_on_again_is_fenced_again_never_taken_for_off() -> None:
@@ -67,13 +50,13 @@ def test_a_fenced_node_powered_on_again_is_fenced_again_never_taken_for_off() ->
     assert [e["detail"] for e in _events(r, "power", "b", 0, on_at)] == ["off"]
 
     # Nothing says b is off on an old proof: every OFF after the power-on rests on a read made since.
-    unproven = _unproven_offs(claims, on_at)
+    unproven = unproven_offs(claims, on_at)
     reads = sorted({x["what"] for x in claims["bmc_reads"] if x["t"] > on_at})
     assert unproven == [], f"{len(unproven)} fence lines say b is off (BMC answered {reads}): {unproven[:3]}"
 
     # b, on and silent, is fenced again (a power-off in the BMC's log) or the fencer escalates.
     refenced = [e for e in _events(r, "power", "b", on_at, heal_at) if e["detail"] == "off"]
-    escalated = _escalations(claims)
+    escalated = escalations(claims)
     assert refenced or escalated, "b powered on and silent: neither fenced again nor a fence_ineffective alert"
 
     # b's agent reaches Redis and sees a's lease: it keeps its gate closed, no second master at any phase.
@@ -93,7 +76,7 @@ def test_witness_down_the_isolated_master_is_fenced_and_the_backup_holds() -> No
     offs = [x for x in claims["fence_lines"] if x["outcome"].lower() in OFF_OUTCOMES and fault_at <= x["t"] < heal_at]
     assert offs, f"b never fenced a: fence lines {claims['fence_lines'][:3]}, power reads {claims['bmc_reads'][:3]}"
     assert "read" in offs[0]["proof"], offs[0]
-    assert _unproven_offs(claims, fault_at) == []
+    assert unproven_offs(claims, fault_at) == []
     assert [e["detail"] for e in _events(r, "power", "a", fault_at, heal_at)] == ["off"]
     race = agentconf.RACE_DELAY_MS["b"] / 1000
     assert offs[0]["t"] - fault_at <= DEADTIME_S + race + FENCE_S, offs[0]
