@@ -73,14 +73,21 @@ def claims(
 
 def unproven_offs(found: dict[str, list[dict[str, Any]]], since: float) -> list[dict[str, Any]]:
     """Every fence line after `since` (seconds since t0) that says the target is off while its BMC answered no
-    status read OFF (`get power: 0`) between `since` and the line, or whose proof names no read."""
-    reads_off = [x["t"] for x in found["bmc_reads"] if x["what"] == "get power: 0" and x["t"] > since]
+    status read OFF (`get power: 0`) after `since` and after the target's last power-on before the line, or whose
+    proof names no read."""
+    reads = found["bmc_reads"]
+
+    def backed(t: float) -> bool:
+        ons = [x["t"] for x in reads if x["what"].endswith("power is 1") and x["t"] <= t]
+        after = max([since, *ons])
+        return any(x["what"] == "get power: 0" and after < x["t"] <= t + CLOCK_SLACK for x in reads)
+
     return [
         line
         for line in found["fence_lines"]
         if line["t"] > since
         and line["outcome"].lower() in OFF_OUTCOMES
-        and (not any(t <= line["t"] + CLOCK_SLACK for t in reads_off) or "read" not in line["proof"])
+        and (not backed(line["t"]) or "read" not in line["proof"])
     ]
 
 

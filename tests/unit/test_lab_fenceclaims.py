@@ -78,3 +78,17 @@ def test_a_fence_ineffective_escalation_is_found_as_an_alert_or_in_a_fence_line(
     f = found(lines, [])
     assert [a["t"] for a in f["alerts"]] == [6.0, 6.1, 6.2]
     assert [a["t"] for a in escalations(f)] == [6.1, 6.2]
+
+
+def test_a_read_from_before_the_power_on_backs_nothing_after_it() -> None:
+    """The read between the scenario's power-on and the BMC switching on still said 0: it proves nothing later."""
+    lines = [fence(POWER_ON + 0.5, "off", reason=HELD)]
+    reads = [bmc(POWER_ON + 0.05, "get power: 0"), bmc(POWER_ON + 0.1, "set power 1: done, power is 1")]
+    assert len(unproven_offs(found(lines, reads), POWER_ON - T0)) == 1
+
+
+def test_a_refence_after_the_power_on_backs_the_claims_after_it() -> None:
+    lines = [fence(POWER_ON + 1.0, "off", reason=HELD), fence(POWER_ON + 3.0, "off")]
+    reads = [bmc(POWER_ON + 0.1, "set power 1: done, power is 1"), bmc(POWER_ON + 2.5, "set power 0: done, power is 0")]
+    reads += [bmc(POWER_ON + 2.9, "get power: 0")]
+    assert [x["t"] for x in unproven_offs(found(lines, reads), POWER_ON - T0)] == [6.0]
