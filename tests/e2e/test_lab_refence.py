@@ -48,21 +48,26 @@ def test_a_fenced_node_powered_on_again_is_fenced_again_never_taken_for_off() ->
     # The set-up: a, the holder, fenced b with a status read before the power-on.
     assert claims["fenced_off_s"] is not None, "a never fenced b: the scenario did not reach its point"
     assert [e["detail"] for e in _events(r, "power", "b", 0, on_at)] == ["off"]
+    problems = []  # every goal is judged, so that one run says all that is wrong
 
     # Nothing says b is off on an old proof: every OFF after the power-on rests on a read made since.
     unproven = unproven_offs(claims, on_at)
     reads = sorted({x["what"] for x in claims["bmc_reads"] if x["t"] > on_at})
-    assert unproven == [], f"{len(unproven)} fence lines say b is off (BMC answered {reads}): {unproven[:3]}"
+    if unproven:
+        problems.append(f"{len(unproven)} fence lines say b is off (its BMC answered {reads}): {unproven[:2]}")
 
     # b, on and silent, is fenced again (a power-off in the BMC's log) or the fencer escalates.
     refenced = [e for e in _events(r, "power", "b", on_at, heal_at) if e["detail"] == "off"]
-    escalated = escalations(claims)
-    assert refenced or escalated, "b powered on and silent: neither fenced again nor a fence_ineffective alert"
+    if not refenced and not escalations(claims):
+        problems.append("b powered on and silent: neither fenced again nor a fence_ineffective alert")
 
     # b's agent reaches Redis and sees a's lease: it keeps its gate closed, no second master at any phase.
     dual = {name: p["dual_master_ms"] for name, p in phases.items()}
-    assert dual["fault"] == 0 and dual["power-on"] == 0 and dual["heal"] == 0, dual
-    assert r["holders_at_end"] == ["a"]
+    if dual["fault"] or dual["power-on"] or dual["heal"]:
+        problems.append(f"dual master (ms per phase): {dual}")
+    if r["holders_at_end"] != ["a"]:
+        problems.append(f"holders at the end: {r['holders_at_end']}")
+    assert not problems, "\n".join(problems)
 
 
 def test_witness_down_the_isolated_master_is_fenced_and_the_backup_holds() -> None:
@@ -71,22 +76,32 @@ def test_witness_down_the_isolated_master_is_fenced_and_the_backup_holds() -> No
     phases = _phases(r)
     fault_at, heal_at = phases["fault"]["from_s"], phases["heal"]["from_s"]
     timing = Timing.of(LabSpec(arbiter=True))
+    race = agentconf.RACE_DELAY_MS["b"] / 1000
+    problems = []  # every goal is judged, so that one run says all that is wrong
 
     # b fenced a with a status read as proof, after the deadtime and its race delay.
     offs = [x for x in claims["fence_lines"] if x["outcome"].lower() in OFF_OUTCOMES and fault_at <= x["t"] < heal_at]
-    assert offs, f"b never fenced a: fence lines {claims['fence_lines'][:3]}, power reads {claims['bmc_reads'][:3]}"
-    assert "read" in offs[0]["proof"], offs[0]
-    assert unproven_offs(claims, fault_at) == []
-    assert [e["detail"] for e in _events(r, "power", "a", fault_at, heal_at)] == ["off"]
-    race = agentconf.RACE_DELAY_MS["b"] / 1000
-    assert offs[0]["t"] - fault_at <= DEADTIME_S + race + FENCE_S, offs[0]
+    if not offs:
+        problems.append(f"b never fenced a: fence lines {claims['fence_lines'][:3]}")
+    elif offs[0]["t"] - fault_at > DEADTIME_S + race + FENCE_S:
+        problems.append(f"b fenced a {offs[0]['t'] - fault_at:.1f} s after the isolation: {offs[0]}")
+    if unproven_offs(claims, fault_at):
+        problems.append(f"OFF claims with no status read OFF: {unproven_offs(claims, fault_at)[:2]}")
+    powered = [e["detail"] for e in _events(r, "power", "a", fault_at, heal_at)]
+    if powered != ["off"]:
+        problems.append(f"a's BMC power changes during the fault: {powered}")
 
     # b takes the VIP once and holds it to the end of the fault: no flash every master-down.
     adds = _events(r, "vip-add", "b", fault_at, heal_at)
     dels = _events(r, "vip-del", "b", fault_at, heal_at)
-    assert len(adds) == 1, f"b added the VIP {len(adds)} times during the fault: {[e['t'] for e in adds]}"
-    assert not [e for e in dels if e["t"] > adds[0]["t"]], dels
+    if len(adds) != 1:
+        problems.append(f"b added the VIP {len(adds)} times during the fault: {[e['t'] for e in adds]}")
+    if not adds or [e for e in dels if e["t"] > adds[-1]["t"]]:
+        problems.append(f"b does not hold the VIP at the end of the fault: adds {len(adds)}, removals {len(dels)}")
     # A master again within deadtime + race delay + fence + master-down (plus a second for a loaded host).
     bound = DEADTIME_S + race + FENCE_S + timing.master_down + 1.0
-    assert adds[0]["t"] - fault_at <= bound, (adds[0]["t"] - fault_at, bound)
-    assert phases["fault"]["dual_master_ms"] == 0
+    if adds and adds[0]["t"] - fault_at > bound:
+        problems.append(f"b took the VIP {adds[0]['t'] - fault_at:.1f} s after the isolation (bound {bound:.1f} s)")
+    if phases["fault"]["dual_master_ms"]:
+        problems.append(f"dual master during the fault: {phases['fault']['dual_master_ms']} ms")
+    assert not problems, "\n".join(problems)
