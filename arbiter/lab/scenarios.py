@@ -419,8 +419,9 @@ def _refence_after_power_on(lab: Lab, rng: random.Random, timing: Timing, phase:
     Ethernet heartbeats dropped at both nodes, every serial cable cut; Redis, the reference and the BMCs stay
     reachable), so a, the holder, fences b; power-on: once b is off, b is powered on again through its BMC, still
     cut off (its nftables rules stay in its namespace, the cable stays cut), and watched for the observation
-    window (two master-down intervals, a lease TTL, margin) and one more master-down interval; heal: the cut undone. Keepalived alone has nobody to fence b: the scenario
-    notes it and powers b on anyway (a no-op on a node that is on)."""
+    window (two master-down intervals, a lease TTL, margin) and one more master-down interval; heal: the cut
+    undone. Keepalived alone has nobody to fence b: the scenario notes it and powers b on anyway (a no-op on a
+    node that is on)."""
     _converge(lab, timing, phase)
     _after_advert(lab, rng, timing)
     phase.fault_at = _mark(lab, phase, "fault")
