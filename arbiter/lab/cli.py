@@ -137,7 +137,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     verb = args.lab_command
     if verb == "list":
         for s in scenarios.SCENARIOS.values():
-            print(f"{s.name:20} {s.summary}")
+            print(f"{s.name:24} {s.summary}")
         return 0
     if verb == "compare":
         from arbiter.lab.compare import compare  # noqa: PLC0415

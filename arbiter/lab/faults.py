@@ -33,6 +33,7 @@ class Faults:
 
     plan: LabPlan
     timeline: Timeline
+    started: Callable[[int], None] = lambda pid: None  # told the PID of each daemon a heal starts (lab.Reaper)
 
     def _mark(self, node: str, what: str) -> Callable[[], None]:
         self.timeline.add(FAULT, node, what)
@@ -129,7 +130,7 @@ class Faults:
                 py.unlink(missing_ok=True)
 
         def heal() -> None:
-            topology.start_serial(self.plan, x, y)
+            self.started(topology.start_serial(self.plan, x, y))
 
         return heal
 
@@ -153,7 +154,7 @@ class Faults:
             topology.wait_for(lambda: netns.gone(pid), 5, "redis-server to exit")
 
         def heal() -> None:
-            topology.start_redis(self.plan)
+            self.started(topology.start_redis(self.plan))
 
         return _chain([heal], self._mark("", "redis-stop"))
 
@@ -164,7 +165,7 @@ class Faults:
         if pid is not None:
             netns.kill_pids([pid], signal.SIGKILL)
             topology.wait_for(lambda: netns.gone(pid), 5, "redis-server to exit")
-        topology.start_redis(self.plan)
+        self.started(topology.start_redis(self.plan))
 
     # --- processes -------------------------------------------------------------------------------------
 

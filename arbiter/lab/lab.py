@@ -6,6 +6,7 @@ import os
 import select
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,72 @@ def require_root() -> None:
         raise LabError("the lab needs root (network namespaces, nftables, raw sockets): run it as root")
 
 
+class Reaper:
+    """Waits for the daemons this process started for the lab (keepalived, sshd, the agent, redis, socat) as soon
+    as they exit, from a thread of its own.
+
+    A power-off runs in another process (the BMC's chassis script): it kills them but cannot wait for them. Under
+    `lab run` the next subprocess this process spawned reaped them by chance (subprocess reaps dropped children
+    then); under `lab up` nothing runs, and a killed keepalived stayed a zombie for the life of the lab. keepalived
+    takes a zombie named in its pid file for a running daemon ("daemon is already running"; the power-off also
+    removes the pid files, as a power cut empties /run). Only PIDs handed to `add` are waited for: waiting for any
+    child would steal the exit status of a command a `subprocess.run` is waiting for.
+    """
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self._pids: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, *pids: int | None) -> None:
+        with self._lock:
+            self._pids.update(p for p in pids if p is not None)
+
+    def pending(self) -> set[int]:
+        with self._lock:
+            return set(self._pids)
+
+    def reap(self) -> list[int]:
+        """Wait (without blocking) for every PID added; returns those that exited now."""
+        done = []
+        for pid in self.pending():
+            try:
+                exited = os.waitpid(pid, os.WNOHANG)[0] == pid
+            except ChildProcessError:  # reaped elsewhere (netns.gone, subprocess), or not our child
+                exited = False
+                with self._lock:
+                    self._pids.discard(pid)
+            if exited:
+                done.append(pid)
+                with self._lock:
+                    self._pids.discard(pid)
+        return done
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="lab-reaper", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread, then wait up to `timeout` for what is still pending (the teardown killed it all)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        deadline = time.monotonic() + timeout
+        while self.reap() or self.pending():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.reap()
+
+
 class Lab:
     """Context manager: `with Lab(LabSpec()) as lab: ...`."""
 
@@ -38,7 +105,8 @@ class Lab:
         self.boot = [n.name for n in self.plan.nodes] if boot is None else [self.plan.node(n).name for n in boot]
         self.started_at: float | None = None  # the first keepalived start: the checker judges from here
         self.timeline = Timeline()
-        self.faults = Faults(self.plan, self.timeline)
+        self.reaper = Reaper()
+        self.faults = Faults(self.plan, self.timeline, started=self.reaper.add)
         self.recorder = Recorder()
         self.bmcs: dict[str, Bmc] = {}
         self._old_sigterm: object = None
@@ -73,9 +141,10 @@ class Lab:
         topology.build_network(plan)
         topology.write_ssh_material(plan)
         agentconf.write_agent_files(plan)
-        topology.start_redis(plan)
+        self.reaper.start()
+        self.reaper.add(topology.start_redis(plan))
         for x, y, _, _ in topology.serial_links(plan):
-            topology.start_serial(plan, x, y)
+            self.reaper.add(topology.start_serial(plan, x, y))
         for node in plan.nodes:
             bmc = Bmc(bmc_spec(plan, node.name))
             bmc.start()
@@ -87,7 +156,7 @@ class Lab:
         self.started_at = time.monotonic()
         for node in plan.nodes:
             if node.name in self.boot:
-                topology.start_node_processes(plan, node)
+                self.reaper.add(*topology.start_node_processes(plan, node))
         arbiter = " with the arbiter" if plan.spec.arbiter else ""
         self.timeline.add(NOTE, "", f"lab {plan.prefix} up: {len(plan.nodes)} nodes{arbiter}")
 
@@ -125,6 +194,7 @@ class Lab:
             topology.teardown(self.plan)
         except LabError as exc:
             errors.append(str(exc))
+        self.reaper.stop()
         if self._old_sigterm is not None:
             signal.signal(signal.SIGTERM, self._old_sigterm)  # type: ignore[arg-type]
             self._old_sigterm = None
@@ -253,6 +323,7 @@ class Lab:
             topology.wait_for(lambda: netns.gone(old), 5, f"the agent of node {node} to exit after SIGKILL")
         exited = time.monotonic()
         proc = topology.start_on_boot(self.plan.node(node))
+        self.reaper.add(None if proc is None else proc.pid)
         try:
             new = self.wait_agent_started(node, old)
         except LabError as exc:
@@ -272,7 +343,7 @@ class Lab:
         self.timeline.add(FAULT, node, f"keepalived restart (SIGTERM to {old})")
         netns.kill_pids([old], signal.SIGTERM)
         topology.wait_for(lambda: all(netns.gone(p) for p in pids), 10, f"keepalived of node {node} to exit")
-        topology.start_keepalived(self.plan, plan_node)
+        self.reaper.add(topology.start_keepalived(self.plan, plan_node))
 
         def started() -> bool:
             pid, child = topology.keepalived_pid(plan_node), topology.vrrp_pid(plan_node)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from arbiter.lab import topology
+from arbiter.lab import agentconf, fenceclaims, topology
 from arbiter.lab.agentlog import AgentRecord
 from arbiter.lab.checker import Verdict, judge, phase_figures
 from arbiter.lab.events import DECISION, FENCE, GATE, NOTE, VIP_DEL, Event
@@ -180,7 +180,7 @@ def _keepalived_crash(lab: Lab, rng: random.Random, timing: Timing, phase: Phase
 
         def heal() -> None:
             lab.timeline.add("heal", "a", "keepalived restarted")
-            topology.start_keepalived(lab.plan, node)
+            lab.reaper.add(topology.start_keepalived(lab.plan, node))
 
         return heal
 
@@ -384,6 +384,113 @@ def _heal_preempt(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) ->
     time.sleep(timing.observe)
 
 
+# --- fencing that never claims more than it saw (issue 13) -------------------------------------------------
+
+
+def _cut_every_medium(lab: Lab) -> Heal:
+    """Every heartbeat medium between the nodes cut: VRRP and the Ethernet heartbeats dropped at every node (the
+    rules stay in each namespace across a power cycle), every serial cable cut. Redis, the reference and the BMCs
+    stay reachable."""
+    heals = [lab.faults.heartbeat_cut(None), lab.faults.serial_cut()]
+
+    def heal() -> None:
+        for undo in reversed(heals):
+            undo()
+
+    return heal
+
+
+def _wait_power(lab: Lab, node: str, powered: bool, timeout: float) -> float | None:
+    """Monotonic time at which `node` was seen powered `powered` (None: not within timeout)."""
+    deadline = time.monotonic() + timeout
+    plan_node = lab.plan.node(node)
+    while time.monotonic() < deadline:
+        if topology.node_powered(plan_node) is powered:
+            return time.monotonic()
+        time.sleep(0.05)
+    return None
+
+
+def _refence_after_power_on(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    """A fenced node powered on again while still cut off must be fenced again (or the fencer escalates), and
+    never be taken for off on an old proof.
+
+    Phases: steady (a holds the VIP and the lease); fault: every heartbeat medium between a and b cut (VRRP and
+    Ethernet heartbeats dropped at both nodes, every serial cable cut; Redis, the reference and the BMCs stay
+    reachable), so a, the holder, fences b; power-on: once b is off, b is powered on again through its BMC, still
+    cut off (its nftables rules stay in its namespace, the cable stays cut), and watched for the observation
+    window (two master-down intervals, a lease TTL, margin) and one more master-down interval; heal: the cut
+    undone. Keepalived alone has nobody to fence b: the scenario notes it and powers b on anyway (a no-op on a
+    node that is on)."""
+    _converge(lab, timing, phase)
+    _after_advert(lab, rng, timing)
+    phase.fault_at = _mark(lab, phase, "fault")
+    heal = _cut_every_medium(lab)
+    off_at = _wait_power(lab, "b", False, timing.observe + 10)
+    if off_at is None:
+        lab.timeline.add(NOTE, "b", "not powered off (nobody fenced it) before the power-on")
+    else:
+        lab.timeline.add(NOTE, "b", f"off {off_at - phase.fault_at:.1f} s after the cut")
+        time.sleep(1.0)  # the fencer has recorded its fence
+    on_at = _mark(lab, phase, "power-on")
+    old = lab.agent_pid("b") if lab.plan.spec.arbiter else None
+    lab.power("b", "on")
+    if lab.plan.spec.arbiter:
+        try:
+            lab.wait_agent_started("b", old)
+        except LabError as exc:
+            lab.timeline.add(NOTE, "b", f"no agent after the power-on: {exc}")
+    phase.figures["refence"] = {
+        "fenced_off_s": None if off_at is None else round(off_at - lab.timeline.t0, 4),
+        "power_on_s": round(on_at - lab.timeline.t0, 4),
+    }
+    time.sleep(timing.observe + timing.master_down)
+    phase.heal_at = _mark(lab, phase, "heal")
+    heal()
+    time.sleep(timing.observe)
+    phase.figures["refence"].update(_fence_claims(lab, "a", "b", on_at))
+
+
+def _witness_down_isolate(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    """With the witness down, a master cut off from everything must be fenced by the node that can still reach
+    the reference and the master's BMC, which then holds the VIP (the failsafe), without a VIP flash loop.
+
+    Phases: steady (a holds); witness-down: Redis (the lease witness) stopped, for a lease TTL and a second; fault:
+    a isolated (every NIC drops all IP and ARP, every serial cable cut: no VRRP, heartbeat, reference, Redis or
+    client), its BMC still reachable from b over the management network; watched for the deadtime, b's race delay,
+    a fence and a master-down interval, with margin; heal: a's cut undone, Redis started again (empty)."""
+    _converge(lab, timing, phase)
+    _mark(lab, phase, "witness-down")
+    heal_redis = lab.faults.redis_stop()
+    time.sleep(ARBITER_SETTLE + 1.0)
+    _after_advert(lab, rng, timing)
+    phase.fault_at = _mark(lab, phase, "fault")
+    heal_isolate = lab.faults.isolate("a")
+    time.sleep(timing.observe + agentconf.RACE_DELAY_MS["b"] / 1000 + timing.master_down)
+    phase.heal_at = _mark(lab, phase, "heal")
+    heal_isolate()
+    heal_redis()
+    time.sleep(timing.observe)
+    phase.figures["witness_down"] = _fence_claims(lab, "b", "a", phase.fault_at)
+
+
+def _fence_claims(lab: Lab, fencer: str, target: str, since: float) -> dict[str, Any]:
+    """What `fencer`'s agent said about fencing `target` after `since`, beside the status reads the target's BMC
+    answered (arbiter.lab.fenceclaims), and how many of its OFF claims no read made since backs."""
+    agent_log = _read_text(Path(lab.plan.node(fencer).dir, agentconf.AGENT_LOG))
+    chassis = fenceclaims.chassis_log(_read_text(lab.bmcs[target].chassis_log_path), lab.wall_minus_mono)
+    found: dict[str, Any] = fenceclaims.claims(agent_log, chassis, target, since, lab.timeline.t0)
+    found["unproven_offs"] = len(fenceclaims.unproven_offs(found, round(since - lab.timeline.t0, 4)))
+    return found
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -461,6 +568,16 @@ SCENARIOS: dict[str, Scenario] = {
             asked_moves=2,
             handovers=("heal",),
             three_nodes=True,
+        ),
+        Scenario(
+            "refence-after-power-on",
+            "every heartbeat medium cut, a fences b; b powered on again still cut off; then heal",
+            _refence_after_power_on,
+        ),
+        Scenario(
+            "witness-down-isolate",
+            "Redis stopped, then the master cut off from everything (its BMC reachable); then heal",
+            _witness_down_isolate,
         ),
         Scenario(
             "dual-instance",

@@ -511,9 +511,10 @@ def power_on_node(plan: LabPlan, name: str) -> None:
 ON_BOOT = "on-boot"
 
 
-def start_node_processes(plan: LabPlan, node: NodePlan) -> None:
+def start_node_processes(plan: LabPlan, node: NodePlan) -> list[int]:
     """What a node runs when it boots: sshd, keepalived, then the `on-boot` script (the arbiter's agent, when the
-    lab has one), inside the node's namespace so that a power-off kills it with the rest."""
+    lab has one), inside the node's namespace so that a power-off kills it with the rest. Returns their PIDs: the
+    caller's children, for it to wait for (lab.Reaper)."""
     hook = Path(node.dir, ON_BOOT)
     if hook.exists():
         # keepalived's init_file (1: closed) rewrites the gates when it starts; the script waits for that, so
@@ -521,9 +522,9 @@ def start_node_processes(plan: LabPlan, node: NodePlan) -> None:
         # must not count.
         for name in instance_names(plan):
             gate_path(node, name).unlink(missing_ok=True)
-    start_sshd(node)
-    start_keepalived(plan, node)
-    start_on_boot(node)
+    pids = [start_sshd(node), start_keepalived(plan, node)]
+    agent = start_on_boot(node)
+    return pids if agent is None else [*pids, agent.pid]
 
 
 def start_on_boot(node: NodePlan) -> subprocess.Popen[bytes] | None:

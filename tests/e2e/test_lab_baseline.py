@@ -106,5 +106,7 @@ def test_every_scenario_has_a_test() -> None:
         # the transitions of issue 12, with the arbiter in tests/e2e/test_lab_transitions.py
         "cold-start", "staggered-start", "agent-restart-master", "agent-restart-backup", "rolling-upgrade",
         "keepalived-restart", "return-preempt", "heal-preempt",
+        # fencing claims (issue 13), with the arbiter in tests/e2e/test_lab_refence.py
+        "refence-after-power-on", "witness-down-isolate",
     }  # fmt: skip
     assert covered == set(SCENARIOS)
