@@ -106,7 +106,7 @@ SEVERITIES = ("info", "warning", "critical")
 DEFAULT_SEVERITY: Mapping[str, str] = {
     "split_brain": "critical",
     "fence_failed": "critical",
-    "fence_ineffective": "critical",
+    "fence_ineffective": "warning",
     "fence_confirmed_off": "warning",
     "peer_fenced": "warning",
     "lease_lost": "warning",

@@ -258,6 +258,9 @@ class PolicyState:
     fence_requested: tuple[tuple[str, float], ...] = ()
     # Peers whose OFF was confirmed since they were last heard; holding on that proof is allowed.
     fenced_off: frozenset[str] = field(default_factory=frozenset)
+    # Peers whose fence failed and that have not come back since (heard, fenced OFF, confirmed off by hand): F1
+    # holds the gate closed while one is here, also while its retry runs.
+    fence_failing: frozenset[str] = field(default_factory=frozenset)
     was_holding: bool = False
     holding_since: float | None = None  # when keepalived last took the VIP here
     # Preemption handover, on the holder: the higher-priority peer this node yields to (Y1), since when, whether

@@ -216,7 +216,7 @@ def _remember(prev: PolicyState, ev: Evidence, cfg: PolicyConfig, now: float) ->
     if ev.lease.status is LeaseStatus.PEER or (maybe_until is not None and now >= maybe_until and not ev.holding):
         maybe_until = None  # another node holds it now, or it ran out while this node held no VIP
     silent, dual, requested = prev.silent_since, prev.dual_since, prev.fence_requested
-    fenced = set(prev.fenced_off)
+    fenced, failing = set(prev.fenced_off), set(prev.fence_failing)
     for peer in ev.peers:
         if peer.alive:
             silent = _put(silent, peer.name, None)
@@ -236,6 +236,17 @@ def _remember(prev: PolicyState, ev: Evidence, cfg: PolicyConfig, now: float) ->
             fenced.add(peer.name)
         if fence is not None and peer.power is Power.ON and (peer.power_at or -1.0) > fence.at:
             fenced.discard(peer.name)  # powered on again (by an operator) since the fence
+        asked = _get(prev.fence_requested, peer.name)
+        if peer.alive or peer.name in fenced or (fence is not None and fence.outcome is FenceOutcome.OFF):
+            failing.discard(peer.name)
+        elif (
+            fence is not None
+            and fence.outcome is FenceOutcome.FAILED
+            and not fence.ineffective
+            and asked is not None
+            and fence.at >= asked
+        ):
+            failing.add(peer.name)
     since = (prev.holding_since if prev.was_holding else now) if ev.holding else None
     yield_to, yield_since, spent, yielded_at = prev.yield_to, prev.yield_since, prev.yield_spent, prev.yielded_at
     ready_since = prev.ready_since
@@ -255,6 +266,7 @@ def _remember(prev: PolicyState, ev: Evidence, cfg: PolicyConfig, now: float) ->
         dual_since=dual,
         fence_requested=requested,
         fenced_off=frozenset(fenced),
+        fence_failing=frozenset(failing),
         yield_to=yield_to,
         yield_since=yield_since,
         yield_spent=spent,
@@ -284,20 +296,23 @@ def _may_fence(state: PolicyState, peer: PeerView, cfg: PolicyConfig, now: float
 
 
 def _fences_failed(state: PolicyState, peers: tuple[PeerView, ...]) -> list[PeerView]:
-    """Peers whose latest fence (asked by this policy) failed and that have not come back since: not heard again,
-    not fenced OFF since (nor confirmed off by an operator). A fence found ineffective (the peer read ON again
-    inside the hold-down) is not a failed one: the lease, not the fence, keeps that peer out (README)."""
-    return [
-        peer
-        for peer in peers
-        if (asked := _get(state.fence_requested, peer.name)) is not None
-        and peer.fence is not None
-        and peer.fence.outcome is FenceOutcome.FAILED
-        and not peer.fence.ineffective
-        and peer.fence.at >= asked
-        and not peer.alive
-        and peer.name not in state.fenced_off
-    ]
+    """Peers whose fence (asked by this policy) failed and that have not come back since (`fence_failing`): not
+    heard again, not fenced OFF since (nor confirmed off by an operator). A fence found ineffective (the peer read
+    ON again inside the hold-down) is not a failed one: the lease, not the fence, keeps that peer out (README)."""
+    return [peer for peer in peers if peer.name in state.fence_failing]
+
+
+def _powered_on_unheard(peer: PeerView) -> bool:
+    """Fenced OFF (or found ON again inside the hold-down), its BMC read ON since and not heard since: powered on
+    by someone, booting or cut off. Its silence alone is no reason to power it off again (a booting node is
+    silent until its agent runs, and that agent keeps its gate closed while it sees this node's lease or hears
+    nobody): it is fenced again only on a sign that it holds the VIP (its VRRP adverts: only a master sends
+    them). It no longer counts as OFF anywhere (`_remember` drops it from fenced_off on that read)."""
+    result = peer.fence
+    if result is None or not (result.outcome is FenceOutcome.OFF or result.ineffective):
+        return False
+    powered = peer.power is Power.ON and peer.power_at is not None and peer.power_at > result.at
+    return powered and (peer.heard_at is None or peer.heard_at <= result.at)
 
 
 def _storeless_silent(state: PolicyState, peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
@@ -524,6 +539,8 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
 
     def fence(peer: PeerView, token: int | None, why: str) -> None:
         nonlocal state
+        if _powered_on_unheard(peer) and not _advertising(peer, cfg, now):
+            return  # booting after its fence: the lease keeps it out; only a sign it holds the VIP escalates
         if _may_fence(state, peer, cfg, now):
             actions.append(Fence(peer.name, token, why))
             state = replace(state, fence_requested=_put(state.fence_requested, peer.name, now))
@@ -589,13 +606,12 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
                 fence(peer, None, "retrying a failed fence without the lease store: silent for a lease TTL")
         if lease.status is LeaseStatus.FREE:
             actions.append(AcquireLease(seed))  # the retry then carries a token
-        first = failed[0]
-        why = first.fence.proof if first.fence is not None and first.fence.proof else "no proof of OFF"
+        said = failed[0].fence.proof if failed[0].fence is not None and failed[0].fence.proof else "no proof of OFF"
         names = ", ".join(p.name for p in failed)
         return out(
             Gate.CLOSED,
             "F1",
-            f"fencing {names} failed ({why}); gate closed until a fence succeeds, {names} is heard again or an "
+            f"fencing {names} failed ({said}); gate closed until a fence succeeds, {names} is heard again or an "
             f"operator confirms it off (keepalived-arbiter fence NODE confirm-off --yes)",
         )
 
@@ -891,10 +907,7 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
     claimants = [
         p
         for p in ev.peers
-        if p.alive is False
-        and p.claims_vip
-        and p.name not in settled
-        and not _advertising(p, cfg, now)
+        if p.alive is False and p.claims_vip and p.name not in settled and not _advertising(p, cfg, now)
     ]
     if claimants:
         names = ", ".join(p.name for p in claimants)

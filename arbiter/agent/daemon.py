@@ -1002,7 +1002,8 @@ class Agent:
 
     async def _power_loop(self) -> None:
         """Re-read the BMC of every peer this node counts as fenced OFF: an operator may power it on."""
-        async for _ in deadline_ticks(POWER_READ_INTERVAL):
+        # Fresh enough for H5's failsafe, which trusts an OFF read at most a deadtime old.
+        async for _ in deadline_ticks(min(POWER_READ_INTERVAL, self.cfg.heartbeat.deadtime_ms / 2000)):
             fenced = {peer for state in self.state.values() for peer in state.fenced_off}
             for peer in fenced:
                 self._spawn(f"power:{peer}", self._read_power(peer))
@@ -1029,7 +1030,24 @@ class Agent:
             self.power[peer] = (power, self.clock())
             if power is not previous:
                 self._emit({"event": "power", "node": self.node, "peer": peer, "power": power.value})
+                if power is Power.ON:
+                    self._powered_on_while_fenced(peer)
                 self._wake_up("power")
+
+    def _powered_on_while_fenced(self, peer: str) -> None:
+        """A peer this node fenced OFF reads ON again while still silent: someone powered it on, or the fence did
+        not hold. Said at once (event and alert); the policy no longer counts it OFF, and fences it again only
+        on a sign that it holds the VIP (README, "When a fenced node comes back")."""
+        result = self.fence_results.get(peer)
+        if result is None or result.outcome is not FenceOutcome.OFF or self.heartbeats.alive(peer) is not False:
+            return
+        ago = self.clock() - result.at
+        summary = (
+            f"{self.node}: {peer}, fenced OFF {ago:.1f}s ago ({result.proof}), reads ON again while still silent; "
+            "not counted OFF any more, fenced again if it shows it holds the VIP"
+        )
+        self._emit({"event": "fence-ineffective", "node": self.node, "peer": peer, "summary": summary})
+        self.alerts.emit("fence_ineffective", peer=peer, summary=summary, details={"fenced_s_ago": round(ago, 3)})
 
     async def _arp_loop(self) -> None:
         """While a VIP is up here, ask who else answers ARP for it: another MAC is a split brain on the wire."""

@@ -534,15 +534,20 @@ def test_decide_is_pure_same_inputs_same_decision() -> None:
     assert run(e, prev=holding(NOW)) == run(e, prev=holding(NOW))
 
 
-def test_fenced_peer_powered_back_on_while_cut_off_is_fenced_again() -> None:
+def test_fenced_peer_powered_back_on_while_cut_off_is_fenced_again_when_it_advertises() -> None:
     e = ev(state=M, lease=mine(3), peers=(peer(alive=False, heard_at=NOW - 2),))
     d = run(e, prev=holding())
     off = FenceResult(FenceOutcome.OFF, NOW + 0.5)
     d = run(replace(e, peers=(peer(alive=False, heard_at=NOW - 2, fence=off),)), prev=d.state, now=NOW + 0.6)
     assert "b" in d.state.fenced_off
-    # Within the hold-down, but its BMC now reads ON and it is still silent: its keepalived may hold the VIP.
+    # Within the hold-down, its BMC now reads ON and it is still silent: no longer counted OFF, but booting is
+    # no reason to power it off again (issue 13: tests/unit/test_policy_fencing.py) ...
     back = peer(alive=False, heard_at=NOW - 2, fence=off, power=Power.ON, power_at=NOW + 5)
     d = run(replace(e, lease=mine(3, left=7.6), peers=(back,)), prev=d.state, now=NOW + 5.1)
+    assert "b" not in d.state.fenced_off and not any(isinstance(a, Fence) for a in d.actions)
+    # ... until its keepalived advertises (a VRRP master): then it is fenced again.
+    back = replace(back, adverts_at=NOW + 5.2)
+    d = run(replace(e, lease=mine(3, left=7.6), peers=(back,)), prev=d.state, now=NOW + 5.3)
     assert Fence("b", 3, "silent on every heartbeat medium while this node holds the lease") in d.actions
 
 

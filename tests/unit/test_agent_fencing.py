@@ -1,0 +1,177 @@
+"""Issue 13 on the agent's loop (fakes of every edge, tests/unit/agentfakes.py; the real Orchestrator over a
+FakeFencer): nothing is called fenced without a read, one record per fence, a failed fence holds the gate closed
+until an operator confirms by hand, and the lease is read again right before a power-off.
+
+node-a is the agent under test and holds the VIP with the lease; node-b is its peer, fenceable through
+`rig.bmcs["node-b"]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from arbiter.agent.daemon import Agent
+from arbiter.agent.notify import BadRequestError
+from arbiter.model import FenceOutcome, Gate, LeaseStatus, LeaseView, Power, VrrpState
+from tests.unit.agentfakes import FakeClock, Rig, cycle, gate_text, lease_round, load_config
+
+MASTER, BACKUP = VrrpState.MASTER, VrrpState.BACKUP
+OPEN, CLOSED = "0\n", "1\n"
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def power_offs(rig: Rig) -> list[tuple[str, str]]:
+    return [call for call in rig.bmcs["node-b"].calls if call[0] == "power_off"]
+
+
+def fence_lines(rig: Rig) -> list[dict[str, Any]]:
+    return [line for line in rig.lines if line["event"] == "fence"]
+
+
+async def holder_with_a_silent_peer(tmp_path: Path, dead_bmc: bool = False) -> tuple[Rig, Agent, FakeClock]:
+    """node-a holds VI_1 with the lease (H1); then node-b, a backup until now, falls silent. With `dead_bmc`,
+    node-b's BMC answers nothing (no power read, no power-off)."""
+    rig = Rig(load_config(tmp_path))
+    assert isinstance(rig.clock, FakeClock)
+    if dead_bmc:
+        rig.bmcs["node-b"].status_unknown = True
+        rig.bmcs["node-b"].fail_off = "no answer from the BMC"
+    clock, agent = rig.clock, rig.agent()
+    agent.begin()
+    rig.vips.set("VI_1", True)
+    rig.reference.quorate = True
+    rig.heartbeats.view("node-b", heard_at=clock(), state=BACKUP, priority=100, quorate=True, rule="B2")
+    await lease_round(agent)
+    await cycle(agent)
+    await cycle(agent, clock, 0.2)
+    assert (agent.last["VI_1"].rule, gate_text(rig.cfg)) == ("H1", OPEN)
+    rig.heartbeats.view("node-b", alive=False, heard_at=clock(), state=BACKUP, priority=100, rule="B2")
+    return rig, agent, clock
+
+
+# --- items 1 and 5: no OFF without a read; one record per fence --------------------------------------------------
+
+
+def test_a_fenced_peer_powered_on_again_is_read_on_said_once_and_never_called_off(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig, agent, clock = await holder_with_a_silent_peer(tmp_path)
+        await cycle(agent, clock, 0.2)
+        assert power_offs(rig) == [("power_off", "node-b")]
+        assert agent.fence_results["node-b"].outcome is FenceOutcome.OFF
+        for step in range(20):
+            if step % 5 == 0:
+                await lease_round(agent)
+            await cycle(agent, clock, 0.2)
+        assert len(fence_lines(rig)) == 1  # fenced once, recorded once
+
+        # Powered on by someone while still silent: the agent's next BMC read sees it.
+        rig.bmcs["node-b"].power["node-b"] = Power.ON
+        await agent._read_power("node-b")
+        assert [line["event"] for line in rig.lines[-2:]] == ["power", "fence-ineffective"]
+        for step in range(20):
+            if step % 5 == 0:
+                await lease_round(agent)
+            await cycle(agent, clock, 0.2)
+            assert agent.power["node-b"][0] is not Power.OFF
+        assert "node-b" not in agent.state["VI_1"].fenced_off
+        assert power_offs(rig) == [("power_off", "node-b")]  # booting is no reason to power it off again
+        assert len(fence_lines(rig)) == 1  # the lease keeps it out
+        assert (agent.last["VI_1"].rule, gate_text(rig.cfg)) == ("H1", OPEN), agent.last["VI_1"].reason
+
+        # It advertises (its keepalived is a VRRP master): escalated. Inside the hold-down the BMC is read (ON),
+        # no other level exists: FAILED as ineffective, still no power-off, and the gate stays open (H1).
+        reads_before = rig.bmcs["node-b"].calls.count(("status", "node-b"))
+        rig.adverts["lo"].adverts[("VI_1", "node-b")] = clock()
+        await cycle(agent, clock, 0.05)
+        result = agent.fence_results["node-b"]
+        assert (result.outcome, result.ineffective) == (FenceOutcome.FAILED, True)
+        assert rig.bmcs["node-b"].calls.count(("status", "node-b")) > reads_before
+        assert power_offs(rig) == [("power_off", "node-b")]
+        assert (agent.last["VI_1"].rule, gate_text(rig.cfg)) == ("H1", OPEN)
+        # Retried after the power timeout while it keeps advertising: the same answer, counted, not recorded.
+        for _ in range(3):
+            rig.adverts["lo"].adverts[("VI_1", "node-b")] = clock.advance(21.0)
+            await lease_round(agent)
+            await cycle(agent)
+        assert len(fence_lines(rig)) == 2
+        assert agent.orchestrator.repeats("node-b") >= 1
+        kinds = await rig.alert_kinds(agent)
+        assert kinds.count("peer_fenced") == 1 and kinds.count("fence_ineffective") == 2
+
+    run(scenario())
+
+
+# --- item 2: a failed fence holds ----------------------------------------------------------------------------------
+
+
+def test_a_failed_fence_holds_the_gate_closed_until_an_operator_confirms_it_off(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig, agent, clock = await holder_with_a_silent_peer(tmp_path, dead_bmc=True)
+        rig.heartbeats.view("node-b", alive=False, heard_at=clock(), state=MASTER, vip_present=True, priority=100)
+        await cycle(agent, clock, 0.2)
+        assert agent.fence_results["node-b"].outcome is FenceOutcome.FAILED
+        await cycle(agent, clock, 0.2)
+        assert (agent.last["VI_1"].rule, gate_text(rig.cfg)) == ("F1", CLOSED)
+        rig.vips.set("VI_1", False)  # keepalived in FAULT drops the VIP
+        for _ in range(30):
+            await lease_round(agent)
+            await cycle(agent, clock, 0.2)
+            assert (agent.last["VI_1"].rule, gate_text(rig.cfg)) == ("F1", CLOSED), agent.last["VI_1"].reason
+        assert rig.lease.changes() == ["acquire 0"]  # the lease kept (and renewed), not released
+
+        with pytest.raises(BadRequestError, match="unknown node"):
+            agent._confirm_off_verb(["alice", "node-z"], clock())
+        answer = agent._confirm_off_verb(["alice", "node-b"], clock())
+        assert answer.startswith("OK ") and "alice" in answer
+        await cycle(agent, clock, 0.2)
+        assert agent.last["VI_1"].gate is Gate.OPEN and gate_text(rig.cfg) == OPEN
+        assert agent.status()["last_fence"]["by"] == "alice"
+        kinds = await rig.alert_kinds(agent)
+        assert "fence_failed" in kinds and "fence_confirmed_off" in kinds
+        confirmed = next(p for p in rig.posted if p["kind"] == "fence_confirmed_off")
+        assert "alice" in confirmed["summary"]
+
+    run(scenario())
+
+
+def test_confirm_off_is_refused_for_a_peer_that_is_heard(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = Rig(load_config(tmp_path))
+        agent = rig.agent()
+        agent.begin()
+        rig.heartbeats.view("node-b", heard_at=rig.clock(), state=BACKUP, priority=100)
+        with pytest.raises(BadRequestError, match="not silent"):
+            agent._confirm_off_verb(["alice", "node-b"], rig.clock())
+        with pytest.raises(BadRequestError, match="WHO NODE"):
+            agent._confirm_off_verb(["alice"], rig.clock())
+        assert "node-b" not in agent.fence_results
+        await rig.alert_kinds(agent)
+
+    run(scenario())
+
+
+# --- item 3: the lease is read again right before a power-off ---------------------------------------------------
+
+
+def test_no_power_off_once_the_store_says_the_lease_moved_on(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig, agent, clock = await holder_with_a_silent_peer(tmp_path)
+        held = agent.lease_views["VI_1"]
+        assert held.status is LeaseStatus.MINE and held.token is not None
+        # The store (a restart, a lapse) now names node-b; this agent's view is a renewal behind.
+        rig.lease.view = LeaseView(LeaseStatus.PEER, "node-b", held.token + 1, clock() + 3.0)
+        await cycle(agent, clock, 0.2)
+        assert power_offs(rig) == []
+        assert "node-b" not in agent.fence_results  # aborted, not failed
+        assert fence_lines(rig)[-1]["outcome"] == "aborted"
+        assert "no longer held" in fence_lines(rig)[-1]["reason"]
+        await rig.alert_kinds(agent)
+
+    run(scenario())
