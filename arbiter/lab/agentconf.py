@@ -26,6 +26,7 @@ AGENT_LOG = "agent.log"
 AGENT_PID = "agent.pid"
 HEARTBEAT_PORT = 6941
 # The node that should lose a no-lease fence race waits longer: node a (highest priority) fences first.
+LEASE_TTL_MS = 3000  # every lab node's lease TTL
 RACE_DELAY_MS = {"a": 0, "b": 2000, "c": 4000}
 
 
@@ -94,7 +95,7 @@ def arbiter_config(plan: LabPlan, node: NodePlan) -> str:
         "",
         "[lease]",
         f'redis_url = "redis://{topology.WITNESS_IP}:{topology.REDIS_PORT}/0"',
-        "ttl_ms = 3000",
+        f"ttl_ms = {LEASE_TTL_MS}",
         "renew_ms = 1000",
         "timeout_ms = 300",
         "safety_ms = 500",

@@ -457,8 +457,9 @@ def _witness_down_isolate(lab: Lab, rng: random.Random, timing: Timing, phase: P
 
     Phases: steady (a holds); witness-down: Redis (the lease witness) stopped, for a lease TTL and a second; fault:
     a isolated (every NIC drops all IP and ARP, every serial cable cut: no VRRP, heartbeat, reference, Redis or
-    client), its BMC still reachable from b over the management network; watched for the deadtime, b's race delay,
-    a fence and a master-down interval, with margin; heal: a's cut undone, Redis started again (empty)."""
+    client), its BMC still reachable from b over the management network; watched for the deadtime, a lease TTL (a
+    fence without a token waits for any lease of the silent node to run out), b's race delay, a fence and a
+    master-down interval, with margin; heal: a's cut undone, Redis started again (empty)."""
     _converge(lab, timing, phase)
     _mark(lab, phase, "witness-down")
     heal_redis = lab.faults.redis_stop()
@@ -466,7 +467,9 @@ def _witness_down_isolate(lab: Lab, rng: random.Random, timing: Timing, phase: P
     _after_advert(lab, rng, timing)
     phase.fault_at = _mark(lab, phase, "fault")
     heal_isolate = lab.faults.isolate("a")
-    time.sleep(timing.observe + agentconf.RACE_DELAY_MS["b"] / 1000 + timing.master_down)
+    time.sleep(
+        timing.observe + agentconf.LEASE_TTL_MS / 1000 + agentconf.RACE_DELAY_MS["b"] / 1000 + timing.master_down
+    )
     phase.heal_at = _mark(lab, phase, "heal")
     heal_isolate()
     heal_redis()

@@ -30,6 +30,9 @@ pytestmark = [
 
 DEADTIME_S = 1.0  # agentconf: deadtime_ms = max(1000, 5 * heartbeat interval), 1 s at these advert intervals
 FENCE_S = 3.0  # an IPMI power-off and its status read in the lab take 0.3 s; margin for a loaded host
+# A fence without a token waits a lease TTL of silence first (rule 3: any lease the silent node held has run
+# out), then the race delay (arbiter.policy, B4 / H6).
+TTL_S = agentconf.LEASE_TTL_MS / 1000
 
 
 def _phases(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -79,11 +82,11 @@ def test_witness_down_the_isolated_master_is_fenced_and_the_backup_holds() -> No
     race = agentconf.RACE_DELAY_MS["b"] / 1000
     problems = []  # every goal is judged, so that one run says all that is wrong
 
-    # b fenced a with a status read as proof, after the deadtime and its race delay.
+    # b fenced a with a status read as proof, after the deadtime, a lease TTL and its race delay.
     offs = [x for x in claims["fence_lines"] if x["outcome"].lower() in OFF_OUTCOMES and fault_at <= x["t"] < heal_at]
     if not offs:
         problems.append(f"b never fenced a: fence lines {claims['fence_lines'][:3]}")
-    elif offs[0]["t"] - fault_at > DEADTIME_S + race + FENCE_S:
+    elif offs[0]["t"] - fault_at > DEADTIME_S + TTL_S + race + FENCE_S:
         problems.append(f"b fenced a {offs[0]['t'] - fault_at:.1f} s after the isolation: {offs[0]}")
     if unproven_offs(claims, fault_at):
         problems.append(f"OFF claims with no status read OFF: {unproven_offs(claims, fault_at)[:2]}")
@@ -98,8 +101,8 @@ def test_witness_down_the_isolated_master_is_fenced_and_the_backup_holds() -> No
         problems.append(f"b added the VIP {len(adds)} times during the fault: {[e['t'] for e in adds]}")
     if not adds or [e for e in dels if e["t"] > adds[-1]["t"]]:
         problems.append(f"b does not hold the VIP at the end of the fault: adds {len(adds)}, removals {len(dels)}")
-    # A master again within deadtime + race delay + fence + master-down (plus a second for a loaded host).
-    bound = DEADTIME_S + race + FENCE_S + timing.master_down + 1.0
+    # A master again within deadtime + TTL + race delay + fence + master-down (plus a second for a loaded host).
+    bound = DEADTIME_S + TTL_S + race + FENCE_S + timing.master_down + 1.0
     if adds and adds[0]["t"] - fault_at > bound:
         problems.append(f"b took the VIP {adds[0]['t'] - fault_at:.1f} s after the isolation (bound {bound:.1f} s)")
     if phases["fault"]["dual_master_ms"]:
