@@ -16,6 +16,7 @@ import pytest
 
 from arbiter.agent.daemon import Agent
 from arbiter.agent.notify import BadRequestError
+from arbiter.cli import main
 from arbiter.model import FenceOutcome, Gate, LeaseStatus, LeaseView, Power, VrrpState
 from tests.unit.agentfakes import FakeClock, Rig, cycle, gate_text, lease_round, load_config
 
@@ -173,5 +174,36 @@ def test_no_power_off_once_the_store_says_the_lease_moved_on(tmp_path: Path) -> 
         assert fence_lines(rig)[-1]["outcome"] == "aborted"
         assert "no longer held" in fence_lines(rig)[-1]["reason"]
         await rig.alert_kinds(agent)
+
+    run(scenario())
+
+
+def test_confirm_off_over_the_socket_and_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async def scenario() -> None:
+        rig = Rig(load_config(tmp_path))
+        agent = rig.agent()
+        agent.begin()
+        rig.heartbeats.view("node-b", alive=False, heard_at=rig.clock() - 5, state=MASTER, vip_present=True)
+        await agent.notify.start()
+        sock = str(rig.cfg.api.socket)
+
+        def cli(*argv: str) -> tuple[int, str, str]:
+            code = main(["fence", "node-b", *argv, "--socket", sock])
+            out, err = capsys.readouterr()
+            return code, out, err
+
+        try:
+            code, out, err = await asyncio.to_thread(cli, "confirm-off")
+            assert code == 1 and "--yes" in err and "node-b" not in agent.fence_results
+            code, out, err = await asyncio.to_thread(cli, "confirm-off", "--yes")
+            assert (code, err) == (0, "") and "node-b confirmed off by hand by " in out
+            result = agent.fence_results["node-b"]
+            assert (result.outcome, result.by_hand) == (FenceOutcome.OFF, True)
+            rig.heartbeats.view("node-b", heard_at=rig.clock(), state=BACKUP)  # heard again: refused
+            code, out, err = await asyncio.to_thread(cli, "confirm-off", "--yes")
+            assert code == 1 and "agent refused: CONFIRM-OFF: node-b is not silent" in err
+        finally:
+            await agent.notify.stop()
+            await rig.alert_kinds(agent)
 
     run(scenario())
