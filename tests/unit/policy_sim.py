@@ -78,6 +78,9 @@ class Edges:
     ttls: tuple[float, ...] = ()  # per-node lease TTLs (a, b, c); empty: TTL everywhere
     # A crashed keepalived healed is a keepalived start: `init_file 1 overwrite` writes the gate closed.
     keepalived_starts: bool = False
+    # Frames carry the sender's last rule, as real ones do (version 3). Off by default: the handover rules (P1,
+    # P2, Y1…) then run on it too, which this world's instant preemption does not model (see test_policy_preempt).
+    rules_in_frames: bool = False
 
 
 def master_down(prio: int) -> float:
@@ -98,6 +101,7 @@ class Snapshot:
     quorate: bool
     lease_holder: str | None
     highest_token: int
+    rule: str | None = None
 
 
 @dataclass
@@ -448,6 +452,7 @@ class World:
             node.name not in self.reference_lost,
             holder,
             max(node.policy.highest_token, node.persisted_token),
+            node.last_rule if self.edges.rules_in_frames else None,
         )
 
     def _reaches_store(self, node: Node) -> bool:
@@ -607,6 +612,7 @@ class World:
             quorate=snap.quorate,
             lease_holder=snap.lease_holder,
             highest_token=snap.highest_token,
+            rule=snap.rule,
             adverts_at=self._adverts_at(node, peer),
             listening_since=self._listening_since(node),
             fence=node.fence_results.get(peer.name),

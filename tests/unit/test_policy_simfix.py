@@ -18,7 +18,7 @@ from arbiter.model import (
     PolicyConfig,
     PolicyState,
 )
-from tests.unit.policy_sim import Edges, Violation, World
+from tests.unit.policy_sim import DEADTIME, FENCE_TIME, TICK, TTL, Edges, Violation, World, master_down
 from tests.unit.test_policy_rules import CFG, FREE, NOW, UNKNOWN, B, M, ev, holding, mine, peer, run, theirs
 
 # --- L2 on a stale frame ----------------------------------------------------------------------------------
@@ -382,3 +382,39 @@ def test_p4_waits_for_a_lower_priority_master_it_hears_only_on_vrrp() -> None:
     ):
         assert run(ev(lease=FREE, peers=(other,))).rule != "P4", other
     assert run(ev(lease=FREE, peers=(advertising,)), cfg=replace(CFG, nopreempt=True)).rule != "P4"
+
+
+# --- issue 13, item 7: the witness down, the master isolated ----------------------------------------------------
+
+
+def test_witness_down_an_isolated_master_is_fenced_and_the_backup_holds_within_the_bound() -> None:
+    """Redis stopped, then the master (a) cut off from everything but its BMC. Before: b opened (B2), keepalived
+    made it master at master-down, H6 closed at once (a VIP flash every master-down), and nobody fenced a: no
+    master until the heal. Now b keeps its gate closed (B4), fences a without a token once a has been silent a
+    lease TTL after a last word without the store (rule 3), and on the confirmed OFF holds the VIP (H5)."""
+    world = World(["a", "b"], edges=Edges(rules_in_frames=True))
+    world.run(25)
+    assert world.holders() == [world.nodes["a"]]
+    world.store.alive = False
+    world.run(int(2 * TTL / TICK))  # a holds on b's word (H4, then H5)
+    assert world.holders() == [world.nodes["a"]] and world.nodes["a"].last_rule in ("H4", "H5")
+    cut_at = world.now
+    world.vrrp_cut |= {("a", "b"), ("b", "a")}
+    world.hb_cut |= {("a", "b"), ("b", "a")}
+    world.reference_lost.add("a")
+    b = world.nodes["b"]
+    took_at, flashes, was_holding = None, 0, False
+    for _ in range(int(20 / TICK)):
+        world.run(1)
+        holding = b in world.holders()
+        if holding and not was_holding:
+            flashes += 1
+            took_at = took_at if took_at is not None else world.now
+        was_holding = holding
+    assert not world.nodes["a"].powered, "b never fenced a"
+    assert world.holders() == [b] and b.last_rule == "H5"
+    assert flashes == 1
+    # deadtime + TTL (rule 3) + race delay (none here) + fence + master-down, to the tick.
+    bound = DEADTIME + TTL + b.fence_delay + FENCE_TIME + master_down(b.prio) + 2 * TICK
+    assert took_at is not None and took_at - cut_at <= bound, (took_at - cut_at, bound)
+    print(f"witness down, master isolated: b holds {took_at - cut_at:.1f} s after the cut (bound {bound:.1f} s)")
