@@ -237,6 +237,8 @@ class Resumed:
     written_at: float
     # Since when it held the VIP: a restart must not restart the clock of rules that bound a hold (H3, D4).
     holding_since: float | None = None
+    # Peers whose failed fence held its gate closed (F1): the hold outlives a restart of the agent.
+    fence_failing: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | P3  | holding, a live lower-priority peer yields to this node (Y1/Y2/Y3,   | open   | acquire                 |
 |     | or stepped down for it since this node opened for it, P2), the lease |        |                         |
 |     | free or still that peer's (its release not yet seen here)            |        |                         |
+| F2  | lease held by a live peer whose last rule was F1 (three nodes): its  | closed |                         |
+|     | failed fence holds this node closed too                              |        |                         |
 | L4  | holding, lease held by a peer whose BMC read OFF after its newest    | open   |                         |
 |     | heartbeat (dead: its lease is not in use; failover at keepalived's   |        |                         |
 |     | speed, the lease is taken when it runs out)                          |        |                         |
@@ -151,6 +153,7 @@ RULES: dict[str, str] = {
     "S1": "start-up together: a higher-ranked peer is still starting (S0); gate closed until it has decided",
     "P3": "handover: holding the VIP a lower-priority peer yields; open, acquiring the lease",
     "L1": "holding while the lease is held by a peer: gate closed",
+    "F2": "the lease holder holds a failed fence (F1): gate closed here too, no VIP beside the silent node",
     "L2": "holding while the lease holder confirms BACKUP in a recent frame (handover): open, acquiring when released",
     "L3": "backup, lease renewed by its holder after its adverts stopped or none was seen (VRRP cut): gate closed",
     "L4": "holding, lease held by a peer whose BMC read OFF after its last heartbeat: open (the holder is dead)",
@@ -478,6 +481,7 @@ def initial_state(highest_token: int = 0, resumed: Resumed | None = None) -> Pol
         lease_valid_until=until,
         was_holding=since is not None,
         holding_since=since,
+        fence_failing=frozenset(resumed.fence_failing) if resumed is not None else frozenset(),
     )
 
 
@@ -669,6 +673,15 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
     if lease.status is LeaseStatus.PEER and holder_valid and lease.holder != cfg.node:
         holder = next((p for p in ev.peers if p.name == lease.holder), None)
         token = f" (token {lease.token})" if lease.token is not None else ""
+        if holder is not None and holder.alive and holder.rule == "F1":
+            # Three nodes: the holder keeps the lease while its failed fence holds it closed, so that no node takes
+            # the VIP beside the silent one; this node must not take it either (L2 would hand it over, B2 open).
+            return out(
+                Gate.CLOSED,
+                "F2",
+                f"lease holder {lease.holder}{token} holds a failed fence (F1): gate closed, as its is, until that "
+                "fence succeeds, the silent node is heard or an operator confirms it off there",
+            )
         if ev.holding and holder is not None and holder.name in off:
             # The holder is powered off: its lease cannot be in use. Keep what keepalived took; the lease is
             # acquired as soon as it runs out (H3), and the holder is fenced (already off) with the token (H1).

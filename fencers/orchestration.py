@@ -521,8 +521,8 @@ class Orchestrator:
         """A held-down answer: logged and emitted the first time in the hold-down and when its outcome changed;
         otherwise only counted."""
         quiet = record.held == outcome
-        if quiet:
-            record.repeats += 1
+        # Counted since the answer last logged: a changed outcome is logged (and reported with 0 repeats).
+        record.repeats = record.repeats + 1 if quiet else 0
         record.held = outcome
         return self._event(
             node, level, driver, device, token, started, result, proof, detail, quiet=quiet, severity=severity

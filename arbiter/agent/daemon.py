@@ -743,7 +743,10 @@ class Agent:
         previous = self._recorded.get(name)
         if view.status is LeaseStatus.UNKNOWN and state.lease_valid_until is not None and previous is not None:
             token, until = previous.lease_token, state.lease_valid_until  # store unreachable: own lease still valid
-        return Entry(decision.gate, decision.rule, state.was_holding, token, until, state.holding_since)
+        return Entry(
+            decision.gate, decision.rule, state.was_holding, token, until, state.holding_since,
+            tuple(sorted(state.fence_failing)),
+        )  # fmt: skip
 
     async def _write_record(self, entries: dict[str, Entry]) -> None:
         clocks = self.clocks()
@@ -819,7 +822,7 @@ class Agent:
                 self._spawn(f"lease:{name}", self._lease_call(name, self.leases[name].release, releasing=True))
             elif isinstance(action, Fence):
                 self.fence_results[action.peer] = FenceResult(FenceOutcome.RUNNING, self.clock())
-                self._spawn(f"fence:{action.peer}", self._fence(action))
+                self._spawn(f"fence:{action.peer}", self._fence(action, name))
             elif isinstance(action, SendGarp):
                 for vip in inst.vip:
                     self._spawn(f"garp:{vip.ip}", asyncio.to_thread(self.arp.send_garp, inst.interface, str(vip.ip), 2))
@@ -856,15 +859,22 @@ class Agent:
                 details={"token": old.token, "status": view.status.value, "holder": view.holder},
             )
 
-    async def _fence(self, action: Fence) -> None:
+    async def _fence(self, action: Fence, instance: str) -> None:
         peer = action.peer
         report = await self.orchestrator.fence(
             peer,
             token=action.token,
             why=action.why,
             still_wanted=functools.partial(self._still_a_threat, peer),
-            lease_holds=self._lease_holds,
+            lease_holds=functools.partial(self._lease_holds, instance),
         )
+        current = self.fence_results.get(peer)
+        if current is not None and current.by_hand:
+            # An operator confirmed it off while this fence ran: their word stands (F1 ended), not this result.
+            self._emit(
+                {"event": "fence", "node": self.node, "peer": peer, "outcome": "superseded", "reason": report.reason}
+            )
+            return
         if not report.off and report.attempts and report.attempts[-1].result == "aborted":
             # Not a failure: the peer came back as a backup, or the lease moved on, before a device was touched.
             self.fence_results.pop(peer, None)
@@ -928,16 +938,13 @@ class Agent:
             }
         )
 
-    async def _lease_holds(self, token: int) -> bool:
+    async def _lease_holds(self, instance: str, token: int) -> bool:
         """Right before a power-off is sent: the store, read again, still names this node as the holder of the
-        lease with `token` (it may have run out, or a store restart given it to the peer, since the fence was
-        asked for). A store that does not answer does not confirm it."""
-        for name, view in self.lease_views.items():
-            if view.token == token:
-                fresh = await self.leases[name].read()
-                self._set_lease(name, fresh)
-                return fresh.status is LeaseStatus.MINE and fresh.token == token
-        return False
+        lease of `instance` (the one whose decision asked for the fence) with `token`: it may have run out, or a
+        store restart given it to the peer, since. A store that does not answer does not confirm it."""
+        fresh = await self.leases[instance].read()
+        self._set_lease(instance, fresh)
+        return fresh.status is LeaseStatus.MINE and fresh.token == token
 
     def _still_a_threat(self, peer: str) -> bool:
         """Whether a fence asked for is still needed just before a device is touched: the peer is still silent

@@ -67,6 +67,7 @@ class Entry:
     lease_token: int | None
     lease_until: float | None
     holding_since: float | None = None
+    fence_failing: tuple[str, ...] = ()  # peers whose failed fence holds the gate closed (F1)
 
 
 def dump(entries: Mapping[str, Entry], clocks: Clocks) -> str:
@@ -78,6 +79,7 @@ def dump(entries: Mapping[str, Entry], clocks: Clocks) -> str:
             "lease_token": e.lease_token,
             "lease_until": None if e.lease_until is None else round(clocks.to_boot(e.lease_until), 6),
             "holding_since": None if e.holding_since is None else round(clocks.to_boot(e.holding_since), 6),
+            "fence_failing": list(e.fence_failing),
         }
         for name, e in sorted(entries.items())
     }
@@ -131,7 +133,10 @@ def _resumed(raw: Any, where: str, written: float, clocks: Clocks) -> Resumed:
     lease_until = None if until is None else clocks.to_mono(_number(until, f"{where}.lease_until"))
     since = raw.get("holding_since")
     holding_since = None if since is None else clocks.to_mono(_number(since, f"{where}.holding_since"))
-    return Resumed(gate, rule, holding, token, lease_until, clocks.to_mono(written), holding_since)
+    failing = raw.get("fence_failing", [])  # absent in records of earlier versions
+    if not isinstance(failing, list) or not all(isinstance(peer, str) for peer in failing):
+        raise DecisionFileError(f"{where}.fence_failing: expected a list of node names (got {failing!r})")
+    return Resumed(gate, rule, holding, token, lease_until, clocks.to_mono(written), holding_since, tuple(failing))
 
 
 def _number(value: Any, where: str) -> float:

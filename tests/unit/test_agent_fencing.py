@@ -9,6 +9,7 @@ node-a is the agent under test and holds the VIP with the lease; node-b is its p
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from arbiter.agent.daemon import Agent
 from arbiter.agent.notify import BadRequestError
 from arbiter.cli import main
 from arbiter.model import FenceOutcome, Gate, LeaseStatus, LeaseView, Power, VrrpState
-from tests.unit.agentfakes import FakeClock, Rig, cycle, gate_text, lease_round, load_config
+from tests.unit.agentfakes import FakeClock, Rig, cycle, gate_text, lease_round, load_config, settle, stop_tasks
 
 MASTER, BACKUP = VrrpState.MASTER, VrrpState.BACKUP
 OPEN, CLOSED = "0\n", "1\n"
@@ -205,5 +206,62 @@ def test_confirm_off_over_the_socket_and_the_cli(tmp_path: Path, capsys: pytest.
         finally:
             await agent.notify.stop()
             await rig.alert_kinds(agent)
+
+    run(scenario())
+
+
+def test_a_confirmation_given_while_a_retry_runs_is_not_undone_by_its_failure(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig, agent, clock = await holder_with_a_silent_peer(tmp_path, dead_bmc=True)
+        rig.heartbeats.view("node-b", alive=False, heard_at=clock(), state=MASTER, vip_present=True, priority=100)
+        await cycle(agent, clock, 0.2)
+        await cycle(agent, clock, 0.2)
+        assert agent.last["VI_1"].rule == "F1"
+        rig.bmcs["node-b"].answer = threading.Event()  # the next call hangs until its deadline
+        clock.advance(rig.cfg.fencing.power_timeout_ms / 1000 + 0.2)
+        await lease_round(agent)
+        agent.run_cycle()  # F1 retries the fence
+        await asyncio.sleep(0.05)
+        assert "fence:node-b" in agent._busy
+        agent._confirm_off_verb(["alice", "node-b"], clock())
+        while "fence:node-b" in agent._busy:  # the retry ends at its deadline, unanswered
+            await asyncio.sleep(0.02)
+        rig.bmcs["node-b"].answer.set()  # let the power read that hangs behind it end too
+        await settle(agent)
+        assert agent.fence_results["node-b"].by_hand
+        await cycle(agent, clock, 0.2)
+        assert agent.last["VI_1"].gate is Gate.OPEN
+        kinds = await rig.alert_kinds(agent)
+        assert kinds.count("fence_failed") == 1  # the first failure only, not the superseded retry
+
+    run(scenario())
+
+
+def test_the_f1_hold_outlives_an_agent_restart(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig, agent, clock = await holder_with_a_silent_peer(tmp_path, dead_bmc=True)
+        rig.heartbeats.view("node-b", alive=False, heard_at=clock(), state=MASTER, vip_present=True, priority=100)
+        await cycle(agent, clock, 0.2)
+        await cycle(agent, clock, 0.2)
+        assert (agent.last["VI_1"].rule, gate_text(rig.cfg)) == ("F1", CLOSED)
+        stop_tasks(agent)
+        await rig.alert_kinds(agent)
+        rig.vips.set("VI_1", False)
+        # A new agent (an upgrade): node-b still silent, its last claim unknown to the new process.
+        clock.advance(1.0)
+        second = Rig(rig.cfg, clock)
+        second.bmcs["node-b"].status_unknown = True
+        second.bmcs["node-b"].fail_off = "no answer from the BMC"
+        again = second.agent()
+        again.begin()
+        second.reference.quorate = True
+        second.heartbeats.view("node-b", alive=False, priority=100)
+        second.lease.view = rig.lease.view
+        await lease_round(again)
+        for _ in range(5):
+            await cycle(again, clock, 0.2)
+            assert gate_text(rig.cfg) == CLOSED, again.last["VI_1"].reason
+        assert again.last["VI_1"].rule == "F1"
+        await second.alert_kinds(again)
 
     run(scenario())

@@ -17,12 +17,15 @@ from arbiter.model import (
     FenceOutcome,
     FenceResult,
     Gate,
+    LeaseStatus,
+    LeaseView,
     PeerView,
     PolicyState,
     Power,
     ReleaseLease,
+    Resumed,
 )
-from arbiter.policy import RULES
+from arbiter.policy import RULES, initial_state
 from tests.unit.test_policy_rules import CFG, FREE, NOW, UNKNOWN, B, M, ev, holding, mine, peer, run
 
 FAILED = FenceResult(FenceOutcome.FAILED, NOW + 2.0, "fencing node b failed on every level: BMC timeout")
@@ -198,3 +201,29 @@ def test_h6_fences_a_silent_storeless_peer_after_a_ttl() -> None:
 
 def test_every_rule_id_decide_returns_here_is_in_the_table() -> None:
     assert {"F1", "B4", "H5", "H6"} <= set(RULES)
+
+
+def test_f2_three_nodes_no_node_takes_the_vip_while_the_lease_holder_holds_a_failed_fence() -> None:
+    """Three nodes: b holds the lease, its fence of the silent c failed (F1), so b keeps the lease and stays
+    closed. Before, a opened (B2) and, once keepalived made it master, the handover rule (L2) kept it there
+    beside the silent c, never fenced."""
+    cfg = replace(CFG, peers=("b", "c"), fenceable=frozenset({"b", "c"}))
+    b = peer(name="b", rule="F1", lease_holder="b")
+    c = peer(name="c", alive=False, heard_at=NOW - 5, state=M, vip_present=True, adverts_at=None)
+    theirs = LeaseView(LeaseStatus.PEER, "b", 7, NOW + 2.5)
+    d = run(ev(state=B, lease=theirs, peers=(b, c)), cfg=cfg)
+    assert (d.gate, d.rule) == (Gate.CLOSED, "F2")
+    d = run(ev(state=M, lease=theirs, peers=(b, c)), prev=holding(), cfg=cfg)
+    assert (d.gate, d.rule) == (Gate.CLOSED, "F2")
+    # b's fence succeeded or was confirmed: b says H1/B2 again, and a follows its own rules.
+    d = run(ev(state=B, lease=theirs, peers=(replace(b, rule="B2"), c)), cfg=cfg)
+    assert d.rule != "F2"
+
+
+def test_the_f1_hold_is_restored_from_the_record_after_an_agent_restart() -> None:
+    resumed = Resumed(Gate.CLOSED, "F1", False, 3, NOW + 2, NOW - 1, None, ("b",))
+    state = replace(initial_state(3, resumed), started=True)
+    silent = peer(alive=False, heard_at=None, state=B)  # no frame since the restart: its claim is not known
+    d = run(ev(state=B, lease=mine(3), peers=(silent,)), prev=state)
+    assert (d.gate, d.rule) == (Gate.CLOSED, "F1")
+    assert [f.token for f in fences(d)] == [3]  # retried at once by the new agent
