@@ -178,6 +178,7 @@ class Agent:
         self._trigger: tuple[str, float] | None = None  # what woke the loop, and when (decision latency)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._busy: set[str] = set()  # names of one-at-a-time jobs in flight: "lease:VI_1", "fence:node-b"
+        self._lease_calls: dict[str, int] = {}  # instance → acquisitions and releases started (stale reads)
         self._stopping = asyncio.Event()
         # SIGTERM: a stop for good, or the stop half of `systemctl restart` (then nothing is handed over).
         self.stop_query: StopQuery = e.stop_query
@@ -842,8 +843,14 @@ class Agent:
     async def _lease_call(
         self, name: str, call: Callable[[], Coroutine[Any, Any, LeaseView]], *, releasing: bool = False
     ) -> None:
+        self._lease_calls[name] = self._lease_calls.get(name, 0) + 1
         self._set_lease(name, await call(), releasing=releasing)
         self._wake_up("lease")
+
+    def _read_is_stale(self, name: str, calls_before: int) -> bool:
+        """A read started before an acquisition or release of the same lease (or answered while one runs) may
+        predate it: its "free" would overwrite the lease just acquired until the next round."""
+        return self._lease_calls.get(name, 0) != calls_before or f"lease:{name}" in self._busy
 
     def _set_lease(self, name: str, view: LeaseView, *, releasing: bool = False) -> None:
         """Every lease answer goes through here: a lease held here that is now the peer's or free, without this
@@ -985,10 +992,13 @@ class Agent:
                 or (self.lease_views[n].status is LeaseStatus.PENDING and self._resumed_lease(n))
             ]
             others = [n for n in self.instances if n not in held and f"lease:{n}" not in self._busy]
+            calls = {n: self._lease_calls.get(n, 0) for n in others}
             views = await self.store.renew_many([self.leases[n] for n in held])
             for name, view in zip(held, views, strict=True):
                 self._set_lease(name, view)
             for name, view in zip(others, await asyncio.gather(*(self.leases[n].read() for n in others)), strict=True):
+                if self._read_is_stale(name, calls[name]):
+                    continue
                 self._set_lease(name, view)
                 if view.status is LeaseStatus.PEER and view.expires_at is not None:
                     self._spawn(f"expiry:{name}", self._reread_at(name, view.expires_at))
@@ -1004,8 +1014,11 @@ class Agent:
         of that."""
         await asyncio.sleep(max(0.0, expires_at - self.clock()) + EXPIRY_SLACK)
         if f"lease:{name}" not in self._busy:
-            self._set_lease(name, await self.leases[name].read())
-            self._wake_up("lease")
+            calls = self._lease_calls.get(name, 0)
+            view = await self.leases[name].read()
+            if not self._read_is_stale(name, calls):
+                self._set_lease(name, view)
+                self._wake_up("lease")
 
     async def _power_loop(self) -> None:
         """Re-read the BMC of every peer this node counts as fenced OFF: an operator may power it on."""
