@@ -58,6 +58,18 @@ async def holder_with_a_silent_peer(tmp_path: Path, dead_bmc: bool = False) -> t
     return rig, agent, clock
 
 
+async def held_by_a_failed_fence(tmp_path: Path) -> tuple[Rig, Agent, FakeClock]:
+    """As `holder_with_a_silent_peer` with node-b's BMC dead and node-b's last word claiming the VIP: the fence
+    fails and F1 closes the gate."""
+    rig, agent, clock = await holder_with_a_silent_peer(tmp_path, dead_bmc=True)
+    rig.heartbeats.view("node-b", alive=False, heard_at=clock(), state=MASTER, vip_present=True, priority=100)
+    await cycle(agent, clock, 0.2)
+    assert agent.fence_results["node-b"].outcome is FenceOutcome.FAILED
+    await cycle(agent, clock, 0.2)
+    assert (agent.last["VI_1"].rule, gate_text(rig.cfg)) == ("F1", CLOSED)
+    return rig, agent, clock
+
+
 # --- items 1 and 5: no OFF without a read; one record per fence --------------------------------------------------
 
 
@@ -115,12 +127,7 @@ def test_a_fenced_peer_powered_on_again_is_read_on_said_once_and_never_called_of
 
 def test_a_failed_fence_holds_the_gate_closed_until_an_operator_confirms_it_off(tmp_path: Path) -> None:
     async def scenario() -> None:
-        rig, agent, clock = await holder_with_a_silent_peer(tmp_path, dead_bmc=True)
-        rig.heartbeats.view("node-b", alive=False, heard_at=clock(), state=MASTER, vip_present=True, priority=100)
-        await cycle(agent, clock, 0.2)
-        assert agent.fence_results["node-b"].outcome is FenceOutcome.FAILED
-        await cycle(agent, clock, 0.2)
-        assert (agent.last["VI_1"].rule, gate_text(rig.cfg)) == ("F1", CLOSED)
+        rig, agent, clock = await held_by_a_failed_fence(tmp_path)
         rig.vips.set("VI_1", False)  # keepalived in FAULT drops the VIP
         for _ in range(30):
             await lease_round(agent)
@@ -212,11 +219,7 @@ def test_confirm_off_over_the_socket_and_the_cli(tmp_path: Path, capsys: pytest.
 
 def test_a_confirmation_given_while_a_retry_runs_is_not_undone_by_its_failure(tmp_path: Path) -> None:
     async def scenario() -> None:
-        rig, agent, clock = await holder_with_a_silent_peer(tmp_path, dead_bmc=True)
-        rig.heartbeats.view("node-b", alive=False, heard_at=clock(), state=MASTER, vip_present=True, priority=100)
-        await cycle(agent, clock, 0.2)
-        await cycle(agent, clock, 0.2)
-        assert agent.last["VI_1"].rule == "F1"
+        rig, agent, clock = await held_by_a_failed_fence(tmp_path)
         rig.bmcs["node-b"].answer = threading.Event()  # the next call hangs until its deadline
         clock.advance(rig.cfg.fencing.power_timeout_ms / 1000 + 0.2)
         await lease_round(agent)
@@ -239,11 +242,7 @@ def test_a_confirmation_given_while_a_retry_runs_is_not_undone_by_its_failure(tm
 
 def test_the_f1_hold_outlives_an_agent_restart(tmp_path: Path) -> None:
     async def scenario() -> None:
-        rig, agent, clock = await holder_with_a_silent_peer(tmp_path, dead_bmc=True)
-        rig.heartbeats.view("node-b", alive=False, heard_at=clock(), state=MASTER, vip_present=True, priority=100)
-        await cycle(agent, clock, 0.2)
-        await cycle(agent, clock, 0.2)
-        assert (agent.last["VI_1"].rule, gate_text(rig.cfg)) == ("F1", CLOSED)
+        rig, agent, clock = await held_by_a_failed_fence(tmp_path)
         stop_tasks(agent)
         await rig.alert_kinds(agent)
         rig.vips.set("VI_1", False)
