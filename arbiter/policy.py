@@ -321,9 +321,12 @@ def _powered_on_unheard(peer: PeerView) -> bool:
 def _storeless_silent(state: PolicyState, peer: PeerView, cfg: PolicyConfig, now: float) -> bool:
     """A fence without a token may reach this peer (rule 3): its last word says it held the VIP without a lease
     store answer (STORELESS), and it has been silent for a lease TTL since, so a lease it may still have had
-    then has run out. A peer last seen with the store (H1…) may still renew a lease it holds: not fenced blind."""
+    then has run out; and this node's race delay has passed on top (the agent's orchestrator does not wait it
+    again), so that of two partitioned nodes the one with the shorter delay acts first, as for D3. A peer last
+    seen with the store (H1…) may still renew a lease it holds: not fenced blind."""
     since = _get(state.silent_since, peer.name)
-    return peer.alive is False and since is not None and now - since >= cfg.ttl and peer.rule in STORELESS
+    waited = since is not None and now - since >= cfg.ttl + cfg.fence_delay
+    return peer.alive is False and waited and peer.rule in STORELESS
 
 
 def _expired_while_holding(state: PolicyState, cfg: PolicyConfig, now: float) -> bool:
@@ -902,7 +905,7 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         if confirmed:
             return out(Gate.OPEN, "H5", "failsafe: lease store unreachable, every peer confirms it is not master")
         # Without the store nothing else ends this: fence each peer silent on every medium once any lease it held
-        # has run out (a TTL of silence; the orchestrator adds this node's race delay), and on its confirmed OFF
+        # has run out (a TTL of silence, then this node's race delay), and on its confirmed OFF
         # H5 opens again (the failsafe).
         for peer in silent:
             if _storeless_silent(state, peer, cfg, now) and not _advertising(peer, cfg, now):
@@ -934,7 +937,7 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
         if lease.status is LeaseStatus.UNKNOWN:
             # No store, no token: keepalived here would take the VIP at master-down and H6 would close at once (a
             # VIP flash every master-down). Stay closed; fence without a token once any lease the claimant held
-            # has run out (the orchestrator adds the race delay); its confirmed OFF settles it and B2 opens.
+            # has run out, after this node's race delay; its confirmed OFF settles it and B2 opens.
             for peer in claimants:
                 if _storeless_silent(state, peer, cfg, now):
                     fence(peer, None, "silent on every medium, its last word claimed the VIP; lease store unreachable")

@@ -227,3 +227,15 @@ def test_the_f1_hold_is_restored_from_the_record_after_an_agent_restart() -> Non
     d = run(ev(state=B, lease=mine(3), peers=(silent,)), prev=state)
     assert (d.gate, d.rule) == (Gate.CLOSED, "F1")
     assert [f.token for f in fences(d)] == [3]  # retried at once by the new agent
+
+
+def test_b4_waits_this_nodes_race_delay_on_top_of_the_ttl() -> None:
+    """The agent's orchestrator does not wait the race delay for a token-less fence (the policy does, as for D3):
+    of two partitioned nodes the one with the shorter delay must act first."""
+    cfg = replace(CFG, fence_delay=2.0)
+    b = storeless_master()
+    d = run(ev(state=B, lease=UNKNOWN, peers=(b,)), cfg=cfg, now=NOW)
+    d = run(ev(state=B, lease=UNKNOWN, peers=(b,)), prev=d.state, cfg=cfg, now=NOW + CFG.ttl + 1.9)
+    assert (d.rule, fences(d)) == ("B4", [])
+    d = run(ev(state=B, lease=UNKNOWN, peers=(b,)), prev=d.state, cfg=cfg, now=NOW + CFG.ttl + 2.0)
+    assert [(f.peer, f.token) for f in fences(d)] == [("b", None)]
