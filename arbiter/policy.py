@@ -20,8 +20,9 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | Q1  | reference quorum lost here while a live peer reaches it, or no peer  | closed | release lease if mine   |
 |     | is heard at all (lost everywhere = not a local fault: go on)         |        |                         |
 | F1  | fencing a peer failed, on_failure = "close", and since then it was   | closed | retry after power       |
-|     | not heard, not fenced OFF, not confirmed off by hand; holding or not |        | timeout (token; none: a |
-|     | (a reopened gate would be a dual master at every master-down)        |        | TTL silent); keep lease |
+|     | not heard, not fenced OFF, not confirmed off by hand; holding or not |        | timeout (token; none:   |
+|     | (a reopened gate would be a dual master at every master-down); kept  |        | as B4); keep the lease  |
+|     | across an agent restart (decisions.json)                             |        |                         |
 | S1  | not holding, a live higher-ranked peer (priority, then name) is      | closed |                         |
 |     | still starting (its frame says S0, or its gate just opened with its  |        |                         |
 |     | keepalived still in FAULT; no VIP): wait for it, for at most         |        |                         |
@@ -84,13 +85,15 @@ Rules, first match wins (the rule id is in every decision and in `policy explain
 | H5  | holding, store unreachable, every peer confirms BACKUP or is fenced  | open   |                         |
 |     | OFF (failsafe)                                                       |        |                         |
 | H6  | holding, store unreachable, lease expired, a peer silent             | closed | fence a peer silent on  |
-|     |                                                                      |        | every medium for a TTL  |
-|     |                                                                      |        | (no token; race delay)  |
+|     |                                                                      |        | every medium, as B4     |
 | B3  | not holding, a peer silent on every medium (heartbeats, and no       | open   | acquire; fence it       |
 |     | advert for 1.5 adverts) last claimed the VIP: fence it with the      |        | (token)                 |
 |     | lease before keepalived's master-down fires                          |        |                         |
-| B4  | as B3, the lease store unreachable: no token to fence with           | closed | fence it (no token)     |
-|     |                                                                      |        | after a TTL silent      |
+| B4  | as B3, the lease store unreachable: no token to fence with           | closed | fence it, no token,     |
+|     |                                                                      |        | once silent TTL + race  |
+|     |                                                                      |        | delay after a last word |
+|     |                                                                      |        | without the store       |
+|     |                                                                      |        | (H4-H6: rule 3)         |
 | B1  | not holding, lease mine                                              | open   | release lease           |
 | B2  | not holding                                                          | open   |                         |
 
