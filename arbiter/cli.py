@@ -226,6 +226,28 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print this node's fencing token for INSTANCE (exit 0) or, when it has none to give, the reason (exit 1)."""
+    import json  # noqa: PLC0415
+
+    from arbiter import statusview  # noqa: PLC0415
+
+    try:
+        answer = statusview.ask(_agent_socket(args), f"TOKEN {args.instance}")
+    except statusview.StatusError as exc:
+        print(f"token: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(answer, sort_keys=True))
+    elif answer.get("token") is not None:
+        print(answer["token"])
+    if answer.get("token") is None:
+        if not args.json:
+            print(f"token: no token: {answer.get('reason')}", file=sys.stderr)
+        return 1
+    return EXIT_OK
+
+
 FENCE_ACTIONS = ("status", "check", "off", "on", "confirm-off")
 
 
@@ -382,6 +404,19 @@ def build_parser() -> argparse.ArgumentParser:
         if verb == "pause":
             p.add_argument("--reason", metavar="TEXT", help="why (shown in status and the alert)")
         p.set_defaults(func=cmd_maintenance)
+
+    token = sub.add_parser(
+        "token",
+        help="this node's fencing token for INSTANCE (exit 0), or why there is none (exit 1)",
+        description="Asks the running agent over its Unix socket. A token is given only while this node holds "
+        "the lease, valid past its safety margin, and the instance's gate is open; a service writing on the VIP "
+        "carries it into its store, which refuses tokens lower than the highest it has seen.",
+    )
+    with_config(token)
+    token.add_argument("instance", metavar="INSTANCE", help="an [[instance]] name from the config")
+    token.add_argument("--socket", type=Path, help="the agent's socket (default: api.socket from the config)")
+    token.add_argument("--json", action="store_true", help="the agent's whole answer as JSON")
+    token.set_defaults(func=cmd_token)
 
     fence = sub.add_parser(
         "fence",

@@ -201,6 +201,7 @@ class Agent:
         self.notify.add_verb("PAUSE", self._pause_verb, privileged=True)
         self.notify.add_verb("RESUME", self._resume_verb, privileged=True)
         self.notify.add_verb("CONFIRM-OFF", self._confirm_off_verb, privileged=True)
+        self.notify.add_verb("TOKEN", self._token_verb, privileged=False)
         self.fifo = e.fifo
         # Another MAC answering ARP for a VIP held here: instance → (MACs, when seen).
         self.arp_claims: dict[str, tuple[frozenset[str], float]] = {}
@@ -541,6 +542,37 @@ class Agent:
         if words:
             raise BadRequestError("STATUS takes no arguments")
         return "OK " + json.dumps(self.status(), separators=(",", ":"))
+
+    def _token_verb(self, words: Sequence[str], at: float) -> str:
+        """`TOKEN INSTANCE`: this node's fencing token for a service that writes on its VIP: given only while the
+        lease is this node's, valid past the safety margin (H2 steps down inside it), and the gate keepalived
+        reads is open. A store that checks each write against the highest token it has seen (README, "Carrying
+        the token into your data") then refuses a former holder's late writes."""
+        if len(words) != 1:
+            raise BadRequestError(f"TOKEN: expected INSTANCE, got {len(words)} words")
+        name = words[0]
+        if name not in self.instances:
+            raise BadRequestError(f"TOKEN: unknown instance {name[:64]!r}; instances: {', '.join(self.instances)}")
+        view, gate, now = self.lease_views[name], self.gates[name].cached, self.clock()
+        safety = self.cfg.lease.safety_ms / 1000
+        left = None if view.expires_at is None else view.expires_at - now
+        reason = None
+        if view.status is not LeaseStatus.MINE or view.token is None:
+            holder = f"held by {view.holder}" if view.status is LeaseStatus.PEER else view.status.value
+            reason = f"the lease of {name} is not this node's ({holder})"
+        elif left is None or left <= safety:
+            reason = f"the lease of {name} is within its safety margin of expiry (not renewed)"
+        elif gate is not Gate.OPEN:
+            last = self.last.get(name)
+            reason = f"the gate of {name} is closed" + (f" ({last.rule}: {last.reason})" if last is not None else "")
+        body = {
+            "instance": name,
+            "token": None if reason is not None else view.token,
+            "reason": reason,
+            "vip": self.vips.present(name),
+            "valid_s": None if reason is not None or left is None else round(left - safety, 3),
+        }
+        return "OK " + json.dumps(body, separators=(",", ":"))
 
     # --- maintenance mode (pause / resume) -------------------------------------------------------------------
 
