@@ -20,7 +20,18 @@ def test_help_lists_exactly_the_working_commands(capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     # Command rows are indented by four spaces; wrapped help text is indented further.
     listed = {line.split()[0] for line in out.splitlines() if line.startswith("    ") and line[4] != " "}
-    assert listed == {"check-config", "check-keepalived", "status", "pause", "resume", "policy", "run", "fence", "lab"}
+    assert listed == {
+        "check-config",
+        "check-keepalived",
+        "status",
+        "pause",
+        "resume",
+        "policy",
+        "run",
+        "fence",
+        "token",
+        "lab",
+    }
 
 
 def test_policy_explain_fills_in_the_timings(capsys: pytest.CaptureFixture[str]) -> None:
