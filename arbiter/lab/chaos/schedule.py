@@ -196,10 +196,13 @@ class Schedule:
         doc = {
             "schema": SCHEMA,
             "seed": self.seed,
-            "duration": self.duration,
+            "duration": float(self.duration),
             "nodes": self.nodes,
-            "quiet": self.quiet,
-            "events": [{"start": e.start, "duration": e.duration, "fault": e.fault.as_dict()} for e in self.events],
+            "quiet": float(self.quiet),
+            "events": [
+                {"start": float(e.start), "duration": float(e.duration), "fault": e.fault.as_dict()}
+                for e in self.events
+            ],
         }
         return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
