@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 SCHEMA = 1
@@ -118,7 +118,8 @@ class Fault:
 
     def describe(self) -> str:
         args = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)[1:] if getattr(self, f.name) is not None]
-        if "node?" in CATALOGUE[self.kind].args and self.node is None:
+        kind = CATALOGUE.get(self.kind)
+        if kind is not None and "node?" in kind.args and self.node is None:
             args.insert(0, "node=every")
         return " ".join([self.kind, *args])
 
@@ -498,8 +499,3 @@ def _optional_int(doc: dict[str, Any], name: str, where: str) -> int | None:
 
 def _optional_number(doc: dict[str, Any], name: str, where: str) -> float | None:
     return None if doc.get(name) is None else _number(doc, name, where)
-
-
-def with_events(schedule: Schedule, events: tuple[Event, ...]) -> Schedule:
-    """The same schedule (seed, duration, nodes, quiet) with other events."""
-    return replace(schedule, events=events)
