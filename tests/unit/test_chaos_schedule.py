@@ -186,11 +186,16 @@ def test_power_off_and_faults_elsewhere_overlap_freely() -> None:
 
 def test_json_round_trip_keeps_everything() -> None:
     for seed in range(20):
-        schedule = draw(seed, 150, 3, kinds=tuple(CATALOGUE))
+        schedule = draw(seed, 150, 3, kinds=tuple(CATALOGUE), vrrp_version=3, advert_int=0.1)
         text = schedule.to_json()
         assert Schedule.from_json(text) == schedule
         assert Schedule.from_json(text).to_json() == text
         assert json.loads(text)["schema"] == 1
+        assert (Schedule.from_json(text).vrrp_version, Schedule.from_json(text).advert_int) == (3, 0.1)
+
+
+def test_the_keepalived_settings_do_not_change_the_faults_drawn() -> None:
+    assert draw(3, 60, 2, vrrp_version=3, advert_int=0.1).events == draw(3, 60, 2).events
 
 
 def _good() -> dict[str, object]:
@@ -200,6 +205,8 @@ def _good() -> dict[str, object]:
         "duration": 60,
         "nodes": 2,
         "quiet": 10,
+        "vrrp_version": 3,
+        "advert_int": 0.1,
         "events": [
             {"start": 1, "duration": 4, "fault": {"kind": "vrrp-cut", "node": "a", "direction": "in"}},
             {"start": 2.5, "duration": 3, "fault": {"kind": "pause", "node": "b", "process": "agent"}},
@@ -215,6 +222,8 @@ def _good() -> dict[str, object]:
         (("nodes",), 4, "nodes: 2 or 3 (got 4)"),
         (("duration",), True, "duration: a number expected (got True)"),
         (("events",), {}, "events: list expected"),
+        (("vrrp_version",), 1, "vrrp_version: 2 or 3 (got 1)"),
+        (("advert_int",), 0, "advert_int: must be > 0 (got 0.0)"),
         (("events", 0, "start"), "1", "events[0].start: a number expected (got '1')"),
         (("events", 1, "fault", "kind"), "freeze", "events[1].fault.kind: one of vrrp-cut, hb-cut"),
         (("events", 0, "fault", "direction"), "up", "events[0].fault.direction: one of in, out, both (got 'up')"),
@@ -257,7 +266,9 @@ def test_missing_required_argument_is_named() -> None:
 def test_describe_prints_one_line_per_event() -> None:
     schedule = draw(11, 60, 3)
     lines = schedule.describe().splitlines()
-    assert lines[0] == f"seed 11: 60 s on 3 nodes, {len(schedule.events)} faults, the last 10 s quiet"
+    assert lines[0] == (
+        f"seed 11: 60 s on 3 nodes (VRRPv2, advert_int 1 s), {len(schedule.events)} faults, the last 10 s quiet"
+    )
     assert len(lines) == 1 + len(schedule.events)
     for line, event in zip(lines[1:], schedule.events, strict=True):
         assert line.endswith(event.fault.describe())

@@ -151,6 +151,9 @@ class Schedule:
     nodes: int
     quiet: float = QUIET
     events: tuple[Event, ...] = field(default=())
+    # The lab's keepalived settings, so that `lab replay FILE` runs the schedule as it was drawn for.
+    vrrp_version: int = 2
+    advert_int: float = 1.0
 
     def problems(self) -> list[str]:
         """Every rule of the module docstring this schedule breaks, each naming its field; [] if none."""
@@ -158,6 +161,10 @@ class Schedule:
         if self.nodes not in (2, 3):
             found.append(f"nodes: 2 or 3 (got {self.nodes})")
             return found
+        if self.vrrp_version not in (2, 3):
+            found.append(f"vrrp_version: 2 or 3 (got {self.vrrp_version})")
+        if not self.advert_int > 0:
+            found.append(f"advert_int: must be > 0 (got {self.advert_int})")
         if self.duration <= 0:
             found.append(f"duration: must be > 0 (got {self.duration})")
         if not 0 <= self.quiet < self.duration:
@@ -200,6 +207,8 @@ class Schedule:
             "duration": float(self.duration),
             "nodes": self.nodes,
             "quiet": float(self.quiet),
+            "vrrp_version": self.vrrp_version,
+            "advert_int": float(self.advert_int),
             "events": [
                 {"start": float(e.start), "duration": float(e.duration), "fault": e.fault.as_dict()}
                 for e in self.events
@@ -218,7 +227,7 @@ class Schedule:
             raise ScheduleError("schedule: a JSON object expected")
         if doc.get("schema") != SCHEMA:
             raise ScheduleError(f"schedule: schema: {SCHEMA} expected (got {doc.get('schema')!r})")
-        known = {"schema", "seed", "duration", "nodes", "quiet", "events"}
+        known = {"schema", "seed", "duration", "nodes", "quiet", "events", "vrrp_version", "advert_int"}
         _no_unknown(doc, known, "")
         raw_events = _get(doc, "events", list, "")
         events = tuple(_event(item, f"events[{i}]") for i, item in enumerate(raw_events))
@@ -227,6 +236,8 @@ class Schedule:
             duration=_number(doc, "duration", ""),
             nodes=_get(doc, "nodes", int, ""),
             quiet=_number(doc, "quiet", ""),
+            vrrp_version=_get(doc, "vrrp_version", int, ""),
+            advert_int=_number(doc, "advert_int", ""),
             events=events,
         )
         return schedule.check()
@@ -234,7 +245,8 @@ class Schedule:
     def describe(self) -> str:
         """One header line, then one line per event: `+start s  for duration s  fault`."""
         lines = [
-            f"seed {self.seed}: {self.duration:g} s on {self.nodes} nodes, {len(self.events)} faults, "
+            f"seed {self.seed}: {self.duration:g} s on {self.nodes} nodes (VRRPv{self.vrrp_version}, advert_int "
+            f"{self.advert_int:g} s), {len(self.events)} faults, "
             f"the last {self.quiet:g} s quiet"
         ]
         for e in self.events:
@@ -372,11 +384,14 @@ def draw(
     kinds: tuple[str, ...] | None = None,
     mean_gap: float = MEAN_GAP,
     max_fault: float = MAX_FAULT,
+    vrrp_version: int = 2,
+    advert_int: float = 1.0,
 ) -> Schedule:
     """A schedule of overlapping faults drawn with `random.Random(seed)` alone, obeying the module's rules.
 
     About one fault every `mean_gap` s in the first `duration - quiet` s; each lasts from MIN_FAULT to
-    `max_fault` s. A draw that would break a rule is drawn again (20 tries, then that fault is skipped)."""
+    `max_fault` s. `vrrp_version` and `advert_int` are only recorded (the faults drawn do not depend on them). A
+    draw that would break a rule is drawn again (20 tries, then that fault is skipped)."""
     if nodes not in (2, 3):
         raise ScheduleError(f"nodes: 2 or 3 (got {nodes})")
     active = duration - quiet
@@ -407,7 +422,7 @@ def draw(
             if not Schedule(seed, duration, nodes, quiet, tuple(trial)).problems():
                 events = trial
                 break
-    return Schedule(seed, duration, nodes, quiet, tuple(events)).check()
+    return Schedule(seed, duration, nodes, quiet, tuple(events), vrrp_version, advert_int).check()
 
 
 def _order(event: Event) -> tuple[float, str]:
