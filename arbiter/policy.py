@@ -456,7 +456,7 @@ def _silent_holder(
         return None
     if holder.heard_at is not None and now - holder.heard_at <= 2 * cfg.cycle:
         return None
-    if holder.adverts_at is not None and now - holder.adverts_at < cfg.cut_after:
+    if _advertising(holder, cfg, now):
         return None  # its keepalived still advertises: keepalived here stays BACKUP by itself
     basis = holder.adverts_at if holder.adverts_at is not None else holder.heard_at
     if previous.gate is Gate.CLOSED:
@@ -590,6 +590,7 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
     alive = [p for p in ev.peers if p.alive and p.name not in off]
     lease = ev.lease
     mine = lease.status is LeaseStatus.MINE
+    lease_valid_mine = mine and lease.expires_at is not None and now < lease.expires_at - cfg.safety
     seed = state.highest_token
 
     # Q1 -------------------------------------------------------------------------------------------------
@@ -608,9 +609,8 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
     # heard again, or an operator confirms it off by hand. The lease is kept meanwhile (no B1 release).
     failed = _fences_failed(state, ev.peers) if cfg.on_fence_failure == "close" else []
     if failed:
-        token_now = mine and lease.expires_at is not None and now < lease.expires_at - cfg.safety
         for peer in failed:
-            if token_now:
+            if lease_valid_mine:
                 fence(peer, lease.token, "retrying a failed fence: still silent on every heartbeat medium")
             elif lease.status is LeaseStatus.UNKNOWN and _storeless_silent(state, peer, cfg, now):
                 fence(peer, None, "retrying a failed fence without the lease store: silent for a lease TTL")
@@ -780,8 +780,8 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
             and p.name not in off
             and p.heard_at is not None
             and p.priority < ev.priority
+            and _advertising(p, cfg, now)
             and p.adverts_at is not None
-            and now - p.adverts_at < cfg.cut_after
             # Still advertising a deadtime after its last frame: not a dead node (heartbeats and adverts stop
             # together then, and failover must stay keepalived's own), a cut heartbeat path.
             and p.adverts_at >= p.heard_at + cfg.deadtime
@@ -843,7 +843,6 @@ def decide(previous: PolicyState, evidence: Evidence, config: PolicyConfig, now:
 
     # D1 / D2 / D3 ---------------------------------------------------------------------------------------
     rivals = [p for p in alive if p.claims_vip] if ev.holding else []
-    lease_valid_mine = mine and lease.expires_at is not None and now < lease.expires_at - cfg.safety
     own_valid = state.lease_valid_until is not None and now < state.lease_valid_until - cfg.safety
     if rivals:
         if not previous.dual_since:

@@ -776,10 +776,8 @@ class Agent:
         previous = self._recorded.get(name)
         if view.status is LeaseStatus.UNKNOWN and state.lease_valid_until is not None and previous is not None:
             token, until = previous.lease_token, state.lease_valid_until  # store unreachable: own lease still valid
-        return Entry(
-            decision.gate, decision.rule, state.was_holding, token, until, state.holding_since,
-            tuple(sorted(state.fence_failing)),
-        )  # fmt: skip
+        failing = tuple(sorted(state.fence_failing))
+        return Entry(decision.gate, decision.rule, state.was_holding, token, until, state.holding_since, failing)
 
     async def _write_record(self, entries: dict[str, Entry]) -> None:
         clocks = self.clocks()
