@@ -44,7 +44,7 @@ from arbiter.evidence.heartbeat.media import MediaTracker, MediumEvent, Received
 from arbiter.evidence.heartbeat.service import LinkEvent, Snapshot
 from arbiter.evidence.heartbeat.transport import Link
 from arbiter.evidence.reference import Change, Round
-from arbiter.model import LeaseStatus, LeaseView, PeerView
+from arbiter.model import LeaseStatus, LeaseView, PeerView, VrrpState
 from fencers.orchestration import Orchestrator
 from fencers.testing import FakeFencer
 
@@ -464,6 +464,17 @@ async def cycle(agent: Agent, clock: FakeClock | None = None, advance: float = 0
     reasons = agent.run_cycle()
     await settle(agent)
     return reasons
+
+
+async def holding_with_the_lease(rig: Rig, agent: Agent, clock: FakeClock) -> None:
+    """node-a (begun) MASTER with VI_1's VIP beside node-b (priority 100), a backup heard on the heartbeats: one
+    lease round and two cycles later it holds with the lease (H1); the caller asserts what it relies on."""
+    rig.vips.set("VI_1", True)
+    rig.reference.quorate = True
+    rig.heartbeats.view("node-b", heard_at=clock(), state=VrrpState.BACKUP, priority=100, quorate=True, rule="B2")
+    await lease_round(agent)
+    await cycle(agent)
+    await cycle(agent, clock, 0.2)
 
 
 async def lease_round(agent: Agent) -> None:

@@ -19,7 +19,17 @@ from arbiter.agent.daemon import Agent
 from arbiter.agent.notify import BadRequestError
 from arbiter.cli import main
 from arbiter.model import FenceOutcome, Gate, LeaseStatus, LeaseView, Power, VrrpState
-from tests.unit.agentfakes import FakeClock, Rig, cycle, gate_text, lease_round, load_config, settle, stop_tasks
+from tests.unit.agentfakes import (
+    FakeClock,
+    Rig,
+    cycle,
+    gate_text,
+    holding_with_the_lease,
+    lease_round,
+    load_config,
+    settle,
+    stop_tasks,
+)
 
 MASTER, BACKUP = VrrpState.MASTER, VrrpState.BACKUP
 OPEN, CLOSED = "0\n", "1\n"
@@ -47,12 +57,7 @@ async def holder_with_a_silent_peer(tmp_path: Path, dead_bmc: bool = False) -> t
         rig.bmcs["node-b"].fail_off = "no answer from the BMC"
     clock, agent = rig.clock, rig.agent()
     agent.begin()
-    rig.vips.set("VI_1", True)
-    rig.reference.quorate = True
-    rig.heartbeats.view("node-b", heard_at=clock(), state=BACKUP, priority=100, quorate=True, rule="B2")
-    await lease_round(agent)
-    await cycle(agent)
-    await cycle(agent, clock, 0.2)
+    await holding_with_the_lease(rig, agent, clock)
     assert (agent.last["VI_1"].rule, gate_text(rig.cfg)) == ("H1", OPEN)
     rig.heartbeats.view("node-b", alive=False, heard_at=clock(), state=BACKUP, priority=100, rule="B2")
     return rig, agent, clock

@@ -26,6 +26,7 @@ from tests.unit.agentfakes import (
     Rig,
     cycle,
     gate_text,
+    holding_with_the_lease,
     lease_round,
     load_config,
     settle,
@@ -400,12 +401,7 @@ def test_8_paused_no_fence_no_lease_change_gates_held_and_said_loudly(tmp_path: 
     async def scenario() -> None:
         rig, agent, clock = rigged(tmp_path)
         agent.begin()
-        rig.vips.set("VI_1", True)
-        rig.reference.quorate = True
-        rig.heartbeats.view("node-b", heard_at=clock(), state=BACKUP, priority=100, quorate=True, rule="B2")
-        await lease_round(agent)
-        await cycle(agent)
-        await cycle(agent, clock, 0.2)
+        await holding_with_the_lease(rig, agent, clock)
         assert (agent.last["VI_1"].rule, gate_text(rig.cfg), rig.lease.changes()) == ("H1", OPEN, ["acquire 0"])
         agent._pause_verb(["alice", "rolling", "upgrade"], clock())
         # node-b goes silent after claiming the VIP: a running agent fences it (H1); keepalived here drops the VIP

@@ -11,8 +11,8 @@ import pytest
 
 from arbiter.agent.notify import BadRequestError
 from arbiter.cli import main
-from arbiter.model import LeaseStatus, LeaseView, VrrpState
-from tests.unit.agentfakes import FakeClock, Rig, cycle, lease_round, load_config
+from arbiter.model import LeaseStatus, LeaseView
+from tests.unit.agentfakes import FakeClock, Rig, cycle, holding_with_the_lease, load_config
 
 
 def answer(reply: str) -> dict[str, object]:
@@ -33,12 +33,7 @@ def test_the_token_only_while_holding_the_valid_lease_with_the_gate_open(
         first = answer(agent._token_verb(["VI_1"], clock()))
         assert first["token"] is None and "not this node's" in str(first["reason"])
 
-        rig.vips.set("VI_1", True)
-        rig.reference.quorate = True
-        rig.heartbeats.view("node-b", heard_at=clock(), state=VrrpState.BACKUP, priority=100, rule="B2")
-        await lease_round(agent)
-        await cycle(agent)
-        await cycle(agent, clock, 0.2)
+        await holding_with_the_lease(rig, agent, clock)
         assert agent.last["VI_1"].rule == "H1"
         held = answer(agent._token_verb(["VI_1"], clock()))
         assert held["token"] == agent.lease_views["VI_1"].token and held["reason"] is None and held["vip"] is True
