@@ -116,7 +116,8 @@ def test_cold_start_no_bounce_from_the_first_start() -> None:
     assert r["holders_at_end"] == ["a"]
     _running(r, "a")
     _running(r, "b")
-    assert r["violations"] == []
+    # Dual master is judged per phase above (hard bound, then the 0 ms goal): the rest must be empty.
+    assert [v for v in r["violations"] if "dual master" not in v] == []
     _goals(r)
 
 
