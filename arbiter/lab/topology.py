@@ -357,13 +357,20 @@ def start_sshd(node: NodePlan) -> int:
 
 
 def start_redis(plan: LabPlan) -> int:
-    d = Path(plan.dir, "witness")
+    """The witness Redis (the leases), in the witness namespace."""
+    return start_redis_server(plan, "witness", REDIS_PORT)
+
+
+def start_redis_server(plan: LabPlan, name: str, port: int) -> int:
+    """A redis-server without persistence in the witness namespace, in `plan.dir/name` (its pid file
+    `redis.pid` there); returns once it answers PING."""
+    d = Path(plan.dir, name)
     d.mkdir(parents=True, exist_ok=True)
     log = open(d / "redis.log", "ab")  # noqa: SIM115 - handed to the child, closed below
     argv = [
         "redis-server",
         "--port",
-        str(REDIS_PORT),
+        str(port),
         "--bind",
         f"{WITNESS_IP} 127.0.0.1",
         "--save",
@@ -380,11 +387,9 @@ def start_redis(plan: LabPlan) -> int:
     proc = subprocess.Popen(netns.in_ns(plan.witness_ns, argv), stdout=log, stderr=subprocess.STDOUT)
     log.close()
     wait_for(
-        lambda: (
-            run(["redis-cli", "-p", str(REDIS_PORT), "ping"], ns=plan.witness_ns, check=False).stdout.strip() == "PONG"
-        ),
+        lambda: run(["redis-cli", "-p", str(port), "ping"], ns=plan.witness_ns, check=False).stdout.strip() == "PONG",
         10,
-        "redis-server answering PING in the witness namespace",
+        f"redis-server ({name}) answering PING in the witness namespace",
     )
     return proc.pid
 
@@ -509,6 +514,7 @@ def power_on_node(plan: LabPlan, name: str) -> None:
 
 
 ON_BOOT = "on-boot"
+SERVICE = "service"  # a workload started at every boot after the agent (arbiter.lab.chaos)
 
 
 def start_node_processes(plan: LabPlan, node: NodePlan) -> list[int]:
@@ -524,14 +530,24 @@ def start_node_processes(plan: LabPlan, node: NodePlan) -> list[int]:
             gate_path(node, name).unlink(missing_ok=True)
     pids = [start_sshd(node), start_keepalived(plan, node)]
     agent = start_on_boot(node)
-    return pids if agent is None else [*pids, agent.pid]
+    service = start_service(node)
+    return [*pids, *(p.pid for p in (agent, service) if p is not None)]
 
 
 def start_on_boot(node: NodePlan) -> subprocess.Popen[bytes] | None:
     """Run the node's `on-boot` script (the arbiter's agent), if it has one, in the node's namespace."""
-    hook = Path(node.dir, ON_BOOT)
+    return _start_hook(node, ON_BOOT)
+
+
+def start_service(node: NodePlan) -> subprocess.Popen[bytes] | None:
+    """Run the node's `service` script (a workload the chaos runner wrote), if it has one, in its namespace."""
+    return _start_hook(node, SERVICE)
+
+
+def _start_hook(node: NodePlan, name: str) -> subprocess.Popen[bytes] | None:
+    hook = Path(node.dir, name)
     if hook.exists():
-        log = open(Path(node.dir, "on-boot.log"), "ab")  # noqa: SIM115 - handed to the child, closed below
+        log = open(Path(node.dir, f"{name}.log"), "ab")  # noqa: SIM115 - handed to the child, closed below
         proc = subprocess.Popen(
             netns.in_ns(node.netns, ["/bin/sh", str(hook)]),
             cwd=node.dir,

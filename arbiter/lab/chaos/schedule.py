@@ -293,7 +293,7 @@ def _fault_problems(fault: Fault, nodes: int) -> list[str]:
     return found
 
 
-def _touches(fault: Fault, nodes: int) -> set[str]:
+def touches(fault: Fault, nodes: int) -> set[str]:
     """The nodes a fault acts on (must be powered): a fault on every node touches them all."""
     takes = CATALOGUE[fault.kind].args
     if fault.node is None:
@@ -330,7 +330,7 @@ def _holds(fault: Fault, nodes: int) -> set[str]:
             if other != fault.node
         }
     if k == "vrrp-loss":
-        return {f"{n}:vrrp-loss" for n in _touches(fault, nodes)}
+        return {f"{n}:vrrp-loss" for n in touches(fault, nodes)}
     return set()  # nftables faults each get their own table: they overlap freely
 
 
@@ -339,16 +339,16 @@ def _overlap_problems(events: tuple[Event, ...], nodes: int) -> list[str]:
     for i, a in enumerate(events):
         for j in range(i + 1, len(events)):
             b = events[j]
-            if b.start >= _down_until(a):
+            if b.start >= down_until(a):
                 continue
             if b.start < a.busy_until and _holds(a.fault, nodes) & _holds(b.fault, nodes):
                 found.append(f"events[{j}]: overlaps events[{i}] ({a.fault.describe()}) on the same thing")
             for off, other, k in ((a, b, j), (b, a, i)):
                 if (
                     off.fault.kind == "power-off"
-                    and off.fault.node in _touches(other.fault, nodes)
-                    and other.start < _down_until(off)
-                    and off.start < _down_until(other)
+                    and off.fault.node in touches(other.fault, nodes)
+                    and other.start < down_until(off)
+                    and off.start < down_until(other)
                 ):
                     found.append(
                         f"events[{k}]: touches node {off.fault.node} while it is powered off or booting"
@@ -356,13 +356,13 @@ def _overlap_problems(events: tuple[Event, ...], nodes: int) -> list[str]:
                     )
     offs = [e for e in events if e.fault.kind == "power-off"]
     for e in offs:
-        down = sum(1 for o in offs if o.start <= e.start < _down_until(o))
+        down = sum(1 for o in offs if o.start <= e.start < down_until(o))
         if down >= nodes:
             found.append(f"events[{events.index(e)}]: every node powered off at {e.start:g} s")
     return found
 
 
-def _down_until(event: Event) -> float:
+def down_until(event: Event) -> float:
     """Until when an event keeps its node from other faults (a power-off: until its boot is done)."""
     return event.busy_until + (BOOT_HOLD if event.fault.kind == "power-off" else 0.0)
 
