@@ -26,7 +26,8 @@ from arbiter.lab import agentconf, netns, topology
 from arbiter.lab.chaos import verdict, workload
 from arbiter.lab.chaos.schedule import BOOT_HOLD, CATALOGUE, Event, Fault, Schedule, down_until, touches
 from arbiter.lab.checker import Interval, judge
-from arbiter.lab.events import HEAL, NOTE
+from arbiter.lab.events import HEAL, NOTE, POWER
+from arbiter.lab.events import Event as TimelineEvent
 from arbiter.lab.faults import Heal
 from arbiter.lab.lab import AGENT_START_TIMEOUT, Lab
 from arbiter.lab.netns import LabError
@@ -38,6 +39,7 @@ INSTANCE = "VI_1"
 WRITE_INTERVAL = 0.01  # s between the client's writes
 FENCE_ALLOW = 3.0  # s: a fence through the lab's BMC, request to confirmed OFF, with margin
 WITNESS_KINDS = ("redis-stop", "redis-restart-empty", "sentinel-failover")
+RETURN_AFTER = 8.0  # s: a fenced node stays off this long before the operator powers it on
 
 
 @dataclass
@@ -98,9 +100,12 @@ def run_chaos(schedule: Schedule, *, arbiter: bool, report_dir: Path | None = No
             threading.Thread(target=_play, args=(lab, e, chaos_at, nemesis_errors), daemon=True)
             for e in schedule.events
         ]
-        for thread in threads:
+        returner = _Returner(lab, schedule, chaos_at)
+        for thread in [*threads, returner]:
             thread.start()
         time.sleep(max(0.0, chaos_at + schedule.duration - time.monotonic()))
+        returner.stop.set()
+        returner.join(timeout=30)
         for thread in threads:
             thread.join(timeout=30)
             if thread.is_alive():
@@ -127,7 +132,7 @@ def run_chaos(schedule: Schedule, *, arbiter: bool, report_dir: Path | None = No
             writes=workload.read_writes(Path(_file(lab, "writes.jsonl"))),
             stored=stored,
             leases=workload.read_leases(Path(_file(lab, "leases.jsonl"))),
-            able=able_intervals(schedule, chaos_at, t_start, end_at),
+            able=able_intervals(schedule, chaos_at, t_start, end_at, powered_off(events, end_at)),
             agent_problems=_agent_problems(lab, processes) if arbiter else [],
         )
         figures = judge(events, names, plan.vips[0], None, None, end_at, None, t_start)
@@ -135,6 +140,10 @@ def run_chaos(schedule: Schedule, *, arbiter: bool, report_dir: Path | None = No
             report_dir.mkdir(parents=True, exist_ok=True)
             title = f"chaos seed {schedule.seed}: {'keepalived + arbiter' if arbiter else 'keepalived alone'}"
             write_report(report_dir, events, lab.timeline.t0, names, list(plan.vips), {plan.vips[0]: figures}, title)
+            for name in ("writes.jsonl", "leases.jsonl"):
+                if Path(_file(lab, name)).exists():
+                    (report_dir / name).write_bytes(Path(_file(lab, name)).read_bytes())
+            (report_dir / "stored.txt").write_text("".join(f"{s.value} {s.node} {s.token} {s.t:.6f}\n" for s in stored))
             for node in plan.nodes:
                 for name in ("agent.log", "keepalived.log", "service.log"):
                     source = Path(node.dir, name)
@@ -287,6 +296,9 @@ def _kill(lab: Lab, node: str, process: str) -> Heal:
     plan_node = lab.plan.node(node)
 
     def heal() -> None:
+        if not topology.node_powered(plan_node):  # fenced meanwhile: its next boot starts everything
+            lab.timeline.add(NOTE, node, f"{process} not started again: the node is powered off")
+            return
         if process == "keepalived":
             lab.reaper.add(topology.start_keepalived(lab.plan, plan_node))
         else:
@@ -297,11 +309,62 @@ def _kill(lab: Lab, node: str, process: str) -> Heal:
     return heal
 
 
-def able_intervals(schedule: Schedule, chaos_at: float, start: float, end: float) -> dict[str, list[Interval]]:
+class _Returner(threading.Thread):
+    """The operator who powers a fenced node on again: a node found off that the schedule did not power off is
+    powered on `RETURN_AFTER` s after it was first seen off (the return of a fenced node is one more transition)."""
+
+    def __init__(self, lab: Lab, schedule: Schedule, chaos_at: float) -> None:
+        super().__init__(name="chaos-returner", daemon=True)
+        self.lab, self.chaos_at, self.stop = lab, chaos_at, threading.Event()
+        self.planned = [e for e in schedule.events if e.fault.kind == "power-off"]
+
+    def run(self) -> None:
+        off_since: dict[str, float] = {}
+        while not self.stop.wait(0.5):
+            now = time.monotonic()
+            for node in self.lab.plan.nodes:
+                planned = any(
+                    e.fault.node == node.name
+                    and self.chaos_at + e.start - 1 <= now <= self.chaos_at + e.start + e.duration + 5
+                    for e in self.planned
+                )
+                if topology.node_powered(node) or planned:
+                    off_since.pop(node.name, None)
+                    continue
+                since = off_since.setdefault(node.name, now)
+                if now - since >= RETURN_AFTER:
+                    self.lab.timeline.add(NOTE, node.name, "found powered off (fenced): the operator powers it on")
+                    try:
+                        self.lab.power(node.name, "on")
+                    except LabError as exc:
+                        self.lab.timeline.add(NOTE, node.name, f"power-on failed: {exc}")
+                    off_since.pop(node.name, None)
+
+
+def powered_off(events: list[TimelineEvent], end: float) -> dict[str, list[Interval]]:
+    """Per node, from the BMCs' power log on the timeline: each stretch from a power-off to its power-on."""
+    spans: dict[str, list[Interval]] = {}
+    since: dict[str, float] = {}
+    for e in events:
+        if e.kind == POWER and e.detail == "off":
+            since.setdefault(e.node, e.t)
+        elif e.kind == POWER and e.detail == "on" and e.node in since:
+            spans.setdefault(e.node, []).append((since.pop(e.node), e.t))
+    for node, t in since.items():
+        spans.setdefault(node, []).append((t, end))
+    return spans
+
+
+def able_intervals(
+    schedule: Schedule, chaos_at: float, start: float, end: float, off: dict[str, list[Interval]] | None = None
+) -> dict[str, list[Interval]]:
     """Per node, the monotonic stretches of [start, end) in which it was booted and no fault touched it or the
-    witness (a fault on every node, a witness fault, a power-off until its boot is done): when a node could hold."""
+    witness (a fault on every node, a witness fault, a power-off until its boot is done; `off`: the stretches it
+    was powered off, by the schedule or by a fence, each followed by a boot): when a node could hold."""
     nodes = schedule.nodes
     busy: dict[str, list[Interval]] = {n: [(start, start + BOOT_HOLD)] for n in topology.NODE_NAMES[:nodes]}
+    for node, spans in (off or {}).items():
+        busy.setdefault(node, []).extend((s, e + BOOT_HOLD) for s, e in spans)
     for e in schedule.events:
         window = (chaos_at + e.start, chaos_at + down_until(e))
         hit = set(busy) if e.fault.kind in WITNESS_KINDS else touches(e.fault, nodes)

@@ -17,8 +17,10 @@ The checks, each a line in `violations` naming its bound (`Bounds`, stated in th
   `mutual_fence_s`);
 - the data: an **acknowledged write missing** from the store; a **stale write**: a write the store accepted from
   a node not entitled to write at that moment. With the arbiter, entitled = holding the witness's lease with the
-  write's token (judged `LEASE_SLACK` before and after the write: the watcher polls, so a change within that of
-  the write cannot be told apart); keepalived alone has no lease, and entitled = the node that most recently
+  write's token, or a lease the witness forgot (restarted empty: `_entitles`), judged `LEASE_SLACK` before and
+  after the write (the watcher polls, so a change within that of the write cannot be told apart). A write after
+  a newer token was issued, by another node's lease, or on its own lease run out is stale. Keepalived alone has
+  no lease, and entitled = the node that most recently
   took the VIP (the older master of a split writing on). `split_writes` counts that for both;
 - the end: exactly one node holds the VIP;
 - the run: an agent's traceback or exit, and anything left behind after teardown (the runner lists them).
@@ -198,14 +200,22 @@ class _LeaseHistory:
         return list(zip(self.times, ends, self.seen, strict=True))
 
     def entitled(self, write: Stored) -> bool:
-        """False only when the lease, just before and just after the write, was not the writer's with its token
-        and the witness answered both times."""
+        """False only when, just before and just after the write, the witness answered and its lease did not
+        entitle the writer (see `_entitles`)."""
         t = write.t - self.wall_minus_mono
-        for when in (t - LEASE_SLACK, t + LEASE_SLACK):
-            x = self.at(when)
-            if x is None or not x.up or (_lab_node(x.holder) == write.node and x.token == write.token):
-                return True
-        return False
+        return any(_entitles(self.at(when), write) for when in (t - LEASE_SLACK, t + LEASE_SLACK))
+
+
+def _entitles(x: LeaseSeen | None, write: Stored) -> bool:
+    """Whether the witness's lease `x` allows `write`: the writer holds it with the write's token; or nobody holds
+    it and the witness has issued no token above the write's and does not remember issuing the write's own (it
+    forgot: restarted empty; the next token will be higher and the store will then refuse this one). A lease that
+    ran out (the witness still remembers the write's token) entitles nobody. Not judged (True): no answer."""
+    if x is None or not x.up:
+        return True
+    if x.holder:
+        return _lab_node(x.holder) == write.node and x.token == write.token
+    return x.issued is None or x.issued < write.token
 
 
 def _lab_node(holder: str) -> str:

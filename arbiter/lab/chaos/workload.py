@@ -55,22 +55,22 @@ redis.call('RPUSH', KEYS[2], ARGV[2] .. ' ' .. now[1] .. '.' .. string.format('%
 return 'OK'
 """
 
-# Every instance's lease as the witness holds it, with its clock: {seconds, micros, {holder, token, pttl}...}.
+# Every instance's lease as the witness holds it, with its clock: {seconds, micros, {holder, token, issued}...}.
 LEASE_SCRIPT = """
 local now = redis.call('TIME')
 local out = {now[1], now[2]}
-for i = 1, #KEYS, 2 do
+for i = 1, #KEYS do
   out[#out + 1] = redis.call('GET', KEYS[i]) or ''
-  out[#out + 1] = redis.call('GET', KEYS[i + 1]) or ''
 end
 return out
 """
 
 
-def lease_keys(cluster: str, instance: str) -> tuple[str, str]:
-    """The witness's holder and token keys of one instance (arbiter/evidence/lease.py's layout)."""
+def lease_keys(cluster: str, instance: str) -> tuple[str, str, str]:
+    """The witness's holder, token and highest-issued-token keys of one instance (arbiter/evidence/lease.py's
+    layout)."""
     base = f"keepalived-arbiter:{{{cluster}:{instance}}}"
-    return f"{base}:lease", f"{base}:lease-token"
+    return f"{base}:lease", f"{base}:lease-token", f"{base}:token"
 
 
 # --- what the runner reads back ----------------------------------------------------------------------------
@@ -107,6 +107,7 @@ class LeaseSeen:
     holder: str  # "" when free
     token: int | None
     up: bool = True
+    issued: int | None = None  # the highest token the witness remembers issuing (None: it remembers none)
 
 
 def read_writes(path: Path) -> list[Write]:
@@ -137,7 +138,10 @@ def read_leases(path: Path) -> list[LeaseSeen]:
     out = []
     for obj in _json_lines(path):
         token = obj.get("token")
-        out.append(LeaseSeen(float(obj["t"]), str(obj["instance"]), str(obj.get("holder", "")), token, bool(obj["up"])))
+        issued = obj.get("issued")
+        out.append(
+            LeaseSeen(float(obj["t"]), str(obj["instance"]), str(obj.get("holder", "")), token, bool(obj["up"]), issued)
+        )
     return out
 
 
@@ -305,25 +309,38 @@ def leases(cluster: str, instances: Sequence[str], out: str) -> int:
     witness = redis.Redis(port=6379, socket_timeout=0.2, socket_connect_timeout=0.2, decode_responses=True)
     read = witness.register_script(LEASE_SCRIPT)
     keys = [k for name in instances for k in lease_keys(cluster, name)]
-    last: dict[str, tuple[str, int | None, bool]] = {}
+    last: dict[str, tuple[str, int | None, bool, int | None]] = {}
     while not stop.wait(LEASE_POLL):
         try:
             answer = read(keys=keys)
         except redis.RedisError:
             for name in instances:
-                if last.get(name, ("", None, True))[2]:
-                    last[name] = ("", None, False)
+                if last.get(name, ("", None, True, None))[2]:
+                    last[name] = ("", None, False, None)
                     log.add({"t": round(time.time(), 6), "instance": name, "up": False})
             continue
         at = int(answer[0]) + int(answer[1]) / 1e6
         for i, name in enumerate(instances):
-            holder, token = answer[2 + 2 * i], answer[3 + 2 * i]
-            now = (holder, int(token) if token.isdigit() else None, True)
+            holder, token, issued = answer[2 + 3 * i : 5 + 3 * i]
+            now = (holder, _int(token), True, _int(issued))
             if last.get(name) != now:
                 last[name] = now
-                log.add({"t": round(at, 6), "instance": name, "holder": holder, "token": now[1], "up": True})
+                log.add(
+                    {
+                        "t": round(at, 6),
+                        "instance": name,
+                        "holder": holder,
+                        "token": now[1],
+                        "up": True,
+                        "issued": now[3],
+                    }
+                )
     log.close()
     return 0
+
+
+def _int(text: str) -> int | None:
+    return int(text) if text.isdigit() else None
 
 
 def main(argv: Sequence[str]) -> int:
