@@ -98,6 +98,15 @@ def add_lab_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
     _chaos_common(replay)
     replay.set_defaults(func=func)
 
+    soak = verbs.add_parser("soak", help="many chaos schedules, the arbiter beside keepalived alone: the table")
+    soak.add_argument("--count", type=int, default=100, help="schedules (default 100)")
+    soak.add_argument("--duration", type=float, default=60.0, help="seconds per schedule (default 60)")
+    soak.add_argument("--first-seed", type=int, default=1)
+    soak.add_argument("--shrink", type=int, default=8, metavar="RUNS", help="per violation, at most this many runs")
+    soak.add_argument("--save", type=Path, default=None, metavar="DIR", help="results and schedules (lab-report/soak)")
+    soak.add_argument("--json", action="store_true", help="print one JSON object")
+    soak.set_defaults(func=func)
+
     verbs.add_parser("list", help="list the scenarios").set_defaults(func=func)
     verbs.add_parser("clean", help="remove namespaces and processes left by crashed labs").set_defaults(func=func)
 
@@ -199,6 +208,21 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if verb in ("chaos", "replay"):
         return _chaos(args)
+    if verb == "soak":
+        from arbiter.lab.chaos import command  # noqa: PLC0415
+
+        if not args.json:
+            print(command.SOAK_HEADER, flush=True)
+        found = command.soak(
+            args.count,
+            args.first_seed,
+            args.duration,
+            args.save or command.SOAK_DIR,
+            args.shrink,
+            progress=None if args.json else lambda line: print(line, flush=True),
+        )
+        print(json.dumps(found) if args.json else command.render_soak(found))
+        return 0 if found["totals"]["goal"] == "met" else 1
     if verb == "up":
         spec = topology.LabSpec(
             nodes=args.nodes, advert_int=args.advert_int, vrrp_version=args.vrrp_version, arbiter=args.arbiter

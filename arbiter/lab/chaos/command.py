@@ -100,3 +100,139 @@ def render(result: dict[str, Any]) -> str:
         lines += [f"shrunk to {s['events']} of {s['from_events']} faults: {s['file']}", *s["schedule"]]
         lines.append(f"replay: {s['replay']}")
     return "\n".join(lines)
+
+
+# --- the soak: many schedules, the arbiter beside keepalived alone ------------------------------------------
+
+SOAK_DIR = Path("lab-report/soak")
+MIX = ((2, 2, 1.0), (3, 2, 1.0), (2, 3, 0.1), (3, 3, 0.1))  # (nodes, VRRP version, advert_int), seed by seed
+
+
+def soak_plan(count: int, first_seed: int, duration: float) -> list[Schedule]:
+    """`count` schedules from `first_seed` on, mixed: 2 and 3 nodes, VRRPv2/1 s and VRRPv3/0.1 s in turn."""
+    out = []
+    for k in range(count):
+        nodes, version, advert = MIX[k % len(MIX)]
+        out.append(drawn(first_seed + k, duration, nodes, version, advert))
+    return out
+
+
+def soak(
+    count: int, first_seed: int, duration: float, save_dir: Path, budget: int, progress: Any = None
+) -> dict[str, Any]:
+    """Run each schedule with the arbiter (shrunk on a violation) and with keepalived alone; every result is
+    appended to `save_dir/soak.jsonl` as it comes, and a run already there (same seed, settings, who) is not run
+    again: a soak stopped halfway goes on where it stopped."""
+    save_dir.mkdir(parents=True, exist_ok=True)
+    log = save_dir / "soak.jsonl"
+    done = {_soak_key(r): r for r in _read_jsonl(log)}
+    rows = []
+    for schedule in soak_plan(count, first_seed, duration):
+        row: dict[str, Any] = {"schedule": schedule}
+        for arbiter in (True, False):
+            key = (
+                schedule.seed,
+                schedule.nodes,
+                schedule.vrrp_version,
+                schedule.advert_int,
+                schedule.duration,
+                arbiter,
+            )
+            if key not in done:
+                result = play(
+                    schedule, arbiter=arbiter, report=None, save_dir=save_dir, budget=budget if arbiter else 0
+                )
+                compact = {k: v for k, v in result.items() if k not in ("faults", "schedule")}
+                with log.open("a") as f:
+                    f.write(json.dumps(compact) + "\n")
+                done[key] = compact
+            row["arbiter" if arbiter else "alone"] = done[key]
+        rows.append(row)
+        if progress is not None:
+            progress(soak_row(row))
+    return {"rows": [{**_row_figures(r)} for r in rows], "totals": _totals(rows), "file": str(log)}
+
+
+def _soak_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (r["seed"], r["nodes"], r["vrrp_version"], r["advert_int"], r["duration_s"], r["arbiter"])
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _row_figures(row: dict[str, Any]) -> dict[str, Any]:
+    s: Schedule = row["schedule"]
+    out: dict[str, Any] = {
+        "seed": s.seed,
+        "nodes": s.nodes,
+        "vrrp": f"v{s.vrrp_version}/{s.advert_int:g}s",
+        "faults": len(s.events),
+    }
+    for who in ("arbiter", "alone"):
+        r = row[who]
+        out[who] = {
+            "violations": r["violations"],
+            "stale_writes": r["stale_writes"],
+            "dual_master_ms": r["dual_master"]["ms"],
+            "acknowledged": r["writes"]["acknowledged"],
+            "nemesis_errors": len(r["nemesis_errors"]),
+            "shrunk": r.get("shrunk", {}).get("file"),
+        }
+    return out
+
+
+def soak_row(row: dict[str, Any]) -> str:
+    return _line(_row_figures(row))
+
+
+def _line(f: dict[str, Any]) -> str:
+    a, k = f["arbiter"], f["alone"]
+    return (
+        f"{f['seed']:>5} {f['nodes']:>4}n {f['vrrp']:>8} {f['faults']:>6} | {len(a['violations']):>13} "
+        f"{a['stale_writes']:>6} {a['dual_master_ms']:>8.0f} | {len(k['violations']):>11} {k['stale_writes']:>6} "
+        f"{k['dual_master_ms']:>8.0f}"
+    )
+
+
+SOAK_HEADER = " seed nodes    vrrp faults | arbiter: viol.  stale  dual ms | alone: viol.  stale  dual ms\n" + "-" * 88
+
+
+def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"schedules": len(rows)}
+    for who in ("arbiter", "alone"):
+        runs = [r[who] for r in rows]
+        out[who] = {
+            "runs_with_violations": sum(1 for r in runs if r["violations"]),
+            "violations": sum(len(r["violations"]) for r in runs),
+            "stale_writes": sum(r["stale_writes"] for r in runs),
+            "dual_master_ms": round(sum(r["dual_master"]["ms"] for r in runs), 1),
+        }
+    a = out["arbiter"]
+    out["goal"] = "met" if rows and a["violations"] == 0 and a["stale_writes"] == 0 else "missed"
+    return out
+
+
+def render_soak(result: dict[str, Any]) -> str:
+    lines = [SOAK_HEADER]
+    for f in result["rows"]:
+        a = f["arbiter"]
+        lines.append(_line(f))
+        lines += [f"        arbiter: {v}" for v in a["violations"]]
+        if a["shrunk"]:
+            lines.append(f"        minimal schedule: {a['shrunk']}")
+    t = result["totals"]
+    lines += [
+        "-" * 88,
+        f"{t['schedules']} schedules. arbiter: {t['arbiter']['violations']} violations in "
+        f"{t['arbiter']['runs_with_violations']} runs, {t['arbiter']['stale_writes']} stale writes, "
+        f"{t['arbiter']['dual_master_ms']:.0f} ms dual master. keepalived alone: {t['alone']['violations']} violations "
+        f"in {t['alone']['runs_with_violations']} runs, {t['alone']['stale_writes']} stale writes, "
+        f"{t['alone']['dual_master_ms']:.0f} ms dual master.",
+        f"goal (0 violations and 0 stale writes with the arbiter): {t['goal']}   results: {result['file']}",
+    ]
+    return "\n".join(lines)
