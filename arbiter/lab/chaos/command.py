@@ -4,6 +4,7 @@ shrink it to a minimal schedule that still violates, save that too and print the
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +33,16 @@ def play(
     save_dir: Path,
     budget: int,
     replay_of: Path | None = None,
+    run: Callable[..., dict[str, Any]] = run_chaos,
 ) -> dict[str, Any]:
-    """Save the schedule, run it, and shrink it on a violation (at most `budget` more runs)."""
+    """Save the schedule, run it (`run`: `run_chaos`, or a fake in tests), and shrink it on a violation (at most
+    `budget` more runs)."""
     save_dir.mkdir(parents=True, exist_ok=True)
     name = name_of(schedule, arbiter)
     path = replay_of or save_dir / f"{name}.json"
     if replay_of is None:
         path.write_text(schedule.to_json())
-    result = run_chaos(schedule, arbiter=arbiter, report_dir=report)
+    result = run(schedule, arbiter=arbiter, report_dir=report)
     result["schedule_file"] = str(path)
     result["replay"] = replay_command(path, arbiter)
     if result["violations"] and budget > 0:
@@ -47,7 +50,7 @@ def play(
         runs: list[dict[str, Any]] = []
 
         def violates(candidate: Schedule) -> bool:
-            found = run_chaos(candidate, arbiter=arbiter)
+            found = run(candidate, arbiter=arbiter, report_dir=None)
             runs.append({"events": len(candidate.events), "violations": found["violations"]})
             return bool(kinds_of(found["violations"]) & wanted)
 
