@@ -91,6 +91,12 @@ def add_lab_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
     _chaos_common(chaos)
     chaos.add_argument("--advert-int", type=float, default=1.0, help="keepalived advert_int in seconds")
     chaos.add_argument("--vrrp-version", type=int, choices=(2, 3), default=2)
+    chaos.add_argument(
+        "--witness",
+        choices=("redis", "sentinel"),
+        default="redis",
+        help="the lease witness: one Redis, or a master, a replica and 3 sentinels (adds sentinel-failover)",
+    )
     chaos.set_defaults(func=func)
 
     replay = verbs.add_parser("replay", help="run a saved chaos schedule again, exactly")
@@ -251,7 +257,9 @@ def _chaos(args: argparse.Namespace) -> int:
         if args.lab_command == "replay":
             schedule = Schedule.from_json(args.file.read_text())
         else:
-            schedule = command.drawn(args.seed, args.duration, args.nodes, args.vrrp_version, args.advert_int)
+            schedule = command.drawn(
+                args.seed, args.duration, args.nodes, args.vrrp_version, args.advert_int, args.witness
+            )
     except (OSError, ScheduleError) as exc:
         raise LabError(str(exc)) from None
     result = command.play(

@@ -55,9 +55,10 @@ def test_only_a_violation_of_the_same_kind_keeps_a_shrink_candidate() -> None:
     assert command.kinds_of(["dual master: 5 ms", "writes: 3 stale writes accepted (...)"]) == {"dual master", "writes"}
 
 
-def test_the_soak_mixes_two_and_three_nodes_and_both_vrrp_settings() -> None:
+def test_the_soak_mixes_two_and_three_nodes_both_vrrp_settings_and_both_witnesses() -> None:
     plan = command.soak_plan(8, 11, 60.0)
     assert [s.seed for s in plan] == list(range(11, 19))
-    mixes = [(s.nodes, s.vrrp_version, s.advert_int) for s in plan]
-    assert mixes[:4] == [(2, 2, 1.0), (3, 2, 1.0), (2, 3, 0.1), (3, 3, 0.1)] and mixes[4:] == mixes[:4]
+    mixes = [(s.nodes, s.vrrp_version, s.advert_int, s.witness) for s in plan]
+    assert mixes[:4] == [(2, 2, 1.0, "redis"), (3, 2, 1.0, "redis"), (2, 3, 0.1, "redis"), (3, 3, 0.1, "redis")]
+    assert [m[:3] for m in mixes[4:]] == [m[:3] for m in mixes[:4]] and {m[3] for m in mixes[4:]} == {"sentinel"}
     assert all(s.duration == 60.0 and s.events for s in plan)

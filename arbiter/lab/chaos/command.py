@@ -76,8 +76,10 @@ def replay_command(path: Path, arbiter: bool) -> str:
     return f"keepalived-arbiter lab replay {path}" + (" --arbiter" if arbiter else "")
 
 
-def drawn(seed: int, duration: float, nodes: int, vrrp_version: int, advert_int: float) -> Schedule:
-    return draw(seed, duration, nodes, vrrp_version=vrrp_version, advert_int=advert_int)
+def drawn(
+    seed: int, duration: float, nodes: int, vrrp_version: int, advert_int: float, witness: str = "redis"
+) -> Schedule:
+    return draw(seed, duration, nodes, vrrp_version=vrrp_version, advert_int=advert_int, witness=witness)
 
 
 def render(result: dict[str, Any]) -> str:
@@ -108,15 +110,22 @@ def render(result: dict[str, Any]) -> str:
 # --- the soak: many schedules, the arbiter beside keepalived alone ------------------------------------------
 
 SOAK_DIR = Path("lab-report/soak")
-MIX = ((2, 2, 1.0), (3, 2, 1.0), (2, 3, 0.1), (3, 3, 0.1))  # (nodes, VRRP version, advert_int), seed by seed
+# (nodes, VRRP version, advert_int, witness), seed by seed: every combination once in eight seeds.
+MIX = tuple(
+    (nodes, version, advert, witness)
+    for witness in ("redis", "sentinel")
+    for version, advert in ((2, 1.0), (3, 0.1))
+    for nodes in (2, 3)
+)
 
 
 def soak_plan(count: int, first_seed: int, duration: float) -> list[Schedule]:
-    """`count` schedules from `first_seed` on, mixed: 2 and 3 nodes, VRRPv2/1 s and VRRPv3/0.1 s in turn."""
+    """`count` schedules from `first_seed` on, mixed in turn: 2 and 3 nodes, VRRPv2/1 s and VRRPv3/0.1 s, one
+    Redis and Sentinel as the witness."""
     out = []
     for k in range(count):
-        nodes, version, advert = MIX[k % len(MIX)]
-        out.append(drawn(first_seed + k, duration, nodes, version, advert))
+        nodes, version, advert, witness = MIX[k % len(MIX)]
+        out.append(drawn(first_seed + k, duration, nodes, version, advert, witness))
     return out
 
 
@@ -133,14 +142,7 @@ def soak(
     for schedule in soak_plan(count, first_seed, duration):
         row: dict[str, Any] = {"schedule": schedule}
         for arbiter in (True, False):
-            key = (
-                schedule.seed,
-                schedule.nodes,
-                schedule.vrrp_version,
-                schedule.advert_int,
-                schedule.duration,
-                arbiter,
-            )
+            key = (*_settings(schedule), arbiter)
             if key not in done:
                 result = play(
                     schedule, arbiter=arbiter, report=None, save_dir=save_dir, budget=budget if arbiter else 0
@@ -156,8 +158,12 @@ def soak(
     return {"rows": [{**_row_figures(r)} for r in rows], "totals": _totals(rows), "file": str(log)}
 
 
+def _settings(s: Schedule) -> tuple[Any, ...]:
+    return (s.seed, s.nodes, s.vrrp_version, s.advert_int, s.duration, s.witness)
+
+
 def _soak_key(r: dict[str, Any]) -> tuple[Any, ...]:
-    return (r["seed"], r["nodes"], r["vrrp_version"], r["advert_int"], r["duration_s"], r["arbiter"])
+    return (r["seed"], r["nodes"], r["vrrp_version"], r["advert_int"], r["duration_s"], r["witness"], r["arbiter"])
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -174,6 +180,7 @@ def _row_figures(row: dict[str, Any]) -> dict[str, Any]:
         "seed": s.seed,
         "nodes": s.nodes,
         "vrrp": f"v{s.vrrp_version}/{s.advert_int:g}s",
+        "witness": s.witness,
         "faults": len(s.events),
     }
     for who in ("arbiter", "alone"):
@@ -196,13 +203,16 @@ def soak_row(row: dict[str, Any]) -> str:
 def _line(f: dict[str, Any]) -> str:
     a, k = f["arbiter"], f["alone"]
     return (
-        f"{f['seed']:>5} {f['nodes']:>4}n {f['vrrp']:>8} {f['faults']:>6} | {len(a['violations']):>13} "
+        f"{f['seed']:>5} {f['nodes']:>4}n {f['vrrp']:>8} {f['witness']:>8} {f['faults']:>6} | "
+        f"{len(a['violations']):>13} "
         f"{a['stale_writes']:>6} {a['dual_master_ms']:>8.0f} | {len(k['violations']):>11} {k['stale_writes']:>6} "
         f"{k['dual_master_ms']:>8.0f}"
     )
 
 
-SOAK_HEADER = " seed nodes    vrrp faults | arbiter: viol.  stale  dual ms | alone: viol.  stale  dual ms\n" + "-" * 88
+SOAK_HEADER = (
+    " seed nodes     vrrp  witness faults | arbiter: viol.  stale  dual ms | alone: viol.  stale  dual ms\n" + "-" * 97
+)
 
 
 def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -230,7 +240,7 @@ def render_soak(result: dict[str, Any]) -> str:
             lines.append(f"        minimal schedule: {a['shrunk']}")
     t = result["totals"]
     lines += [
-        "-" * 88,
+        "-" * 97,
         f"{t['schedules']} schedules. arbiter: {t['arbiter']['violations']} violations in "
         f"{t['arbiter']['runs_with_violations']} runs, {t['arbiter']['stale_writes']} stale writes, "
         f"{t['arbiter']['dual_master_ms']:.0f} ms dual master. keepalived alone: {t['alone']['violations']} violations "

@@ -69,7 +69,11 @@ def bounds(spec: LabSpec) -> verdict.Bounds:
 def run_chaos(schedule: Schedule, *, arbiter: bool, report_dir: Path | None = None) -> dict[str, Any]:
     """Play `schedule` on a fresh lab (with the arbiter's agents or keepalived alone) and judge it."""
     spec = LabSpec(
-        nodes=schedule.nodes, advert_int=schedule.advert_int, vrrp_version=schedule.vrrp_version, arbiter=arbiter
+        nodes=schedule.nodes,
+        advert_int=schedule.advert_int,
+        vrrp_version=schedule.vrrp_version,
+        arbiter=arbiter,
+        sentinel=schedule.witness == "sentinel",
     )
     spec.check()
     timing = Timing.of(spec)
@@ -88,7 +92,16 @@ def run_chaos(schedule: Schedule, *, arbiter: bool, report_dir: Path | None = No
                 lab.reaper.add(started.add(proc).pid)
         watcher = None
         if arbiter:
-            argv = [plan.python, "-m", "arbiter.lab.chaos.workload", "leases", prefix, _file(lab, "leases.jsonl")]
+            sentinel = str(topology.SENTINEL_PORT) if spec.sentinel else "-"
+            argv = [
+                plan.python,
+                "-m",
+                "arbiter.lab.chaos.workload",
+                "leases",
+                prefix,
+                _file(lab, "leases.jsonl"),
+                sentinel,
+            ]
             watcher = started.add(_spawn(netns.in_ns(plan.witness_ns, [*argv, *topology.instance_names(plan)])))
         converged = _converge(lab, timing)
         lab.timeline.add(NOTE, "", f"converged: {converged}")
@@ -164,6 +177,7 @@ def run_chaos(schedule: Schedule, *, arbiter: bool, report_dir: Path | None = No
         "nodes": schedule.nodes,
         "vrrp_version": schedule.vrrp_version,
         "advert_int": schedule.advert_int,
+        "witness": schedule.witness,
         "duration_s": schedule.duration,
         "converged": converged,
         **judged,
@@ -283,6 +297,9 @@ def inject(lab: Lab, fault: Fault) -> Heal | None:
         return None
     if f.kind == "agent-restart":
         lab.restart_agent(node)
+        return None
+    if f.kind == "sentinel-failover":
+        faults.sentinel_failover()
         return None
     if f.kind == "power-off":
         lab.power(node, "off")

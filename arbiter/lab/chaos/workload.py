@@ -299,21 +299,31 @@ def _read_line(sock: socket.socket) -> str:
     return data.decode("ascii", "replace").strip()
 
 
-def leases(cluster: str, instances: Sequence[str], out: str) -> int:
-    """Log every change of the witness's leases until SIGTERM (see the module docstring)."""
+def leases(cluster: str, instances: Sequence[str], out: str, sentinel: int | None = None) -> int:
+    """Log every change of the witness's leases until SIGTERM (see the module docstring). With `sentinel` (a
+    sentinel's port), read the Redis that sentinel names master at each poll, as the agents follow it."""
     import redis  # noqa: PLC0415
 
     log = _Log(out)
     stop = threading.Event()
     _stop_on_sigterm(stop)
-    witness = redis.Redis(port=6379, socket_timeout=0.2, socket_connect_timeout=0.2, decode_responses=True)
-    read = witness.register_script(LEASE_SCRIPT)
+    options: dict[str, Any] = {"socket_timeout": 0.2, "socket_connect_timeout": 0.2, "decode_responses": True}
+    servers: dict[int, Any] = {}
+    asker = None if sentinel is None else redis.Redis(port=sentinel, **options)
     keys = [k for name in instances for k in lease_keys(cluster, name)]
     last: dict[str, tuple[str, int | None, bool, int | None]] = {}
     while not stop.wait(LEASE_POLL):
         try:
-            answer = read(keys=keys)
-        except redis.RedisError:
+            port = 6379
+            if asker is not None:
+                found = asker.sentinel_get_master_addr_by_name("arbiter")
+                if not isinstance(found, tuple):
+                    raise ValueError(f"no master from the sentinel: {found!r}")
+                port = int(found[1])
+            if port not in servers:
+                servers[port] = redis.Redis(port=port, **options).register_script(LEASE_SCRIPT)
+            answer = servers[port](keys=keys)
+        except (redis.RedisError, TypeError, IndexError, ValueError):
             for name in instances:
                 if last.get(name, ("", None, True, None))[2]:
                     last[name] = ("", None, False, None)
@@ -349,11 +359,11 @@ def main(argv: Sequence[str]) -> int:
         return service(*args)
     if role == "client" and len(args) == 3:
         return client(args[0], float(args[1]), args[2])
-    if role == "leases" and len(args) >= 3:
-        return leases(args[0], args[2:], args[1])
+    if role == "leases" and len(args) >= 4:
+        return leases(args[0], args[3:], args[1], None if args[2] == "-" else int(args[2]))
     print(
         "usage: workload service NODE AGENT_SOCKET|- STORE_HOST INSTANCE | client VIP INTERVAL OUT | "
-        "leases CLUSTER OUT INSTANCE...",
+        "leases CLUSTER OUT SENTINEL_PORT|- INSTANCE...",
         file=sys.stderr,
     )
     return 2
