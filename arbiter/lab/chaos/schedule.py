@@ -96,7 +96,11 @@ CATALOGUE: dict[str, Kind] = {
 NOT_YET: dict[str, str] = {
     "vrrp-loss": "no nftables 'numgen random' VRRP drop in arbiter/lab/faults.py",
     "bridge": "no partial partition (two nodes cut from each other only) in arbiter/lab/faults.py",
-    "clock-step": "the lab does not start agents or the witness under faketime",
+    "clock-step": (
+        "Debian's libfaketime 0.9.10 cannot step one process's wall clock here: Python's time.sleep fails (EINVAL "
+        "from clock_nanosleep) when FAKETIME_DONT_FAKE_MONOTONIC=1, and without it the monotonic clock steps too, "
+        "which no real clock step does; redis-server aborts at start under it (recursive clock_gettime)"
+    ),
     "hb-cut medium=lan": "faults.heartbeat_cut cuts every Ethernet medium at once; no per-NIC heartbeat cut",
     "hb-cut medium=hb": "faults.heartbeat_cut cuts every Ethernet medium at once; no per-NIC heartbeat cut",
 }
