@@ -18,7 +18,7 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,7 @@ def run_chaos(schedule: Schedule, *, arbiter: bool, report_dir: Path | None = No
             if e.kind in ("fault", "heal")
         ]
     left = _left_behind(prefix, started.pids)
-    history = verdict.History(**{**history.__dict__, "left_behind": left})
+    history = replace(history, left_behind=left)
     judged = verdict.check(history, bounds(spec))
     return {
         "seed": schedule.seed,
