@@ -410,10 +410,12 @@ def _agent_problems(lab: Lab, processes: dict[str, dict[str, object]]) -> list[s
             text = Path(node.dir, agentconf.AGENT_LOG).read_text(errors="replace")
         except OSError:
             text = ""
-        if "Traceback (most recent call last)" in text:
-            after = text.split("Traceback (most recent call last)", 1)[1].strip().splitlines()
-            last = next((line for line in reversed(after[:40]) if line and not line.startswith(" ")), "")
-            found.append(f"node {node.name}: a traceback in agent.log ({last[:160]})")
+        tracebacks = text.split("Traceback (most recent call last):")[1:]
+        if tracebacks:
+            # A traceback's frames are indented; its first line that is not is the exception.
+            lines = tracebacks[0].splitlines()[1:]
+            what = next((line for line in lines if line and not line.startswith(" ")), "")
+            found.append(f"node {node.name}: {len(tracebacks)} traceback(s) in agent.log, the first: {what[:160]}")
         state = processes.get(node.name, {})
         if state.get("powered") and state.get("agent") is None:
             found.append(f"node {node.name}: the agent is not running at the end")
