@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from arbiter.lab.chaos.workload import STORE_KEY, STORE_SCRIPT, TOKEN_KEY, parse_stored
-from tests.integration.redis_servers import Servers, servers_in
+from arbiter.lab.chaos.workload import STORE_KEY, STORE_SCRIPT, TOKEN_KEY, Store, StoreError, parse_stored
+from tests.integration.redis_servers import HOST, Blackhole, Servers, servers_in
 
 pytestmark = [
     pytest.mark.integration,
@@ -47,3 +47,28 @@ def test_without_a_token_every_write_is_accepted(servers: Servers) -> None:
     for value in (1, 2, 3):
         write(keys=[TOKEN_KEY, STORE_KEY], args=[0, f"{value} a 0"])
     assert client.llen(STORE_KEY) == 3
+
+
+def test_the_services_store_client_writes_refuses_and_gives_up_at_the_deadline(servers: Servers) -> None:
+    redis_server = servers.redis("store")
+    store = Store(HOST, redis_server.port)
+    soon = time.monotonic() + 2
+    assert store.eval(STORE_SCRIPT, [TOKEN_KEY, STORE_KEY], ["9", "1 a 9"], soon) == "OK"
+    with pytest.raises(StoreError, match="stale token 8 < 9"):
+        store.eval(STORE_SCRIPT, [TOKEN_KEY, STORE_KEY], ["8", "2 a 8"], soon)
+    assert store.eval(STORE_SCRIPT, [TOKEN_KEY, STORE_KEY], ["9", "3 a 9"], soon) == "OK"  # same connection
+    assert [s.value for s in parse_stored(redis_server.client().lrange(STORE_KEY, 0, -1))] == [1, 3]
+    store.reset()
+
+
+def test_a_write_that_is_not_answered_by_its_deadline_is_given_up_and_its_connection_reset() -> None:
+    hung = Blackhole()
+    store = Store(HOST, hung.port)
+    try:
+        started = time.monotonic()
+        with pytest.raises(OSError):
+            store.eval(STORE_SCRIPT, [TOKEN_KEY, STORE_KEY], ["9", "1 a 9"], started + 0.2)
+        assert time.monotonic() - started < 1.0  # the deadline, not a retry after it
+        assert store.sock is None  # reset (SO_LINGER 0): nothing of it is sent later
+    finally:
+        hung.close()

@@ -8,7 +8,8 @@ writing one JSON line per event to a file the runner reads back at the end:
   namespace, a Redis apart from the lease witness, so that a witness fault never erases the data being judged).
   With the arbiter it asks its agent for the fencing token before every write (`TOKEN VI_1` on the agent's socket,
   as `keepalived-arbiter token` does) and writes only with it, through `STORE_SCRIPT`: the store refuses a token
-  lower than the highest it has accepted (README, "Carrying the token into your data"). Without the arbiter it
+  lower than the highest it has accepted (README, "Carrying the token into your data"), never retried, and
+  answered within the token's validity or dropped (`Store`). Without the arbiter it
   writes with token 0, which the script always accepts: what keepalived alone gives a service. It answers
   `OK <node> <token>` or `NO <node> <reason>`.
 - `client` (in the client namespace): one write every `interval` s to the first VIP, each with a unique
@@ -27,6 +28,7 @@ import json
 import signal
 import socket
 import socketserver
+import struct
 import sys
 import threading
 import time
@@ -189,8 +191,8 @@ def _stop_on_sigterm(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
 
-def _ask_token(agent_socket: str, instance: str) -> tuple[int | None, str]:
-    """This node's token from its agent (None and the reason when it gives none)."""
+def _ask_token(agent_socket: str, instance: str) -> tuple[int | None, float, str]:
+    """This node's token from its agent and for how long it stays valid (None and the reason when it gives none)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(TOKEN_TIMEOUT)
     try:
@@ -200,37 +202,108 @@ def _ask_token(agent_socket: str, instance: str) -> tuple[int | None, str]:
         while chunk := sock.recv(4096):
             data += chunk
     except OSError as exc:
-        return None, f"agent: {exc.strerror or exc}"
+        return None, 0.0, f"agent: {exc.strerror or exc}"
     finally:
         sock.close()
     line = data.decode("utf-8", "replace").strip()
     if not line.startswith("OK "):
-        return None, f"agent: {line[:80]}"
+        return None, 0.0, f"agent: {line[:80]}"
     answer = json.loads(line[3:])
     token = answer.get("token")
-    return (int(token), "") if token is not None else (None, str(answer.get("reason")))
+    if token is None:
+        return None, 0.0, str(answer.get("reason"))
+    return int(token), float(answer.get("valid_s") or 0.0), ""
+
+
+class StoreError(Exception):
+    """The store refused the write (its error reply, e.g. a stale token)."""
+
+
+class Store:
+    """The data store, spoken to directly (RESP over TCP, one command per write), because a write must never
+    outlive its token: each write has a deadline, and on a timeout or error the connection is reset (SO_LINGER 0:
+    the kernel drops what it has not delivered). redis-py retries a timed-out command on a new connection and
+    closes gracefully, so the kernel delivers the first attempt when the network heals: chaos found writes stored
+    15 and 26 s after the client had given up, with a token whose lease had run out meanwhile."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.address = (host, port)
+        self.sock: socket.socket | None = None
+        self.buffer = b""
+
+    def eval(self, script: str, keys: Sequence[str], args: Sequence[str], deadline: float) -> str:
+        """Run `script` once; the reply's text. StoreError for an error reply, OSError past `deadline` (monotonic)
+        or on any failure (the connection is then reset)."""
+        words = [b"EVAL", script.encode(), str(len(keys)).encode(), *(k.encode() for k in keys)]
+        words += [a.encode() for a in args]
+        request = b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words)
+        try:
+            sock = self._connected(deadline)
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            sock.sendall(request)
+            line = self._line(sock, deadline)
+            if line.startswith(b"-"):
+                raise StoreError(line[1:].decode("utf-8", "replace"))
+            if line.startswith(b"$"):
+                return self._line(sock, deadline).decode("utf-8", "replace")
+            return line[1:].decode("utf-8", "replace")
+        except OSError:
+            self.reset()
+            raise
+
+    def _connected(self, deadline: float) -> socket.socket:
+        if self.sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            try:
+                sock.connect(self.address)
+            except OSError:
+                sock.close()
+                raise
+            self.sock, self.buffer = sock, b""
+        return self.sock
+
+    def _line(self, sock: socket.socket, deadline: float) -> bytes:
+        while b"\r\n" not in self.buffer:
+            if time.monotonic() >= deadline:
+                raise TimeoutError("store: no answer before the write's deadline")
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("store: connection closed")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line
+
+    def reset(self) -> None:
+        if self.sock is not None:
+            self.sock.close()  # SO_LINGER 0: a reset, unsent bytes dropped
+            self.sock = None
 
 
 def service(node: str, agent_socket: str, store_host: str, instance: str) -> int:
-    """Serve writes until SIGTERM (see the module docstring). `agent_socket` "-": no arbiter, token 0."""
-    import redis  # noqa: PLC0415 - only the service needs it
+    """Serve writes until SIGTERM (see the module docstring). `agent_socket` "-": no arbiter, token 0.
 
-    store = redis.Redis(
-        host=store_host, port=STORE_PORT, socket_timeout=STORE_TIMEOUT, socket_connect_timeout=STORE_TIMEOUT
-    )
-    write = store.register_script(STORE_SCRIPT)
+    A write is sent to the store only with a token, and must be answered while the token is valid (`valid_s` of
+    the agent's answer, at most `STORE_TIMEOUT`); it is never retried: a write that may arrive later than its
+    token is the late write fencing tokens exist for."""
+    lock = threading.Lock()  # one connection to the store, one write at a time
+    store = Store(store_host, STORE_PORT)
 
     def handle(value: str) -> str:
-        token = 0
+        token, valid = 0, STORE_TIMEOUT
         if agent_socket != "-":
-            asked, why = _ask_token(agent_socket, instance)
+            asked, valid, why = _ask_token(agent_socket, instance)
             if asked is None:
                 return f"NO {node} {why}"
             token = asked
-        try:
-            write(keys=[TOKEN_KEY, STORE_KEY], args=[token, f"{value} {node} {token}"])
-        except redis.RedisError as exc:
-            return f"NO {node} store: {str(exc)[:80]}"
+        with lock:
+            deadline = time.monotonic() + min(STORE_TIMEOUT, valid)
+            try:
+                store.eval(STORE_SCRIPT, [TOKEN_KEY, STORE_KEY], [str(token), f"{value} {node} {token}"], deadline)
+            except (OSError, StoreError) as exc:
+                return f"NO {node} store: {str(exc)[:80]}"
         return f"OK {node} {token}"
 
     class Handler(socketserver.StreamRequestHandler):
