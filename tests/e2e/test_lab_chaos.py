@@ -38,7 +38,7 @@ def _every_fault_injected(schedule: Schedule, result: dict[str, Any]) -> None:
     injected = [f for f in result["faults"] if f["kind"] == "fault"]
     for event in schedule.events:
         kind = event.fault.kind.replace("agent-restart", "agent restart").replace("keepalived-restart", "keepalived")
-    kind = kind.replace("sentinel-failover", "sentinel")
+        kind = kind.replace("sentinel-failover", "sentinel")
         assert any(kind.split("-")[0] in f["detail"] for f in injected), (event.fault.describe(), injected)
     assert len(injected) >= len(schedule.events)
 
