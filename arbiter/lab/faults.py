@@ -215,6 +215,8 @@ class Faults:
 
 def vrrp_loss_rule(percent: int) -> str:
     """The input rule that drops `percent` % of VRRP packets: numgen draws 0..99 for each packet."""
+    if percent == 100:
+        return "ip protocol vrrp drop"  # nft refuses `numgen random mod 100 < 100`: 100 is out of 0..99
     return f"ip protocol vrrp numgen random mod 100 < {percent} drop"
 
 
