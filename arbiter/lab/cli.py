@@ -71,7 +71,8 @@ def add_lab_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
         "--runs",
         type=int,
         default=None,
-        help="scenarios: runs per power-off figure (medians; default 5); transitions: runs per case (default 1)",
+        help="scenarios: runs per power-off figure (medians; default 5); transitions: runs per case (default 1); "
+        "loss: power-off runs per side (default 3)",
     )
     bench.add_argument("--scenarios", help="transitions: only these scenarios (comma-separated)")
     bench.add_argument("--quick", action="store_true", help="transitions: only the 2-node VRRPv3/0.1 s cases")
