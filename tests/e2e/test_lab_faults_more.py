@@ -10,6 +10,7 @@ hear its adverts. What each fault does is measured where it must show:
   while VRRP still reaches b;
 - `bridge(a, b)`: a and b cannot reach each other on any network nor by serial cable, each still reaches c,
   the witness and the reference, and c still hears a's adverts while b does not; the heal restores it all.
+The `vrrp-loss` scenario (what `lab bench loss` runs) is run short, keepalived alone and with the arbiter.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pytest
 
 from arbiter.lab import netns, topology
 from arbiter.lab.lab import Lab
+from arbiter.lab.scenarios import run_scenario
 from arbiter.lab.topology import REFERENCE_IP, WITNESS_IP, LabSpec
 
 pytestmark = [
@@ -183,3 +185,23 @@ def test_a_bridge_cuts_two_nodes_from_each_other_only(lab3: Lab) -> None:
     topology.wait_for(cable.exists, 5, "the a-b serial cable back")
     assert reachable(lab3, "a", [b.lan_ip, b.hb_ip, b.mgmt_ip]) == dict.fromkeys([b.lan_ip, b.hb_ip, b.mgmt_ip], True)
     lab3.wait_holders(VIP, ["a"], 10)
+
+
+@pytest.mark.parametrize("arbiter", [False, True], ids=["alone", "arbiter"])
+def test_the_vrrp_loss_scenario_counts_what_the_loss_did(arbiter: bool) -> None:
+    """`lab bench loss`'s scenario, short: 10 % VRRP loss at every node for 4 s at VRRPv3 0.05 s. Its `loss`
+    figures are the judge's over the loss and the settling after it; with the arbiter, no dual master at all."""
+    r = run_scenario("vrrp-loss", seed=1, advert_int=0.05, vrrp_version=3, arbiter=arbiter, hold=4.0)
+    assert r["loss"]["percent"] == 10 and r["loss"]["seconds"] == 4.0
+    faults = [(e["kind"], e["detail"]) for e in r["timeline"] if e["kind"] in ("fault", "heal")]
+    assert faults == [("fault", "vrrp-loss 10%"), ("heal", "vrrp-loss 10%")]
+    phases = {p["phase"]: p for p in r["phases"]}
+    fault_at, heal_at = phases["fault"]["from_s"], phases["heal"]["from_s"]
+    assert 4.0 <= heal_at - fault_at < 5.0
+    after = phases["fault"]["dual_master_ms"] + phases["heal"]["dual_master_ms"]
+    assert r["loss"]["dual_master_ms"] == pytest.approx(after, abs=0.2)
+    assert r["loss"]["vip_moves"] == phases["fault"]["vip_moves"] + phases["heal"]["vip_moves"]
+    assert (r["loss"]["dual_events"] == 0) == (r["loss"]["dual_master_ms"] == 0)
+    assert r["holders_at_end"] == ["a"]
+    if arbiter:
+        assert r["loss"]["dual_events"] == 0, r["loss"]
