@@ -16,7 +16,8 @@ class FakeScenarios:
 
     def __call__(self, scenario: str, **kwargs: Any) -> dict[str, Any]:
         self.calls.append((scenario, kwargs))
-        return {"seed": kwargs["seed"], "violations": [], **self.figures[(scenario, kwargs["arbiter"])].pop(0)}
+        figures = self.figures[(scenario, kwargs["arbiter"])].pop(0)
+        return {"seed": kwargs["seed"], "violations": [], "phases": [], "timeline": [], **figures}
 
 
 def _loss(events: int, ms: float, moves: int, seconds: float = 60.0) -> dict[str, Any]:
@@ -60,8 +61,8 @@ def test_it_runs_both_scenarios_at_vrrpv3_0_05_on_both_sides_with_the_loss_lengt
 
 def test_a_dual_master_with_the_arbiter_or_a_slow_failover_misses_its_goal() -> None:
     loss_rows = {
-        "alone": loss.summarise_loss([{"seed": 1, **_loss(2, 300.0, 4)["loss"]}]),
-        "arbiter": loss.summarise_loss([{"seed": 1, **_loss(1, 12.0, 2)["loss"]}]),
+        "alone": loss.summarise_loss([{"seed": 1, **_loss(2, 300.0, 4)["loss"], "gate_closes": 0}]),
+        "arbiter": loss.summarise_loss([{"seed": 1, **_loss(1, 12.0, 2)["loss"], "gate_closes": 40}]),
     }
     power_off = {
         "alone": loss.summarise_power_off([{"seed": 1, **_power_off(200.0, 150.0)}]),
@@ -81,3 +82,24 @@ def test_no_run_means_not_measured_not_met() -> None:
 
 def test_the_bench_is_registered() -> None:
     assert "loss" in TARGETS
+
+
+def test_gate_closes_count_only_closes_from_the_start_of_the_loss() -> None:
+    timeline = [
+        {"t": 1.0, "kind": "gate", "node": "b", "detail": "VI_1 closed S0: start-up"},  # before the loss
+        {"t": 5.0, "kind": "fault", "node": "", "detail": "vrrp-loss 10%"},
+        {"t": 6.0, "kind": "gate", "node": "b", "detail": "VI_1 closed V1: adverts stopped"},
+        {"t": 6.1, "kind": "gate", "node": "b", "detail": "VI_1 open B2: backup"},
+        {"t": 6.2, "kind": "decision", "node": "b", "detail": "VI_1 closed L3: lease renewed"},  # no gate change
+        {"t": 7.0, "kind": "gate", "node": "a", "detail": "VI_1 closed H2: self-demotion"},
+    ]
+    result = {
+        "seed": 1,
+        "violations": [],
+        "phases": [{"phase": "steady", "from_s": 2.0}, {"phase": "fault", "from_s": 5.0}],
+        "timeline": timeline,
+        **_loss(0, 0.0, 0, 30.0),
+    }
+    reduced = loss.reduce_loss(result)
+    assert reduced["gate_closes"] == 2
+    assert loss.summarise_loss([reduced])["gate_closes_per_min"] == 4.0  # 2 in 30 s

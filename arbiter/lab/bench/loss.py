@@ -6,7 +6,8 @@ advert_int 0.05 s on 2 nodes, and
 
 - the `vrrp-loss` scenario: 10 % of VRRP packets dropped at random at every node for `--seconds` s (default
   60), then healed; per run the dual-master events (dual periods), dual-master ms and ms per minute of loss, and
-  VIP moves, over the loss and the settling after it (one run per side);
+  VIP moves, over the loss and the settling after it (one run per side), and the agents' gate closes per minute
+  of loss (the price of the veto: each close puts that node's keepalived in FAULT until the gate reopens);
 - the `power-off` scenario at the same settings: failover and the failover that stuck (medians over `--runs`
   runs per side, default 3).
 
@@ -35,8 +36,15 @@ Runner = Callable[..., dict[str, Any]]
 
 
 def reduce_loss(result: dict[str, Any]) -> dict[str, Any]:
-    """One `vrrp-loss` run's figures (the scenario's `loss`), plus its violations."""
-    return {"seed": result["seed"], **result["loss"], "violations": result["violations"]}
+    """One `vrrp-loss` run's figures (the scenario's `loss`), its violations, and `gate_closes`: how often an
+    agent closed a gate from the start of the loss on (each one puts that node's keepalived in FAULT; 0 alone)."""
+    start = next((p["from_s"] for p in result.get("phases", []) if p["phase"] == "fault"), None)
+    closes = sum(
+        1
+        for e in result.get("timeline", [])
+        if start is not None and e["kind"] == "gate" and e["t"] >= start and e["detail"].split()[1:2] == ["closed"]
+    )
+    return {"seed": result["seed"], **result["loss"], "gate_closes": closes, "violations": result["violations"]}
 
 
 def reduce_power_off(result: dict[str, Any]) -> dict[str, Any]:
@@ -65,6 +73,8 @@ def summarise_loss(runs: Sequence[dict[str, Any]], errors: Sequence[str] = ()) -
         "dual_master_ms": round(dual_ms, 1),
         "dual_ms_per_min": round(dual_ms * 60 / seconds, 1) if seconds else None,
         "vip_moves": sum(r["vip_moves"] for r in runs),
+        "gate_closes": sum(r["gate_closes"] for r in runs),
+        "gate_closes_per_min": round(sum(r["gate_closes"] for r in runs) * 60 / seconds, 1) if seconds else None,
         "per_run": list(runs),
     }
 
@@ -190,13 +200,14 @@ def render(result: dict[str, Any]) -> str:
         "",
         f"vrrp-loss ({loss['alone']['per_run'][0]['percent'] if loss['alone']['per_run'] else '?'} % of VRRP "
         f"dropped at random at every node; {loss['alone']['seconds']:g} s of loss per side)",
-        f"  {'':8} {'dual events':>11} {'dual ms':>9} {'dual ms/min':>11} {'VIP moves':>9}",
+        f"  {'':8} {'dual events':>11} {'dual ms':>9} {'dual ms/min':>11} {'VIP moves':>9} {'gate closes/min':>15}",
     ]
     for side in SIDES:
         s = loss[side]
-        cells = (s["dual_events"], s["dual_master_ms"], s["dual_ms_per_min"], s["vip_moves"])
+        cells = (s["dual_events"], s["dual_master_ms"], s["dual_ms_per_min"], s["vip_moves"], s["gate_closes_per_min"])
         lines.append(
             f"  {side:8} {cells[0]:>11} {format_figure(cells[1]):>9} {format_figure(cells[2]):>11} {cells[3]:>9}"
+            f" {format_figure(cells[4]):>15}"
         )
         for r in s["per_run"] if s["runs"] > 1 else []:
             lines.append(
