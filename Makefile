@@ -63,6 +63,14 @@ bench-transitions: install
 bench-loss: install
 	$(BIN)/keepalived-arbiter lab bench loss $(BENCH_ARGS)
 
+# Issue 14's soak: 100 chaos schedules of 60 s (2 and 3 nodes; VRRPv2/1 s and VRRPv3/0.1 s in turn), each with
+# the arbiter and with keepalived alone; prints the table and exits 1 when the arbiter has any violation or stale
+# write. Several hours; results go to lab-report/soak/soak.jsonl as they come, and a stopped soak resumes there.
+# A subset: `make soak SOAK_ARGS="--count 8 --duration 60"`.
+.PHONY: soak
+soak: install
+	$(BIN)/keepalived-arbiter lab soak $(SOAK_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
 

@@ -1186,6 +1186,11 @@ class Agent:
                     self.fingerprints[name] = hashlib.sha256(raw.encode()).hexdigest()[:16]
         except KconfError as exc:
             error = str(exc)
+        except asyncio.CancelledError:
+            # A stop cancels a check in flight. The scheduler logs any exception of a job as an ERROR with its
+            # traceback, in the journal of every restart that came at that moment: a check cut short is no error.
+            log.debug("drift check cancelled: the agent stops")
+            return dict(self.drift or {})
         for peer in self.peers:
             newest = self.heartbeats.newest(peer)
             if newest is not None:

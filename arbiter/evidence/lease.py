@@ -28,7 +28,7 @@ from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
@@ -368,6 +368,7 @@ class LeaseStore:
         try:
             # redis-py's socket timeouts bound each read; this bounds the whole call (connect, retry, discovery).
             async with asyncio.timeout(self.timeout_ms / 1000):
+                await self._follow_master()
                 reply = await script(keys=keys, args=[self.node, str(self.ttl_ms), *extra])
             replies = reply if batched else [reply]
             if not isinstance(replies, list) or len(replies) != len(leases):
@@ -378,6 +379,17 @@ class LeaseStore:
         except (RedisError, OSError, ValueError) as exc:
             return [lease.unknown(f"{type(exc).__name__}: {exc}") for lease in leases]
         return [await lease.settle(view) for lease, view in zip(leases, views, strict=True)]
+
+    async def _follow_master(self) -> None:
+        """With Sentinel, ask the sentinels which server is master before every call. After a failover the old
+        master stays a writable master until Sentinel converts it (about 10 s), and redis-py asks the sentinels
+        only when it opens a connection: a connection still open to the old master would renew a lease there that
+        the new master, where every other node looks, lets run out. The pool's `get_master_address` closes its idle
+        connections when the answer changed, so the call opens one to the new master. Sentinels that do not
+        answer make the call fail (UNKNOWN): a lease renewed on a server nobody can tell is master is no lease."""
+        pool = self.client.connection_pool
+        if isinstance(pool, SentinelConnectionPool):
+            await pool.get_master_address()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
 
     async def close(self) -> None:
         await self.client.aclose()

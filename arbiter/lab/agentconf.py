@@ -42,6 +42,11 @@ def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(f'"{item}"' for item in items) + "]"
 
 
+def _sentinel_table() -> list[str]:
+    addresses = [f"{topology.WITNESS_IP}:{port}" for port in topology.SENTINEL_PORTS]
+    return ["[lease.sentinel]", f"addresses = {_toml_list(addresses)}", f'service = "{topology.SENTINEL_SERVICE}"', ""]
+
+
 def arbiter_config(plan: LabPlan, node: NodePlan) -> str:
     spec = plan.spec
     keys = Path(plan.dir, "ssh")
@@ -94,12 +99,13 @@ def arbiter_config(plan: LabPlan, node: NodePlan) -> str:
         "timeout_ms = 500",
         "",
         "[lease]",
-        f'redis_url = "redis://{topology.WITNESS_IP}:{topology.REDIS_PORT}/0"',
+        *([] if spec.sentinel else [f'redis_url = "redis://{topology.WITNESS_IP}:{topology.REDIS_PORT}/0"']),
         f"ttl_ms = {LEASE_TTL_MS}",
         "renew_ms = 1000",
         "timeout_ms = 300",
         "safety_ms = 500",
         "",
+        *(_sentinel_table() if spec.sentinel else []),
         "[heartbeat]",
         f"port = {HEARTBEAT_PORT}",
         f"interval_ms = {interval}",

@@ -87,6 +87,35 @@ def add_lab_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
     bench.add_argument("--instances", type=int, default=10_000, help="lease: VRRP instances renewed each second")
     bench.set_defaults(func=func)
 
+    chaos = verbs.add_parser("chaos", help="a seeded schedule of overlapping faults, a client's writes, judged whole")
+    chaos.add_argument("--seed", type=int, required=True)
+    chaos.add_argument("--duration", type=float, default=60.0, help="seconds of chaos, the quiet end included")
+    chaos.add_argument("--nodes", type=int, choices=(2, 3), default=2)
+    _chaos_common(chaos)
+    chaos.add_argument("--advert-int", type=float, default=1.0, help="keepalived advert_int in seconds")
+    chaos.add_argument("--vrrp-version", type=int, choices=(2, 3), default=2)
+    chaos.add_argument(
+        "--witness",
+        choices=("redis", "sentinel"),
+        default="redis",
+        help="the lease witness: one Redis, or a master, a replica and 3 sentinels (adds sentinel-failover)",
+    )
+    chaos.set_defaults(func=func)
+
+    replay = verbs.add_parser("replay", help="run a saved chaos schedule again, exactly")
+    replay.add_argument("file", type=Path, metavar="FILE")
+    _chaos_common(replay)
+    replay.set_defaults(func=func)
+
+    soak = verbs.add_parser("soak", help="many chaos schedules, the arbiter beside keepalived alone: the table")
+    soak.add_argument("--count", type=int, default=100, help="schedules (default 100)")
+    soak.add_argument("--duration", type=float, default=60.0, help="seconds per schedule (default 60)")
+    soak.add_argument("--first-seed", type=int, default=1)
+    soak.add_argument("--shrink", type=int, default=8, metavar="RUNS", help="per violation, at most this many runs")
+    soak.add_argument("--save", type=Path, default=None, metavar="DIR", help="results and schedules (lab-report/soak)")
+    soak.add_argument("--json", action="store_true", help="print one JSON object")
+    soak.set_defaults(func=func)
+
     verbs.add_parser("list", help="list the scenarios").set_defaults(func=func)
     verbs.add_parser("clean", help="remove namespaces and processes left by crashed labs").set_defaults(func=func)
 
@@ -135,6 +164,16 @@ def add_lab_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
         if verb in ("pause", "kill"):
             p.add_argument("process", choices=("keepalived", "sshd", "agent"))
         p.set_defaults(func=func)
+
+
+def _chaos_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arbiter", action="store_true", help="run the arbiter's agent on every node")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--report", type=Path, metavar="DIR", help="write timeline.svg, the logs and result.json here")
+    p.add_argument(
+        "--shrink", type=int, default=8, metavar="RUNS", help="on a violation, at most this many runs to shrink (0: no)"
+    )
+    p.add_argument("--save", type=Path, default=None, metavar="DIR", help="where schedules go (lab-report/chaos)")
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -188,6 +227,23 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             print(format_result(result))
         return 0
+    if verb in ("chaos", "replay"):
+        return _chaos(args)
+    if verb == "soak":
+        from arbiter.lab.chaos import command  # noqa: PLC0415
+
+        if not args.json:
+            print(command.SOAK_HEADER, flush=True)
+        found = command.soak(
+            args.count,
+            args.first_seed,
+            args.duration,
+            args.save or command.SOAK_DIR,
+            args.shrink,
+            progress=None if args.json else lambda line: print(line, flush=True),
+        )
+        print(json.dumps(found) if args.json else command.render_soak(found))
+        return 0 if found["totals"]["goal"] == "met" else 1
     if verb == "up":
         spec = topology.LabSpec(
             nodes=args.nodes, advert_int=args.advert_int, vrrp_version=args.vrrp_version, arbiter=args.arbiter
@@ -206,6 +262,31 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{vip}: {' '.join(holders) or 'nobody'}")
         return 0
     return _fault(plan, args)
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    from arbiter.lab.chaos import command  # noqa: PLC0415
+    from arbiter.lab.chaos.schedule import Schedule, ScheduleError  # noqa: PLC0415
+
+    try:
+        if args.lab_command == "replay":
+            schedule = Schedule.from_json(args.file.read_text())
+        else:
+            schedule = command.drawn(
+                args.seed, args.duration, args.nodes, args.vrrp_version, args.advert_int, args.witness
+            )
+    except (OSError, ScheduleError) as exc:
+        raise LabError(str(exc)) from None
+    result = command.play(
+        schedule,
+        arbiter=args.arbiter,
+        report=args.report,
+        save_dir=args.save or command.DEFAULT_DIR,
+        budget=args.shrink,
+        replay_of=args.file if args.lab_command == "replay" else None,
+    )
+    print(json.dumps(result) if args.json else command.render(result))
+    return 0
 
 
 def _exec(plan: Any, node_name: str, argv: list[str]) -> int:

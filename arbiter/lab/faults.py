@@ -190,6 +190,21 @@ class Faults:
             topology.wait_for(lambda: netns.gone(pid), 5, "redis-server to exit")
         self.started(topology.start_redis(self.plan))
 
+    def sentinel_failover(self, timeout: float = 10.0) -> None:
+        """`SENTINEL FAILOVER`: the sentinels promote the replica at once (no agreement needed), as an operator's
+        forced failover; returns once the first sentinel names the new master. Not a fault to heal."""
+        if not self.plan.spec.sentinel:
+            raise LabError("sentinel-failover: this lab's witness is one Redis (no --witness sentinel)")
+        before = topology.sentinel_master(self.plan)
+        self.timeline.add(FAULT, "", f"sentinel-failover (master on port {before})")
+        argv = ["redis-cli", "-p", str(topology.SENTINEL_PORT), "SENTINEL", "FAILOVER", topology.SENTINEL_SERVICE]
+        done = run(argv, ns=self.plan.witness_ns, check=False)
+        if done.stdout.strip() != "OK":
+            raise LabError(f"sentinel-failover: {done.stdout.strip() or done.stderr.strip()}")
+        topology.wait_for(
+            lambda: topology.sentinel_master(self.plan) not in (None, before), timeout, "the sentinels' new master"
+        )
+
     # --- processes -------------------------------------------------------------------------------------
 
     def _pids(self, node: str, process: str) -> list[int]:

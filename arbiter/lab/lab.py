@@ -142,7 +142,7 @@ class Lab:
         topology.write_ssh_material(plan)
         agentconf.write_agent_files(plan)
         self.reaper.start()
-        self.reaper.add(topology.start_redis(plan))
+        self.reaper.add(*topology.start_witness(plan))
         for x, y, _, _ in topology.serial_links(plan):
             self.reaper.add(topology.start_serial(plan, x, y))
         for node in plan.nodes:

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,6 +42,9 @@ WITNESS_IP = f"{MGMT_NET}.1"
 VIPS = (f"{LAN_NET}.100", f"{LAN_NET}.101")
 REDIS_PORT = 6379
 SENTINEL_PORT = 26379
+SENTINEL_PORTS = (SENTINEL_PORT, SENTINEL_PORT + 1, SENTINEL_PORT + 2)
+SENTINEL_SERVICE = "arbiter"
+REPLICA_PORT = 6381
 NODE_NAMES = ("a", "b", "c")
 PRIORITIES = (150, 100, 50)
 
@@ -357,13 +360,62 @@ def start_sshd(node: NodePlan) -> int:
 
 
 def start_redis(plan: LabPlan) -> int:
-    d = Path(plan.dir, "witness")
+    """The witness Redis (the leases; with `spec.sentinel` the master Sentinel first knew), in the witness
+    namespace."""
+    return start_redis_server(plan, "witness", REDIS_PORT)
+
+
+def start_witness(plan: LabPlan) -> list[int]:
+    """The lease witness: one Redis; with `spec.sentinel` also a replica of it and three sentinels watching it as
+    service `SENTINEL_SERVICE` (a quorum of 2, a master down after 1 s). Returns their PIDs."""
+    pids = [start_redis(plan)]
+    if plan.spec.sentinel:
+        replica = ["--replicaof", WITNESS_IP, str(REDIS_PORT)]
+        pids.append(start_redis_server(plan, "replica", REPLICA_PORT, replica))
+        pids += [start_sentinel(plan, port) for port in SENTINEL_PORTS]
+    return pids
+
+
+def start_sentinel(plan: LabPlan, port: int) -> int:
+    d = Path(plan.dir, f"sentinel-{port}")
+    d.mkdir(parents=True, exist_ok=True)
+    # Sentinel rewrites its config file: one each. Small timers keep a failover to a few seconds.
+    (d / "sentinel.conf").write_text(
+        f"port {port}\nbind {WITNESS_IP} 127.0.0.1\nprotected-mode no\ndir {d}\npidfile {d}/sentinel.pid\n"
+        f"sentinel monitor {SENTINEL_SERVICE} {WITNESS_IP} {REDIS_PORT} 2\n"
+        f"sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n"
+        f"sentinel failover-timeout {SENTINEL_SERVICE} 2000\n"
+        f"sentinel parallel-syncs {SENTINEL_SERVICE} 1\n"
+    )
+    log = open(d / "sentinel.log", "ab")  # noqa: SIM115 - handed to the child, closed below
+    argv = ["redis-sentinel", str(d / "sentinel.conf")]
+    proc = subprocess.Popen(netns.in_ns(plan.witness_ns, argv), stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    wait_for(
+        lambda: run(["redis-cli", "-p", str(port), "ping"], ns=plan.witness_ns, check=False).stdout.strip() == "PONG",
+        10,
+        f"redis-sentinel on port {port} answering PING in the witness namespace",
+    )
+    return proc.pid
+
+
+def sentinel_master(plan: LabPlan) -> int | None:
+    """The port of the Redis the first sentinel names master now (None: no answer)."""
+    argv = ["redis-cli", "-p", str(SENTINEL_PORTS[0]), "SENTINEL", "get-master-addr-by-name", SENTINEL_SERVICE]
+    words = run(argv, ns=plan.witness_ns, check=False).stdout.split()
+    return int(words[1]) if len(words) == 2 and words[1].isdigit() else None
+
+
+def start_redis_server(plan: LabPlan, name: str, port: int, extra: Sequence[str] = ()) -> int:
+    """A redis-server without persistence in the witness namespace, in `plan.dir/name` (its pid file
+    `redis.pid` there); returns once it answers PING."""
+    d = Path(plan.dir, name)
     d.mkdir(parents=True, exist_ok=True)
     log = open(d / "redis.log", "ab")  # noqa: SIM115 - handed to the child, closed below
     argv = [
         "redis-server",
         "--port",
-        str(REDIS_PORT),
+        str(port),
         "--bind",
         f"{WITNESS_IP} 127.0.0.1",
         "--save",
@@ -376,15 +428,14 @@ def start_redis(plan: LabPlan) -> int:
         str(d),
         "--pidfile",
         str(d / "redis.pid"),
+        *extra,
     ]
     proc = subprocess.Popen(netns.in_ns(plan.witness_ns, argv), stdout=log, stderr=subprocess.STDOUT)
     log.close()
     wait_for(
-        lambda: (
-            run(["redis-cli", "-p", str(REDIS_PORT), "ping"], ns=plan.witness_ns, check=False).stdout.strip() == "PONG"
-        ),
+        lambda: run(["redis-cli", "-p", str(port), "ping"], ns=plan.witness_ns, check=False).stdout.strip() == "PONG",
         10,
-        "redis-server answering PING in the witness namespace",
+        f"redis-server ({name}) answering PING in the witness namespace",
     )
     return proc.pid
 
@@ -509,6 +560,7 @@ def power_on_node(plan: LabPlan, name: str) -> None:
 
 
 ON_BOOT = "on-boot"
+SERVICE = "service"  # a workload started at every boot after the agent (arbiter.lab.chaos)
 
 
 def start_node_processes(plan: LabPlan, node: NodePlan) -> list[int]:
@@ -524,14 +576,24 @@ def start_node_processes(plan: LabPlan, node: NodePlan) -> list[int]:
             gate_path(node, name).unlink(missing_ok=True)
     pids = [start_sshd(node), start_keepalived(plan, node)]
     agent = start_on_boot(node)
-    return pids if agent is None else [*pids, agent.pid]
+    service = start_service(node)
+    return [*pids, *(p.pid for p in (agent, service) if p is not None)]
 
 
 def start_on_boot(node: NodePlan) -> subprocess.Popen[bytes] | None:
     """Run the node's `on-boot` script (the arbiter's agent), if it has one, in the node's namespace."""
-    hook = Path(node.dir, ON_BOOT)
+    return _start_hook(node, ON_BOOT)
+
+
+def start_service(node: NodePlan) -> subprocess.Popen[bytes] | None:
+    """Run the node's `service` script (a workload the chaos runner wrote), if it has one, in its namespace."""
+    return _start_hook(node, SERVICE)
+
+
+def _start_hook(node: NodePlan, name: str) -> subprocess.Popen[bytes] | None:
+    hook = Path(node.dir, name)
     if hook.exists():
-        log = open(Path(node.dir, "on-boot.log"), "ab")  # noqa: SIM115 - handed to the child, closed below
+        log = open(Path(node.dir, f"{name}.log"), "ab")  # noqa: SIM115 - handed to the child, closed below
         proc = subprocess.Popen(
             netns.in_ns(node.netns, ["/bin/sh", str(hook)]),
             cwd=node.dir,

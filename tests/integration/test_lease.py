@@ -462,7 +462,8 @@ def _master_port(sentinel: Process, service: str) -> int:
     return int(port)
 
 
-def test_the_lease_continues_on_the_new_master_after_a_sentinel_failover(servers: Servers, tmp_path: Path) -> None:
+def _sentinel_set(servers: Servers) -> tuple[Process, Process, list[Process]]:
+    """A master, its replica in sync, and three sentinels (service "arbiter") that know both and each other."""
     service = "arbiter"
     master = servers.redis("master")
     replica = servers.redis("replica", "--replicaof", HOST, str(master.port))
@@ -482,6 +483,12 @@ def test_the_lease_continues_on_the_new_master_after_a_sentinel_failover(servers
         15,
         "sentinels to discover the replica and each other",
     )
+    return master, replica, sentinels
+
+
+def test_the_lease_continues_on_the_new_master_after_a_sentinel_failover(servers: Servers, tmp_path: Path) -> None:
+    service = "arbiter"
+    master, replica, sentinels = _sentinel_set(servers)
     cfg = config_for(
         tmp_path / "state",
         sentinel={"addresses": [f"{HOST}:{s.port}" for s in sentinels], "service": service},
@@ -516,6 +523,46 @@ def test_the_lease_continues_on_the_new_master_after_a_sentinel_failover(servers
         finally:
             await store.close()
             await peer_store.close()
+
+    run(scenario())
+
+
+def test_renewals_follow_the_new_master_while_the_old_one_is_still_writable(servers: Servers, tmp_path: Path) -> None:
+    """After a Sentinel failover the old master stays a writable master until Sentinel converts it (about 10 s
+    here). Renewals must go to the master the sentinels name, where every other node looks: renewed on the old one,
+    the lease ran out on the new master after one TTL while this node still counted it its own (issue 14's chaos
+    run with a Sentinel witness)."""
+    service = "arbiter"
+    master, replica, sentinels = _sentinel_set(servers)
+    cfg = config_for(
+        tmp_path / "state",
+        sentinel={"addresses": [f"{HOST}:{s.port}" for s in sentinels], "service": service},
+    )
+    key = "keepalived-arbiter:{web:VI_1}:lease"
+
+    async def scenario() -> None:
+        store = LeaseStore.from_config(cfg)
+        try:
+            lease = store.lease("VI_1")
+            first = await lease.acquire()
+            assert first.status is LeaseStatus.MINE
+            await asyncio.to_thread(master.client().execute_command, "WAIT", 1, 2000)
+            await asyncio.to_thread(sentinels[0].client().execute_command, "SENTINEL", "FAILOVER", service)
+            await asyncio.to_thread(
+                wait_for, lambda: _master_port(sentinels[0], service) == replica.port, 15, "failover to the replica"
+            )
+            # Renew for longer than the TTL (3 s) while the old master is still writable.
+            until = time.monotonic() + 4.0
+            while time.monotonic() < until:
+                view = await lease.renew()
+                assert view.status in (LeaseStatus.MINE, LeaseStatus.UNKNOWN)
+                await asyncio.sleep(0.5)
+            assert master.client().execute_command("ROLE")[0] == "master"  # not demoted yet: the case at hand
+            assert replica.client().get(key) == "node-a"
+            assert replica.client().pttl(key) > 2000  # renewed there, not just replicated
+            assert (await lease.renew()).status is LeaseStatus.MINE
+        finally:
+            await store.close()
 
     run(scenario())
 

@@ -4,6 +4,7 @@ config through its edges (`Edges.alerts_for`, `Edges.fencing_for`), applies them
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from arbiter.agent.daemon import Agent
@@ -64,5 +65,27 @@ def test_a_fencing_change_builds_new_fencers_through_the_edge(tmp_path: Path) ->
         assert result["ok"] is True and agent.orchestrator is not old
         assert agent.orchestrator.levels["node-b"] == [[rig.bmcs["node-b"]]]  # the rig's FakeFencer, not IPMI
         await rig.alert_kinds(agent)
+
+    asyncio.run(scenario())
+
+
+def test_a_drift_check_cut_short_by_a_stop_ends_quietly(tmp_path: Path) -> None:
+    """A stop (restart) while a drift check reads keepalived.conf cancels the check. The scheduler logs any
+    exception of a job as an ERROR with its traceback: found by chaos (issue 14) in agent.log after restarts."""
+
+    async def scenario() -> None:
+        agent = reloadable(tmp_path)[2]
+        conf = agent.cfg.keepalived.config
+        conf.unlink(missing_ok=True)
+        os.mkfifo(conf)  # the read blocks in its thread until a writer comes: the check is in flight
+        check = asyncio.ensure_future(agent.drift_check())
+        await asyncio.sleep(0.2)
+        assert not check.done()
+        check.cancel()
+        try:
+            assert isinstance(await check, dict)  # ended, not raised
+        finally:
+            with open(conf, "w"):  # lets the blocked read finish (empty file) so its thread ends
+                pass
 
     asyncio.run(scenario())

@@ -104,7 +104,7 @@ def test_power_offs_never_leave_every_node_off() -> None:
 
 
 def test_kinds_the_lab_cannot_inject_are_drawn_only_when_asked() -> None:
-    assert set(NOT_YET) == {"clock-step", "sentinel-failover"}
+    assert set(NOT_YET) == {"clock-step"}
     default = {e.fault.kind for seed in range(50) for e in draw(seed, 120, 3).events}
     assert not default & {"clock-step", "sentinel-failover"}
     assert default >= {"vrrp-cut", "hb-cut", "power-off", "pause", "kill", "agent-restart", "redis-restart-empty"}
@@ -283,7 +283,8 @@ def test_describe_prints_one_line_per_event() -> None:
     schedule = draw(11, 60, 3)
     lines = schedule.describe().splitlines()
     assert lines[0] == (
-        f"seed 11: 60 s on 3 nodes (VRRPv2, advert_int 1 s), {len(schedule.events)} faults, the last 10 s quiet"
+        f"seed 11: 60 s on 3 nodes (VRRPv2, advert_int 1 s, witness redis), {len(schedule.events)} faults, "
+        "the last 10 s quiet"
     )
     assert len(lines) == 1 + len(schedule.events)
     for line, event in zip(lines[1:], schedule.events, strict=True):
@@ -300,3 +301,17 @@ def test_draw_refuses_what_it_cannot_draw() -> None:
         draw(1, 60, 4)
     with pytest.raises(ScheduleError, match="kinds: one of"):
         draw(1, 60, 2, kinds=("meteor",))
+
+
+def test_a_sentinel_failover_is_drawn_only_for_a_sentinel_witness_and_needs_one() -> None:
+    drawn = [draw(seed, 120, 2, witness="sentinel") for seed in range(30)]
+    assert any(e.fault.kind == "sentinel-failover" for d in drawn for e in d.events)
+    assert all(d.witness == "sentinel" and Schedule.from_json(d.to_json()) == d for d in drawn)
+    bad = Schedule(1, 60, 2, events=(Event(1.0, 0.0, Fault("sentinel-failover")),))
+    assert bad.problems() == ["events[0].fault.kind: sentinel-failover needs witness sentinel (got 'redis')"]
+    doc = json.loads(draw(1, 60, 2).to_json())
+    del doc["witness"]  # a file written before the field: one Redis
+    assert Schedule.from_json(json.dumps(doc)).witness == "redis"
+    doc["witness"] = "etcd"
+    with pytest.raises(ScheduleError, match="witness: one of redis, sentinel"):
+        Schedule.from_json(json.dumps(doc))

@@ -61,6 +61,7 @@ class Kind:
 
 
 DIRECTIONS = ("in", "out", "both")
+WITNESSES = ("redis", "sentinel")
 MEDIA = ("ethernet", "lan", "hb")  # hb-cut: every Ethernet heartbeat and VRRP (the lab's today), or one NIC's
 LINKS = ("lan", "hb", "mgmt")  # arbiter.lab.faults.LINKS
 PROCESSES = ("agent", "keepalived")
@@ -93,8 +94,11 @@ CATALOGUE: dict[str, Kind] = {
 
 # What the lab (arbiter/lab/faults.py, lab.py) cannot inject yet, and what it lacks: never drawn by default.
 NOT_YET: dict[str, str] = {
-    "clock-step": "the lab does not start agents or the witness under faketime",
-    "sentinel-failover": "the lab has no --witness sentinel (Redis master + replica + 3 sentinels)",
+    "clock-step": (
+        "Debian's libfaketime 0.9.10 cannot step one process's wall clock here: Python's time.sleep fails (EINVAL "
+        "from clock_nanosleep) when FAKETIME_DONT_FAKE_MONOTONIC=1, and without it the monotonic clock steps too, "
+        "which no real clock step does; redis-server aborts at start under it (recursive clock_gettime)"
+    ),
 }
 
 
@@ -150,6 +154,7 @@ class Schedule:
     # The lab's keepalived settings, so that `lab replay FILE` runs the schedule as it was drawn for.
     vrrp_version: int = 2
     advert_int: float = 1.0
+    witness: str = "redis"  # "sentinel": a master, a replica and three sentinels (sentinel-failover needs it)
 
     def problems(self) -> list[str]:
         """Every rule of the module docstring this schedule breaks, each naming its field; [] if none."""
@@ -161,6 +166,8 @@ class Schedule:
             found.append(f"vrrp_version: 2 or 3 (got {self.vrrp_version})")
         if not self.advert_int > 0:
             found.append(f"advert_int: must be > 0 (got {self.advert_int})")
+        if self.witness not in WITNESSES:
+            found.append(f"witness: one of {', '.join(WITNESSES)} (got {self.witness!r})")
         if self.duration <= 0:
             found.append(f"duration: must be > 0 (got {self.duration})")
         if not 0 <= self.quiet < self.duration:
@@ -175,6 +182,8 @@ class Schedule:
                 found.append(f"{where}.start: must be >= 0 (got {event.start})")
             if i and event.start < self.events[i - 1].start:
                 found.append(f"{where}.start: {event.start} is before events[{i - 1}].start")
+            if event.fault.kind == "sentinel-failover" and self.witness != "sentinel":
+                found.append(f"{where}.fault.kind: sentinel-failover needs witness sentinel (got {self.witness!r})")
             instant = CATALOGUE[event.fault.kind].instant
             if instant and event.duration != 0:
                 found.append(f"{where}.duration: {event.fault.kind} is instant: 0 (got {event.duration})")
@@ -205,6 +214,7 @@ class Schedule:
             "quiet": float(self.quiet),
             "vrrp_version": self.vrrp_version,
             "advert_int": float(self.advert_int),
+            "witness": self.witness,
             "events": [
                 {"start": float(e.start), "duration": float(e.duration), "fault": e.fault.as_dict()}
                 for e in self.events
@@ -223,7 +233,7 @@ class Schedule:
             raise ScheduleError("schedule: a JSON object expected")
         if doc.get("schema") != SCHEMA:
             raise ScheduleError(f"schedule: schema: {SCHEMA} expected (got {doc.get('schema')!r})")
-        known = {"schema", "seed", "duration", "nodes", "quiet", "events", "vrrp_version", "advert_int"}
+        known = {"schema", "seed", "duration", "nodes", "quiet", "events", "vrrp_version", "advert_int", "witness"}
         _no_unknown(doc, known, "")
         raw_events = _get(doc, "events", list, "")
         events = tuple(_event(item, f"events[{i}]") for i, item in enumerate(raw_events))
@@ -234,6 +244,7 @@ class Schedule:
             quiet=_number(doc, "quiet", ""),
             vrrp_version=_get(doc, "vrrp_version", int, ""),
             advert_int=_number(doc, "advert_int", ""),
+            witness=_get(doc, "witness", str, "") if "witness" in doc else "redis",
             events=events,
         )
         return schedule.check()
@@ -242,7 +253,7 @@ class Schedule:
         """One header line, then one line per event: `+start s  for duration s  fault`."""
         lines = [
             f"seed {self.seed}: {self.duration:g} s on {self.nodes} nodes (VRRPv{self.vrrp_version}, advert_int "
-            f"{self.advert_int:g} s), {len(self.events)} faults, "
+            f"{self.advert_int:g} s, witness {self.witness}), {len(self.events)} faults, "
             f"the last {self.quiet:g} s quiet"
         ]
         for e in self.events:
@@ -289,7 +300,7 @@ def _fault_problems(fault: Fault, nodes: int) -> list[str]:
     return found
 
 
-def _touches(fault: Fault, nodes: int) -> set[str]:
+def touches(fault: Fault, nodes: int) -> set[str]:
     """The nodes a fault acts on (must be powered): a fault on every node touches them all."""
     takes = CATALOGUE[fault.kind].args
     if fault.node is None:
@@ -328,7 +339,7 @@ def _holds(fault: Fault, nodes: int) -> set[str]:
             if other != fault.node
         }
     if k == "vrrp-loss":
-        return {f"{n}:vrrp-loss" for n in _touches(fault, nodes)}
+        return {f"{n}:vrrp-loss" for n in touches(fault, nodes)}
     return set()  # nftables faults each get their own table: they overlap freely
 
 
@@ -337,16 +348,16 @@ def _overlap_problems(events: tuple[Event, ...], nodes: int) -> list[str]:
     for i, a in enumerate(events):
         for j in range(i + 1, len(events)):
             b = events[j]
-            if b.start >= _down_until(a):
+            if b.start >= down_until(a):
                 continue
             if b.start < a.busy_until and _holds(a.fault, nodes) & _holds(b.fault, nodes):
                 found.append(f"events[{j}]: overlaps events[{i}] ({a.fault.describe()}) on the same thing")
             for off, other, k in ((a, b, j), (b, a, i)):
                 if (
                     off.fault.kind == "power-off"
-                    and off.fault.node in _touches(other.fault, nodes)
-                    and other.start < _down_until(off)
-                    and off.start < _down_until(other)
+                    and off.fault.node in touches(other.fault, nodes)
+                    and other.start < down_until(off)
+                    and off.start < down_until(other)
                 ):
                     found.append(
                         f"events[{k}]: touches node {off.fault.node} while it is powered off or booting"
@@ -354,13 +365,13 @@ def _overlap_problems(events: tuple[Event, ...], nodes: int) -> list[str]:
                     )
     offs = [e for e in events if e.fault.kind == "power-off"]
     for e in offs:
-        down = sum(1 for o in offs if o.start <= e.start < _down_until(o))
+        down = sum(1 for o in offs if o.start <= e.start < down_until(o))
         if down >= nodes:
             found.append(f"events[{events.index(e)}]: every node powered off at {e.start:g} s")
     return found
 
 
-def _down_until(event: Event) -> float:
+def down_until(event: Event) -> float:
     """Until when an event keeps its node from other faults (a power-off: until its boot is done)."""
     return event.busy_until + (BOOT_HOLD if event.fault.kind == "power-off" else 0.0)
 
@@ -384,6 +395,7 @@ def draw(
     max_fault: float = MAX_FAULT,
     vrrp_version: int = 2,
     advert_int: float = 1.0,
+    witness: str = "redis",
 ) -> Schedule:
     """A schedule of overlapping faults drawn with `random.Random(seed)` alone, obeying the module's rules.
 
@@ -402,7 +414,9 @@ def draw(
     for name in chosen:
         if name not in CATALOGUE:
             raise ScheduleError(f"kinds: one of {', '.join(CATALOGUE)} (got {name!r})")
-    usable = [k for k in chosen if CATALOGUE[k].min_nodes <= nodes]
+    usable = [
+        k for k in chosen if CATALOGUE[k].min_nodes <= nodes and (k != "sentinel-failover" or witness == "sentinel")
+    ]
     if not usable:
         raise ScheduleError(f"kinds: none of {', '.join(chosen)} can run on {nodes} nodes")
     rng = random.Random(seed)
@@ -417,10 +431,10 @@ def draw(
             latest = active - (RESTART_HOLD if instant else length)
             event = Event(round(rng.uniform(0, latest), 1), length, fault)
             trial = sorted([*events, event], key=_order)
-            if not Schedule(seed, duration, nodes, quiet, tuple(trial)).problems():
+            if not Schedule(seed, duration, nodes, quiet, tuple(trial), witness=witness).problems():
                 events = trial
                 break
-    return Schedule(seed, duration, nodes, quiet, tuple(events), vrrp_version, advert_int).check()
+    return Schedule(seed, duration, nodes, quiet, tuple(events), vrrp_version, advert_int, witness).check()
 
 
 def _order(event: Event) -> tuple[float, str]:
