@@ -57,6 +57,12 @@ demo: install
 bench-transitions: install
 	$(BIN)/keepalived-arbiter lab bench transitions $(BENCH_ARGS)
 
+# Issue 14's fast adverts made safe: VRRPv3 0.05 s with 10 % VRRP loss for 60 s, keepalived alone beside the
+# arbiter, and the power-off failover at the same settings (a few minutes). `BENCH_ARGS="--seconds 20 --runs 1"`.
+.PHONY: bench-loss
+bench-loss: install
+	$(BIN)/keepalived-arbiter lab bench loss $(BENCH_ARGS)
+
 # Issue 14's soak: 100 chaos schedules of 60 s (2 and 3 nodes; VRRPv2/1 s and VRRPv3/0.1 s in turn), each with
 # the arbiter and with keepalived alone; prints the table and exits 1 when the arbiter has any violation or stale
 # write. Several hours; results go to lab-report/soak/soak.jsonl as they come, and a stopped soak resumes there.

@@ -16,7 +16,9 @@ from arbiter.lab.netns import LabError
 
 FAULT_VERBS = (
     "vrrp-cut",
+    "vrrp-loss",
     "hb-cut",
+    "bridge",
     "isolate",
     "link-down",
     "serial-cut",
@@ -69,7 +71,8 @@ def add_lab_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
         "--runs",
         type=int,
         default=None,
-        help="scenarios: runs per power-off figure (medians; default 5); transitions: runs per case (default 1)",
+        help="scenarios: runs per power-off figure (medians; default 5); transitions: runs per case (default 1); "
+        "loss: power-off runs per side (default 3)",
     )
     bench.add_argument("--scenarios", help="transitions: only these scenarios (comma-separated)")
     bench.add_argument("--quick", action="store_true", help="transitions: only the 2-node VRRPv3/0.1 s cases")
@@ -138,10 +141,22 @@ def add_lab_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
     for verb in FAULT_VERBS:
         p = verbs.add_parser(verb, help=f"fault: {verb} in a running lab" if verb != "heal" else "undo faults")
         p.add_argument("--lab", required=True, help="the lab's name printed by `lab up`")
-        if verb in ("vrrp-cut", "hb-cut", "serial-cut"):
+        if verb in ("vrrp-cut", "vrrp-loss", "hb-cut", "serial-cut"):
             p.add_argument("node", nargs="?", help="one node (default: every node)")
         if verb == "vrrp-cut":
             p.add_argument("--direction", choices=("in", "out", "both"), default="both")
+        if verb == "vrrp-loss":
+            p.add_argument("--percent", type=int, required=True, help="share of incoming VRRP dropped, 1 to 100")
+        if verb == "hb-cut":
+            p.add_argument(
+                "--medium",
+                choices=("ethernet", "lan", "hb"),
+                default="ethernet",
+                help="ethernet: VRRP and every Ethernet heartbeat; lan, hb: only the UDP heartbeat on eth0, eth1",
+            )
+        if verb == "bridge":
+            p.add_argument("node", help="one node of a 3-node lab")
+            p.add_argument("peer", help="the node it is cut from (each still reaches the third)")
         if verb in NODE_VERBS:
             p.add_argument("node")
         if verb == "link-down":
@@ -318,7 +333,9 @@ def _fault(plan: Any, args: argparse.Namespace) -> int:
         return 0 if done.returncode == 0 else 1
     actions: dict[str, Callable[[], object]] = {
         "vrrp-cut": lambda: faults.vrrp_cut(getattr(args, "node", None), args.direction),
-        "hb-cut": lambda: faults.heartbeat_cut(args.node),
+        "vrrp-loss": lambda: faults.vrrp_loss(args.node, args.percent),
+        "hb-cut": lambda: faults.heartbeat_cut(args.node, args.medium),
+        "bridge": lambda: faults.bridge(args.node, args.peer),
         "isolate": lambda: faults.isolate(args.node),
         "link-down": lambda: faults.link_down(args.node, args.link),
         "serial-cut": lambda: faults.serial_cut(args.node),

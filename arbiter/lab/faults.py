@@ -24,6 +24,7 @@ HEARTBEAT_PORT = 6941
 _ids = itertools.count(1)
 
 LINKS = {"lan": "eth0", "hb": "eth1", "mgmt": "eth2"}
+MEDIA = ("ethernet", "lan", "hb")  # heartbeat_cut: every Ethernet heartbeat and VRRP, or one NIC's heartbeat
 PROCESSES = ("keepalived", "sshd", "agent")
 
 
@@ -75,13 +76,35 @@ class Faults:
         done = self._mark(node or "", f"vrrp-cut {direction}")
         return _chain(heals, done)
 
-    def heartbeat_cut(self, node: str | None = None) -> Heal:
-        """VRRP and every Ethernet heartbeat dropped (UDP heartbeat port on all NICs, the hb network); serial
-        stays up."""
-        inbound = ["ip protocol vrrp drop", f"udp dport {HEARTBEAT_PORT} drop", f"ip saddr {HB_NET}.0/24 drop"]
-        outbound = ["ip protocol vrrp drop", f"udp dport {HEARTBEAT_PORT} drop", f"ip daddr {HB_NET}.0/24 drop"]
+    def vrrp_loss(self, node: str | None, percent: int) -> Heal:
+        """Drop `percent` % of the VRRP packets a node (or every node) receives, each at random."""
+        if isinstance(percent, bool) or not isinstance(percent, int) or not 1 <= percent <= 100:
+            raise LabError(f"percent: a whole number from 1 to 100 (got {percent!r})")
+        inbound = [vrrp_loss_rule(percent)]
+        heals = [self._nft(self.plan.node(n).netns, "ip", inbound, []) for n in self._nodes(node)]
+        return _chain(heals, self._mark(node or "", f"vrrp-loss {percent}%"))
+
+    def heartbeat_cut(self, node: str | None = None, medium: str = "ethernet") -> Heal:
+        """medium "ethernet": VRRP and every Ethernet heartbeat dropped (UDP heartbeat port on all NICs, the hb
+        network); "lan" / "hb": only the UDP heartbeat on that NIC (eth0 / eth1), VRRP untouched. Serial stays up."""
+        inbound, outbound = heartbeat_cut_rules(medium)
         heals = [self._nft(self.plan.node(n).netns, "ip", inbound, outbound) for n in self._nodes(node)]
-        return _chain(heals, self._mark(node or "", "hb-cut"))
+        return _chain(heals, self._mark(node or "", "hb-cut" if medium == "ethernet" else f"hb-cut {medium}"))
+
+    def bridge(self, node: str, peer: str) -> Heal:
+        """Cut two nodes of a 3-node lab from each other on every medium (IP between their LAN, hb and mgmt
+        addresses both ways, VRRP included; their serial cable), while each still reaches the third node, the
+        witness and the reference (Jepsen's "bridge")."""
+        if len(self.plan.nodes) < 3:
+            raise LabError(f"bridge: needs a 3-node lab (this one has {len(self.plan.nodes)} nodes)")
+        if node == peer:
+            raise LabError(f"bridge: peer must be another node than {node!r}")
+        x, y = self.plan.node(node), self.plan.node(peer)
+        heals = [self._nft(here.netns, "ip", *bridge_rules(there)) for here, there in ((x, y), (y, x))]
+        heals += [
+            self._serial_cut_raw(a, b) for a, b, _, _ in topology.serial_links(self.plan) if {a, b} == {node, peer}
+        ]
+        return _chain(heals, self._mark(node, f"bridge {node} {peer}"))
 
     def isolate(self, node: str) -> Heal:
         """Cut the node off from everything: every NIC drops all IP and ARP, every serial cable cut. keepalived
@@ -203,6 +226,34 @@ class Faults:
         pids = self._pids(node, process)
         self.timeline.add(FAULT, node, f"kill {process}")
         netns.kill_pids(pids, signal.SIGKILL)
+
+
+def vrrp_loss_rule(percent: int) -> str:
+    """The input rule that drops `percent` % of VRRP packets: numgen draws 0..99 for each packet."""
+    if percent == 100:
+        return "ip protocol vrrp drop"  # nft refuses `numgen random mod 100 < 100`: 100 is out of 0..99
+    return f"ip protocol vrrp numgen random mod 100 < {percent} drop"
+
+
+def heartbeat_cut_rules(medium: str) -> tuple[list[str], list[str]]:
+    """(input, output) rules of a heartbeat cut on `medium` (see Faults.heartbeat_cut)."""
+    if medium == "ethernet":
+        return (
+            ["ip protocol vrrp drop", f"udp dport {HEARTBEAT_PORT} drop", f"ip saddr {HB_NET}.0/24 drop"],
+            ["ip protocol vrrp drop", f"udp dport {HEARTBEAT_PORT} drop", f"ip daddr {HB_NET}.0/24 drop"],
+        )
+    if medium not in MEDIA:
+        raise LabError(f"medium: one of {', '.join(MEDIA)} (got {medium!r})")
+    # The agent's UDP heartbeat sockets are bound to their NIC (SO_BINDTODEVICE) and send every peer address
+    # through each: the NIC, not the address, is the medium.
+    dev = LINKS[medium]
+    return [f'iifname "{dev}" udp dport {HEARTBEAT_PORT} drop'], [f'oifname "{dev}" udp dport {HEARTBEAT_PORT} drop']
+
+
+def bridge_rules(there: NodePlan) -> tuple[list[str], list[str]]:
+    """(input, output) rules that cut a node from `there`: by address, since VRRP goes to a multicast group."""
+    addresses = "{ " + ", ".join((there.lan_ip, there.hb_ip, there.mgmt_ip)) + " }"
+    return [f"ip saddr {addresses} drop"], [f"ip daddr {addresses} drop"]
 
 
 def process_pids(node: NodePlan, process: str) -> list[int]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from arbiter.lab import agentconf, fenceclaims, topology
+from arbiter.lab import agentconf, checker, fenceclaims, topology
 from arbiter.lab.agentlog import AgentRecord
 from arbiter.lab.checker import Verdict, judge, phase_figures
 from arbiter.lab.events import DECISION, FENCE, GATE, NOTE, VIP_DEL, Event
@@ -51,6 +51,7 @@ class Timing:
     advert_int: float
     master_down: float
     arbiter: bool = False
+    hold: float | None = None  # s a held fault lasts, for scenarios that take it (vrrp-loss); None: theirs
 
     @classmethod
     def of(cls, spec: LabSpec) -> Timing:
@@ -384,6 +385,44 @@ def _heal_preempt(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) ->
     time.sleep(timing.observe)
 
 
+# --- fast adverts made safe (issue 14) -----------------------------------------------------------------------
+
+VRRP_LOSS_PERCENT = 10
+VRRP_LOSS_S = 60.0
+
+
+def _vrrp_loss(lab: Lab, rng: random.Random, timing: Timing, phase: Phase) -> None:
+    """VRRP_LOSS_PERCENT % of VRRP packets dropped at random at every node for `timing.hold` s (default
+    VRRP_LOSS_S), then healed: lost adverts make a backup take over while the master still holds (keepalived
+    alone); the arbiter's heartbeats on the other media must veto those takeovers.
+
+    `phase.figures["loss"]`, over the loss and the settling after its heal: `dual_events` (dual-master periods),
+    `dual_master_ms` and the same per minute of loss, `vip_moves`."""
+    hold = VRRP_LOSS_S if timing.hold is None else timing.hold
+    _converge(lab, timing, phase)
+    _after_advert(lab, rng, timing)
+    phase.fault_at = _mark(lab, phase, "fault")
+    heal = lab.faults.vrrp_loss(None, VRRP_LOSS_PERCENT)
+    time.sleep(hold)
+    phase.heal_at = _mark(lab, phase, "heal")
+    heal()
+    time.sleep(max(timing.master_down, 2.0) + 0.5)
+    end = time.monotonic()
+    events = lab.timeline.sorted()
+    names = [n.name for n in lab.plan.nodes]
+    vip = lab.plan.vips[0]
+    seen = checker.figures(events, names, vip, phase.fault_at, end)
+    dual = [p for p in checker.dual_periods(checker.hold_intervals(events, names, vip, end)) if p.end > phase.fault_at]
+    phase.figures["loss"] = {
+        "percent": VRRP_LOSS_PERCENT,
+        "seconds": hold,
+        "dual_events": len(dual),
+        "dual_master_ms": round(seen.dual_master_ms, 1),
+        "dual_ms_per_min": round(seen.dual_master_ms * 60 / hold, 1),
+        "vip_moves": seen.vip_moves,
+    }
+
+
 # --- fencing that never claims more than it saw (issue 13) -------------------------------------------------
 
 
@@ -583,6 +622,12 @@ SCENARIOS: dict[str, Scenario] = {
             _witness_down_isolate,
         ),
         Scenario(
+            "vrrp-loss",
+            f"{VRRP_LOSS_PERCENT} % of VRRP packets dropped at random at every node for {VRRP_LOSS_S:g} s",
+            _vrrp_loss,
+            asked_moves=0,
+        ),
+        Scenario(
             "dual-instance",
             "two VRRP instances (VI_1 on a, VI_2 on b), VRRP cut at both nodes",
             _vrrp_cut,
@@ -601,6 +646,7 @@ def run_scenario(
     arbiter: bool = False,
     report_dir: Path | None = None,
     nodes: int = 2,
+    hold: float | None = None,
 ) -> dict[str, Any]:
     try:
         scenario = SCENARIOS[name]
@@ -609,7 +655,7 @@ def run_scenario(
     base = LabSpec(nodes=nodes, advert_int=advert_int, vrrp_version=vrrp_version, arbiter=arbiter)
     spec = replace(base, **scenario.spec_changes)
     spec.check()
-    timing = Timing.of(spec)
+    timing = replace(Timing.of(spec), hold=hold)
     rng = random.Random(seed)
     phase = Phase()
     boot = [topology.NODE_NAMES[spec.nodes - 1]] if scenario.staggered else None

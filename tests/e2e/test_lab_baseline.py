@@ -108,5 +108,7 @@ def test_every_scenario_has_a_test() -> None:
         "keepalived-restart", "return-preempt", "heal-preempt",
         # fencing claims (issue 13), with the arbiter in tests/e2e/test_lab_refence.py
         "refence-after-power-on", "witness-down-isolate",
+        # random VRRP loss (issue 14), in tests/e2e/test_lab_faults_more.py
+        "vrrp-loss",
     }  # fmt: skip
     assert covered == set(SCENARIOS)

@@ -20,6 +20,7 @@ TARGETS = {
     "hook": "notify hook wall time beside `-c pass` of its interpreter, against a live agent socket",
     "scenarios": "lab scenarios, keepalived alone beside the arbiter: dual master, ARP flaps, failover, goals",
     "transitions": "start-up, restarts, returns, preemption: alone beside the arbiter, per phase, issue 12's goals",
+    "loss": "VRRPv3 0.05 s with 10 % VRRP loss: dual master alone beside the arbiter, power-off failover, issue 14",
 }
 DEFAULT = "scenarios"
 

@@ -22,9 +22,9 @@ Rules every schedule obeys (`Schedule.problems()` checks them; `draw` only makes
 
 `draw(seed, duration, nodes)` uses `random.Random(seed)` alone: the same arguments give the same schedule,
 byte for byte in `to_json()`. It draws only kinds the lab can inject today (`injectable`); the kinds in
-`NOT_YET` (and the per-NIC heartbeat media) are in the model, so a schedule file can name them, but are drawn
-only when asked for by `kinds=`. The same schedule serves keepalived alone and the arbiter: with keepalived
-alone a fault on the agent has nothing to act on, and the runner says so (as `lab run` does).
+`NOT_YET` are in the model, so a schedule file can name them, but are drawn only when asked for by `kinds=`.
+The same schedule serves keepalived alone and the arbiter: with keepalived alone a fault on the agent has
+nothing to act on, and the runner says so (as `lab run` does).
 """
 
 from __future__ import annotations
@@ -94,15 +94,11 @@ CATALOGUE: dict[str, Kind] = {
 
 # What the lab (arbiter/lab/faults.py, lab.py) cannot inject yet, and what it lacks: never drawn by default.
 NOT_YET: dict[str, str] = {
-    "vrrp-loss": "no nftables 'numgen random' VRRP drop in arbiter/lab/faults.py",
-    "bridge": "no partial partition (two nodes cut from each other only) in arbiter/lab/faults.py",
     "clock-step": (
         "Debian's libfaketime 0.9.10 cannot step one process's wall clock here: Python's time.sleep fails (EINVAL "
         "from clock_nanosleep) when FAKETIME_DONT_FAKE_MONOTONIC=1, and without it the monotonic clock steps too, "
         "which no real clock step does; redis-server aborts at start under it (recursive clock_gettime)"
     ),
-    "hb-cut medium=lan": "faults.heartbeat_cut cuts every Ethernet medium at once; no per-NIC heartbeat cut",
-    "hb-cut medium=hb": "faults.heartbeat_cut cuts every Ethernet medium at once; no per-NIC heartbeat cut",
 }
 
 
@@ -332,7 +328,9 @@ def _holds(fault: Fault, nodes: int) -> set[str]:
     if k == "power-off":
         return {f"{fault.node}:power"}
     if k in ("serial-cut", "bridge"):
-        return {f"{k}:" + "".join(sorted((str(fault.node), str(fault.peer))))}
+        pair = "".join(sorted((str(fault.node), str(fault.peer))))
+        # a bridge cuts the pair's serial cable too: a serial cut of that cable may not overlap it.
+        return {f"{k}:{pair}", f"serial-cut:{pair}"}
     if k == "isolate":
         # isolate cuts the node's serial cables too: a serial cut of one of them may not overlap it.
         return {f"{fault.node}:isolate"} | {
@@ -422,7 +420,7 @@ def draw(
     if not usable:
         raise ScheduleError(f"kinds: none of {', '.join(chosen)} can run on {nodes} nodes")
     rng = random.Random(seed)
-    media = ("ethernet",) if kinds is None else MEDIA  # the per-NIC media only when kinds are named
+    media = tuple(m for m in MEDIA if injectable(Fault("hb-cut", medium=m)) is None) if kinds is None else MEDIA
     events: list[Event] = []
     for _ in range(max(1, round(active / mean_gap))):
         for _try in range(20):
