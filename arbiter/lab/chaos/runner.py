@@ -272,7 +272,11 @@ def inject(lab: Lab, fault: Fault) -> Heal | None:
     if f.kind == "vrrp-cut":
         return faults.vrrp_cut(f.node, f.direction or "both")
     if f.kind == "hb-cut":
-        return faults.heartbeat_cut(f.node)
+        return faults.heartbeat_cut(f.node, f.medium or "ethernet")
+    if f.kind == "vrrp-loss":
+        return faults.vrrp_loss(f.node, int(f.percent or 0))
+    if f.kind == "bridge":
+        return faults.bridge(node, str(f.peer))
     if f.kind == "link-down":
         return faults.link_down(node, f.link or "lan")
     if f.kind == "serial-cut":
