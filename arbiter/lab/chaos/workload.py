@@ -16,8 +16,8 @@ writing one JSON line per event to a file the runner reads back at the end:
   increasing value, on one TCP connection re-opened after any error or a reply later than `REPLY_TIMEOUT`. Its
   file holds every write's outcome: `ok` (acknowledged), `no` (refused), `err` (no answer).
 - `leases` (in the witness namespace): reads the witness's lease of every instance every `LEASE_POLL` s and
-  writes each change of holder or token (and when the witness stops or starts answering), stamped with the
-  witness's own clock (Redis TIME, the host's wall clock, as the store's stamps are).
+  writes each change of holder or token (and when the witness stops or starts answering, or answers late),
+  stamped with the host's wall clock when the answer came (the store stamps its writes with the same clock).
 
 Stored writes are `STORE_KEY` list entries `<value> <node> <token> <seconds.micros>`.
 """
@@ -45,6 +45,7 @@ REPLY_TIMEOUT = 0.5  # s: the client gives up on a write after this
 TOKEN_TIMEOUT = 0.2  # s: the service's wait for its agent's TOKEN answer
 STORE_TIMEOUT = 0.3  # s: the service's wait for the store
 LEASE_POLL = 0.01  # s
+SLOW_POLL = 0.05  # s: a poll answered later than this leaves its stretch unknown
 
 # The README's Redis recipe, appending the write instead of setting one key: refuse a token below the highest
 # accepted, then record the write with the store's clock. KEYS[1] token, KEYS[2] writes; ARGV token, record.
@@ -57,10 +58,9 @@ redis.call('RPUSH', KEYS[2], ARGV[2] .. ' ' .. now[1] .. '.' .. string.format('%
 return 'OK'
 """
 
-# Every instance's lease as the witness holds it, with its clock: {seconds, micros, {holder, token, issued}...}.
+# Every instance's lease as the witness holds it, in one step: {holder, token, issued} per instance.
 LEASE_SCRIPT = """
-local now = redis.call('TIME')
-local out = {now[1], now[2]}
+local out = {}
 for i = 1, #KEYS do
   out[#out + 1] = redis.call('GET', KEYS[i]) or ''
 end
@@ -374,18 +374,37 @@ def _read_line(sock: socket.socket) -> str:
 
 def leases(cluster: str, instances: Sequence[str], out: str, sentinel: int | None = None) -> int:
     """Log every change of the witness's leases until SIGTERM (see the module docstring). With `sentinel` (a
-    sentinel's port), read the Redis that sentinel names master at each poll, as the agents follow it."""
+    sentinel's port), read the Redis that sentinel names master at each poll, as the agents follow it.
+
+    Every call is tried once (redis-py's default retries blocked a poll for seconds on a dead master, and the old
+    answer stood for all that time). A poll answered later than `SLOW_POLL` after it began leaves its stretch
+    unknown: `up` False from its start, then the answer."""
     import redis  # noqa: PLC0415
+    from redis.backoff import NoBackoff  # noqa: PLC0415
+    from redis.retry import Retry  # noqa: PLC0415
 
     log = _Log(out)
     stop = threading.Event()
     _stop_on_sigterm(stop)
-    options: dict[str, Any] = {"socket_timeout": 0.2, "socket_connect_timeout": 0.2, "decode_responses": True}
+    options: dict[str, Any] = {
+        "socket_timeout": 0.2,
+        "socket_connect_timeout": 0.2,
+        "decode_responses": True,
+        "retry": Retry(NoBackoff(), 0),
+    }
     servers: dict[int, Any] = {}
     asker = None if sentinel is None else redis.Redis(port=sentinel, **options)
     keys = [k for name in instances for k in lease_keys(cluster, name)]
     last: dict[str, tuple[str, int | None, bool, int | None]] = {}
+
+    def unknown(since: float) -> None:
+        for name in instances:
+            if last.get(name, ("", None, True, None))[2]:
+                last[name] = ("", None, False, None)
+                log.add({"t": round(since, 6), "instance": name, "up": False})
+
     while not stop.wait(LEASE_POLL):
+        began = time.time()
         try:
             port = 6379
             if asker is not None:
@@ -397,14 +416,13 @@ def leases(cluster: str, instances: Sequence[str], out: str, sentinel: int | Non
                 servers[port] = redis.Redis(port=port, **options).register_script(LEASE_SCRIPT)
             answer = servers[port](keys=keys)
         except (redis.RedisError, TypeError, IndexError, ValueError):
-            for name in instances:
-                if last.get(name, ("", None, True, None))[2]:
-                    last[name] = ("", None, False, None)
-                    log.add({"t": round(time.time(), 6), "instance": name, "up": False})
+            unknown(began)
             continue
-        at = int(answer[0]) + int(answer[1]) / 1e6
+        at = time.time()
+        if at - began > SLOW_POLL:
+            unknown(began)
         for i, name in enumerate(instances):
-            holder, token, issued = answer[2 + 3 * i : 5 + 3 * i]
+            holder, token, issued = answer[3 * i : 3 * i + 3]
             now = (holder, _int(token), True, _int(issued))
             if last.get(name) != now:
                 last[name] = now
