@@ -28,7 +28,7 @@ from arbiter.lab.chaos.schedule import BOOT_HOLD, CATALOGUE, Event, Fault, Sched
 from arbiter.lab.checker import Interval, judge
 from arbiter.lab.events import HEAL, NOTE, POWER
 from arbiter.lab.events import Event as TimelineEvent
-from arbiter.lab.faults import Heal
+from arbiter.lab.faults import Heal, process_pids
 from arbiter.lab.lab import AGENT_START_TIMEOUT, Lab
 from arbiter.lab.netns import LabError
 from arbiter.lab.report import write_report
@@ -319,6 +319,11 @@ def _kill(lab: Lab, node: str, process: str) -> Heal:
     def heal() -> None:
         if not topology.node_powered(plan_node):  # fenced meanwhile: its next boot starts everything
             lab.timeline.add(NOTE, node, f"{process} not started again: the node is powered off")
+            return
+        if process_pids(plan_node, process) and all(not netns.gone(p) for p in process_pids(plan_node, process)):
+            # The node was fenced and booted again meanwhile: its boot started the process; a second one would
+            # take the first one's pid file and socket.
+            lab.timeline.add(NOTE, node, f"{process} not started again: the node's boot started it")
             return
         if process == "keepalived":
             lab.reaper.add(topology.start_keepalived(lab.plan, plan_node))
