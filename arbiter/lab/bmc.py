@@ -29,7 +29,6 @@ import ipaddress
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import time
 import uuid
@@ -37,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO
+
+from arbiter.lab.netns import terminate
 
 SANE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BMC_IPMB = "0x20"  # the BMC's IPMB address, as in every single-MC ipmi_sim setup
@@ -309,13 +310,8 @@ class Bmc:
     def stop(self) -> None:
         """Stop ipmi_sim (SIGTERM, then SIGKILL after 2 s) by its PID; idempotent."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=2.0)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5.0)
+        if proc is not None:
+            terminate(proc, 2.0)
         self._close_log()
 
     def _log_tail(self, lines: int = 3) -> str:

@@ -387,14 +387,19 @@ def start_sentinel(plan: LabPlan, port: int) -> int:
         f"sentinel failover-timeout {SENTINEL_SERVICE} 2000\n"
         f"sentinel parallel-syncs {SENTINEL_SERVICE} 1\n"
     )
-    log = open(d / "sentinel.log", "ab")  # noqa: SIM115 - handed to the child, closed below
     argv = ["redis-sentinel", str(d / "sentinel.conf")]
+    return _start_answering(plan, argv, d / "sentinel.log", port, f"redis-sentinel on port {port}")
+
+
+def _start_answering(plan: LabPlan, argv: list[str], log_path: Path, port: int, what: str) -> int:
+    """Start a Redis program in the witness namespace and return its PID once it answers PING on `port`."""
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
     proc = subprocess.Popen(netns.in_ns(plan.witness_ns, argv), stdout=log, stderr=subprocess.STDOUT)
     log.close()
     wait_for(
         lambda: run(["redis-cli", "-p", str(port), "ping"], ns=plan.witness_ns, check=False).stdout.strip() == "PONG",
         10,
-        f"redis-sentinel on port {port} answering PING in the witness namespace",
+        f"{what} answering PING in the witness namespace",
     )
     return proc.pid
 
@@ -411,7 +416,6 @@ def start_redis_server(plan: LabPlan, name: str, port: int, extra: Sequence[str]
     `redis.pid` there); returns once it answers PING."""
     d = Path(plan.dir, name)
     d.mkdir(parents=True, exist_ok=True)
-    log = open(d / "redis.log", "ab")  # noqa: SIM115 - handed to the child, closed below
     argv = [
         "redis-server",
         "--port",
@@ -430,14 +434,7 @@ def start_redis_server(plan: LabPlan, name: str, port: int, extra: Sequence[str]
         str(d / "redis.pid"),
         *extra,
     ]
-    proc = subprocess.Popen(netns.in_ns(plan.witness_ns, argv), stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    wait_for(
-        lambda: run(["redis-cli", "-p", str(port), "ping"], ns=plan.witness_ns, check=False).stdout.strip() == "PONG",
-        10,
-        f"redis-server ({name}) answering PING in the witness namespace",
-    )
-    return proc.pid
+    return _start_answering(plan, argv, d / "redis.log", port, f"redis-server ({name})")
 
 
 def redis_pid(plan: LabPlan) -> int | None:

@@ -14,7 +14,6 @@ and counted in `nemesis_errors`, not a verdict: the schedule's rules keep that r
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import threading
 import time
@@ -126,7 +125,7 @@ def run_chaos(schedule: Schedule, *, arbiter: bool, report_dir: Path | None = No
         end_at = time.monotonic()
         for proc in (client, watcher):
             if proc is not None:
-                _stop(proc)
+                netns.terminate(proc, 5.0)  # SIGTERM first: the workload flushes its file
         stored = _store_entries(lab)
         processes = lab.processes()
         lab.recorder.stop()
@@ -193,16 +192,6 @@ def _file(lab: Lab, name: str) -> str:
 
 def _spawn(argv: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (the workload flushes its file), then SIGKILL after 5 s."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
 
 
 def _store_entries(lab: Lab) -> list[workload.Stored]:
