@@ -94,10 +94,26 @@ def test_a_vip_held_while_another_node_holds_the_lease() -> None:
 
 
 def test_fence_of_the_lease_holder_and_a_mutual_fence() -> None:
-    fences = [Event(30.0, FENCE, "a", "by b: requested (B4)"), Event(32.0, FENCE, "b", "by a: requested (F0)")]
+    fences = [
+        Event(30.0, FENCE, "a", "by b: requested (B4)"),
+        Event(30.1, FENCE, "a", "by b: attempt (level 1 ipmi off 160 ms)"),
+        Event(32.0, FENCE, "b", "by a: requested (F0)"),
+    ]
     found = check(history(events=[*history().events, *fences]), BOUNDS)
-    assert any("b asked to fence a, the lease holder (token 7)" in v for v in found["violations"])
+    assert any("b fenced a, the lease holder (token 7), at +30.100 s" in v for v in found["violations"])
     assert any(v.startswith("fence: mutual: b asked to fence a") for v in found["violations"])
+
+
+def test_a_fence_is_judged_at_its_attempt_once_the_lease_has_moved() -> None:
+    """B3 asks to fence while it takes the lease; the fence runs once the lease is its own."""
+    leases = [lease(0.5, "node-a", 7), lease(49.9, "", None, issued=7), lease(50.1, "node-b", 8)]
+    request = Event(49.8, FENCE, "a", "by b: requested (B3)")
+    attempt = Event(50.2, FENCE, "a", "by b: attempt (level 1 ipmi off 160 ms)")
+    found = check(history(events=[*history().events, request, attempt], leases=leases), BOUNDS)
+    assert not any(v.startswith("fence:") for v in found["violations"])
+    early = Event(49.8, FENCE, "a", "by b: attempt (level 1 ipmi off 160 ms)")
+    found = check(history(events=[*history().events, request, early], leases=leases), BOUNDS)
+    assert any(v.startswith("fence: b fenced a, the lease holder") for v in found["violations"])
 
 
 def test_an_acknowledged_write_missing_from_the_store() -> None:

@@ -13,8 +13,8 @@ The checks, each a line in `violations` naming its bound (`Bounds`, stated in th
   it or the witness) for longer than `no_master_s` (failover with fencing, plus a lease TTL);
 - with the arbiter, against the witness's leases: a **token going backwards**; a node holding the VIP while
   another node holds the lease, longer than `lease_overlap_s` (the VIP held past its lease without the peer's
-  word); a **fence of the lease holder**; a **mutual fence** (each of two nodes asked to fence the other within
-  `mutual_fence_s`);
+  word); a **fence of the lease holder** (judged at each attempt at a fencing device); a **mutual fence** (each
+  of two nodes asked to fence the other within `mutual_fence_s`);
 - the data: an **acknowledged write missing** from the store; a **stale write**: a write the store accepted from
   a node not entitled to write at that moment. With the arbiter, entitled = holding the witness's lease with the
   write's token, or a lease the witness forgot (restarted empty: `_entitles`), judged `LEASE_SLACK` before and
@@ -254,18 +254,19 @@ def _vip_against_lease(
 
 
 def _fences(h: History, lease: _LeaseHistory, bounds: Bounds) -> list[str]:
+    """A fence carried out (its first attempt at a fencing device) on the node the witness names lease holder,
+    just before and just after the attempt; two nodes asking to fence each other within `mutual_fence_s`. A
+    request is judged at its attempt: B3 asks to fence and to take the lease in one decision, and fences only once
+    the lease is its own."""
     found = []
-    requests = [
-        (e.t, e.detail.split()[1].rstrip(":"), e.node)
-        for e in h.events
-        if e.kind == FENCE and ": requested" in e.detail
-    ]
-    for t, fencer, target in requests:
-        x = lease.at(t)
-        if x is not None and x.up and _lab_node(x.holder) == target:
-            found.append(
-                f"fence: {fencer} asked to fence {target}, the lease holder (token {x.token}), at {_rel(h, t)}"
-            )
+    fences = [(e.t, e.detail.split()[1].rstrip(":"), e.node, e.detail) for e in h.events if e.kind == FENCE]
+    requests = [(t, fencer, target) for t, fencer, target, detail in fences if ": requested" in detail]
+    attempts = [(t, fencer, target) for t, fencer, target, detail in fences if ": attempt" in detail]
+    for t, fencer, target in attempts:
+        seen = [lease.at(when) for when in (t - LEASE_SLACK, t + LEASE_SLACK)]
+        if all(x is not None and x.up and _lab_node(x.holder) == target for x in seen):
+            token = seen[0].token if seen[0] is not None else None
+            found.append(f"fence: {fencer} fenced {target}, the lease holder (token {token}), at {_rel(h, t)}")
     for t, fencer, target in requests:
         back = [u for u, f, g in requests if f == target and g == fencer and 0 <= u - t <= bounds.mutual_fence_s]
         if back:
