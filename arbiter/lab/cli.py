@@ -248,6 +248,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         spec = topology.LabSpec(
             nodes=args.nodes, advert_int=args.advert_int, vrrp_version=args.vrrp_version, arbiter=args.arbiter
         )
+        # Ctrl-C tears the lab down, also when started from a background job (whose shell ignores SIGINT for it).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         with lab_mod.Lab(spec) as lab:
             print(f"lab {lab.plan.prefix} is up (state in {lab.plan.dir}); Ctrl-C tears it down", flush=True)
             with contextlib.suppress(KeyboardInterrupt):

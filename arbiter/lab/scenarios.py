@@ -106,10 +106,24 @@ def _converge(lab: Lab, timing: Timing, phase: Phase) -> None:
         else:
             lab.wait_holders(vip, [owner], timing.master_down + 8)
         phase.owners[vip] = owner
-    phase.converged_at = time.monotonic()
+    phase.converged_at = _stable_since(lab, phase.owners, min(timing.master_down, 1.0), timing.master_down + 8)
     lab.timeline.add(NOTE, "", "converged", t=phase.converged_at)
     _mark(lab, phase, "steady", phase.converged_at)
     time.sleep(max(timing.advert_int, 0.3))
+
+
+def _stable_since(lab: Lab, owners: dict[str, str | None], hold: float, timeout: float) -> float:
+    """When the owners last began holding their VIPs, once they have held them alone for `hold` seconds (a start-up
+    handover still in flight when the owners first hold is start-up, not steady state); after `timeout`, now."""
+    deadline = time.monotonic() + timeout
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        if any(lab.holders(vip) != [owner] for vip, owner in owners.items()):
+            since = time.monotonic()
+        elif time.monotonic() - since >= hold:
+            return since
+        time.sleep(0.05)
+    return time.monotonic()
 
 
 def _after_advert(lab: Lab, rng: random.Random, timing: Timing, backup: str | None = None) -> None:
