@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -145,9 +146,14 @@ def soak(
         for arbiter in (True, False):
             key = (*_settings(schedule), arbiter)
             if key not in done:
+                # Each run's report (its picture and every node's logs) is kept only when it violates: a race
+                # seen once must be readable after the lab is gone.
+                report = save_dir / "reports" / name_of(schedule, arbiter)
                 result = play(
-                    schedule, arbiter=arbiter, report=None, save_dir=save_dir, budget=budget if arbiter else 0
+                    schedule, arbiter=arbiter, report=report, save_dir=save_dir, budget=budget if arbiter else 0
                 )
+                if not result["violations"]:
+                    shutil.rmtree(report, ignore_errors=True)
                 compact = {k: v for k, v in result.items() if k not in ("faults", "schedule")}
                 compact["schedule_sha"] = _settings(schedule)[0]
                 with log.open("a") as f:
