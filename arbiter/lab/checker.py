@@ -174,29 +174,26 @@ def _holders_at(intervals: dict[str, list[Interval]], t: float) -> list[str]:
     return [n for n, spans in intervals.items() if any(s <= t < e for s, e in spans)]
 
 
-def _holders_at_end(intervals: dict[str, list[Interval]], end_at: float) -> list[str]:
+def holders_at_end(intervals: dict[str, list[Interval]], end_at: float) -> list[str]:
     return [n for n, spans in intervals.items() if any(e >= end_at > s for s, e in spans)]
 
 
-def _no_master_seconds(intervals: dict[str, list[Interval]], start: float, end: float) -> float:
-    if end <= start:
-        return 0.0
-    spans = sorted((max(s, start), min(e, end)) for ss in intervals.values() for s, e in ss)
-    covered = 0.0
-    cur_s: float | None = None
-    cur_e = start
+def no_master_gaps(intervals: dict[str, list[Interval]], start: float, end: float) -> list[Interval]:
+    """The stretches of [start, end) in which nobody holds the VIP."""
+    spans = sorted((s, e) for ss in intervals.values() for s, e in ss if e > start and s < end)
+    gaps: list[Interval] = []
+    at = start
     for s, e in spans:
-        if e <= s:
-            continue
-        if cur_s is None or s > cur_e:
-            if cur_s is not None:
-                covered += cur_e - cur_s
-            cur_s, cur_e = s, e
-        else:
-            cur_e = max(cur_e, e)
-    if cur_s is not None:
-        covered += cur_e - cur_s
-    return (end - start) - covered
+        if s > at:
+            gaps.append((at, s))
+        at = max(at, e)
+    if at < end:
+        gaps.append((at, end))
+    return gaps
+
+
+def _no_master_seconds(intervals: dict[str, list[Interval]], start: float, end: float) -> float:
+    return sum(e - s for s, e in no_master_gaps(intervals, start, end))
 
 
 def _answer_at(answers: Sequence[ArpAnswer], t: float) -> ArpAnswer | None:
@@ -271,7 +268,7 @@ def release(
     fences = [e for e in ordered if e.kind == FENCE]
     fence_at = next((e.t for e in fences if ": confirmed" in e.detail), None)
     stepdown_at = next((e.t for e in ordered if e.kind == GATE and " closed" in e.detail), None)
-    holders_end = _holders_at_end(intervals, end_at)
+    holders_end = holders_at_end(intervals, end_at)
     released_by: str | None = None
     ended = max((e for _, e in intervals.get(owner, [])), default=None)
     if owner not in holders_end and ended is not None:
@@ -323,7 +320,7 @@ def judge(
         at = _failover_at(intervals, answers, fault_at, owners, end_at)
         failover_s = None if at is None else at - fault_at
 
-    holders_end = _holders_at_end(intervals, end_at)
+    holders_end = holders_at_end(intervals, end_at)
     owner = owner_at_fault
     if owner is None and fault_at is not None:
         at_fault = _holders_at(intervals, fault_at)

@@ -28,13 +28,14 @@ The checks, each a line in `violations` naming its bound (`Bounds`, stated in th
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from arbiter.lab.chaos.workload import LeaseSeen, Stored, Write
-from arbiter.lab.checker import DualPeriod, Interval, dual_periods, hold_intervals
+from arbiter.lab.checker import DualPeriod, Interval, dual_periods, hold_intervals, holders_at_end, no_master_gaps
 from arbiter.lab.events import FENCE, Event
 
 LEASE_SLACK = 0.025  # s: the lease watcher polls every 10 ms; a write this close to a lease change is not judged
@@ -76,9 +77,9 @@ def check(h: History, bounds: Bounds) -> dict[str, Any]:
     violations: list[str] = []
     periods = [p for p in dual_periods(intervals) if p.end > h.start]
     violations += _dual_master(periods, bounds, h)
-    gaps = _no_master(intervals, h.start, h.end)
+    gaps = no_master_gaps(intervals, h.start, h.end)
     violations += _no_master_beyond(gaps, h, bounds)
-    holders_end = [n for n, spans in intervals.items() if any(s < h.end <= e for s, e in spans)]
+    holders_end = holders_at_end(intervals, h.end)
     if len(holders_end) != 1:
         violations.append(f"the end: {len(holders_end)} nodes hold {h.vip} ({', '.join(holders_end) or 'none'})")
     lease = _LeaseHistory(h.leases, h.instance, h.wall_minus_mono)
@@ -150,20 +151,6 @@ def _dual_master(periods: Sequence[DualPeriod], bounds: Bounds, h: History) -> l
     return found
 
 
-def _no_master(intervals: dict[str, list[Interval]], start: float, end: float) -> list[Interval]:
-    """The stretches of [start, end) in which nobody holds the VIP."""
-    spans = sorted((s, e) for ss in intervals.values() for s, e in ss if e > start and s < end)
-    gaps: list[Interval] = []
-    at = start
-    for s, e in spans:
-        if s > at:
-            gaps.append((at, s))
-        at = max(at, e)
-    if at < end:
-        gaps.append((at, end))
-    return gaps
-
-
 def _no_master_beyond(gaps: Sequence[Interval], h: History, bounds: Bounds) -> list[str]:
     found = []
     for s, e in gaps:
@@ -188,12 +175,8 @@ class _LeaseHistory:
 
     def at(self, t: float) -> LeaseSeen | None:
         """The last observation at or before `t` (monotonic); None before the first."""
-        found = None
-        for when, x in zip(self.times, self.seen, strict=True):
-            if when > t:
-                break
-            found = x
-        return found
+        i = bisect.bisect_right(self.times, t)
+        return self.seen[i - 1] if i else None
 
     def spans(self) -> list[tuple[float, float, LeaseSeen]]:
         ends = [*self.times[1:], float("inf")]
