@@ -715,7 +715,7 @@ def run_scenario(
             paths = write_report(
                 report_dir, events, lab.timeline.t0, names, list(lab.plan.vips), verdicts, _title(name, spec)
             )
-            result["report"] = [str(p) for p in paths] + [str(p) for p in _copy_logs(lab, report_dir)]
+            result["report"] = [str(p) for p in paths] + [str(p) for p in copy_logs(lab, report_dir)]
     return result
 
 
@@ -744,11 +744,11 @@ def _add_transitions(
     result["fences"] = first["run"]["fences"]
 
 
-def _copy_logs(lab: Lab, report_dir: Path) -> list[Path]:
-    """Each node's agent.log and keepalived.log beside the picture: the lab directory goes with the lab."""
+def copy_logs(lab: Lab, report_dir: Path, names: tuple[str, ...] = ("agent.log", "keepalived.log")) -> list[Path]:
+    """Each node's logs (`names`, as `NAME-NODE.log`) beside the picture: the lab directory goes with the lab."""
     copied = []
     for node in lab.plan.nodes:
-        for name in ("agent.log", "keepalived.log"):
+        for name in names:
             source = Path(node.dir, name)
             if source.exists():
                 target = report_dir / f"{name.removesuffix('.log')}-{node.name}.log"

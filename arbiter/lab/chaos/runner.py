@@ -31,7 +31,7 @@ from arbiter.lab.faults import Heal, process_pids
 from arbiter.lab.lab import AGENT_START_TIMEOUT, Lab
 from arbiter.lab.netns import LabError
 from arbiter.lab.report import write_report
-from arbiter.lab.scenarios import Timing
+from arbiter.lab.scenarios import Timing, copy_logs
 from arbiter.lab.topology import WITNESS_IP, LabSpec
 
 INSTANCE = "VI_1"
@@ -147,20 +147,16 @@ def run_chaos(schedule: Schedule, *, arbiter: bool, report_dir: Path | None = No
             able=able_intervals(schedule, chaos_at, t_start, end_at, powered_off(events, end_at)),
             agent_problems=_agent_problems(lab, processes) if arbiter else [],
         )
-        figures = judge(events, names, plan.vips[0], None, None, end_at, None, t_start)
         if report_dir is not None:
             report_dir.mkdir(parents=True, exist_ok=True)
             title = f"chaos seed {schedule.seed}: {'keepalived + arbiter' if arbiter else 'keepalived alone'}"
+            figures = judge(events, names, plan.vips[0], None, None, end_at, None, t_start)
             write_report(report_dir, events, lab.timeline.t0, names, list(plan.vips), {plan.vips[0]: figures}, title)
             for name in ("writes.jsonl", "leases.jsonl"):
                 if Path(_file(lab, name)).exists():
                     (report_dir / name).write_bytes(Path(_file(lab, name)).read_bytes())
             (report_dir / "stored.txt").write_text("".join(f"{s.value} {s.node} {s.token} {s.t:.6f}\n" for s in stored))
-            for node in plan.nodes:
-                for name in ("agent.log", "keepalived.log", "service.log"):
-                    source = Path(node.dir, name)
-                    if source.exists():
-                        (report_dir / f"{name.removesuffix('.log')}-{node.name}.log").write_bytes(source.read_bytes())
+            copy_logs(lab, report_dir, ("agent.log", "keepalived.log", "service.log"))
         t0 = lab.timeline.t0
         faults_seen = [
             {"t": round(e.t - t0, 3), "kind": e.kind, "node": e.node, "detail": e.detail}
@@ -309,7 +305,8 @@ def _kill(lab: Lab, node: str, process: str) -> Heal:
         if not topology.node_powered(plan_node):  # fenced meanwhile: its next boot starts everything
             lab.timeline.add(NOTE, node, f"{process} not started again: the node is powered off")
             return
-        if process_pids(plan_node, process) and all(not netns.gone(p) for p in process_pids(plan_node, process)):
+        running = process_pids(plan_node, process)
+        if running and not any(netns.gone(p) for p in running):
             # The node was fenced and booted again meanwhile: its boot started the process; a second one would
             # take the first one's pid file and socket.
             lab.timeline.add(NOTE, node, f"{process} not started again: the node's boot started it")

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from arbiter import statusview
+
 SERVICE_PORT = 7100
 STORE_PORT = 6380
 STORE_KEY = "chaos:writes"
@@ -102,7 +104,8 @@ class Stored:
 
 @dataclass(frozen=True)
 class LeaseSeen:
-    """The witness's lease of one instance from `t` (its clock) on; `up` False: the witness did not answer."""
+    """The witness's lease of one instance from `t` (the host's wall clock at the answer) on; `up` False: the
+    witness did not answer (or answered late), so the lease is unknown from `t`."""
 
     t: float
     instance: str
@@ -193,22 +196,10 @@ def _stop_on_sigterm(stop: threading.Event) -> None:
 
 def _ask_token(agent_socket: str, instance: str) -> tuple[int | None, float, str]:
     """This node's token from its agent and for how long it stays valid (None and the reason when it gives none)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(TOKEN_TIMEOUT)
     try:
-        sock.connect(agent_socket)
-        sock.sendall(f"TOKEN {instance}\n".encode())
-        data = b""
-        while chunk := sock.recv(4096):
-            data += chunk
-    except OSError as exc:
-        return None, 0.0, f"agent: {exc.strerror or exc}"
-    finally:
-        sock.close()
-    line = data.decode("utf-8", "replace").strip()
-    if not line.startswith("OK "):
-        return None, 0.0, f"agent: {line[:80]}"
-    answer = json.loads(line[3:])
+        answer = statusview.ask(Path(agent_socket), f"TOKEN {instance}", TOKEN_TIMEOUT)
+    except statusview.StatusError as exc:
+        return None, 0.0, f"agent: {exc}"
     token = answer.get("token")
     if token is None:
         return None, 0.0, str(answer.get("reason"))
